@@ -1,0 +1,60 @@
+# Entry points. `make test` and `make demo` set themselves up from nothing (.venv + install).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+# torch/torchvision pinned: these releases install from the local wheel cache; anything else downloads GBs.
+TORCH := torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+CONFIG ?=
+STAGE ?= 1
+ARGS ?=
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help install test test-all demo dataset train generate eval bench weights clean
+
+help:
+	@echo "make demo      end-to-end demo on built-in synthetic videos (tiny preset, CPU, < 10 min)"
+	@echo "make test      the test suite (offline, CPU)"
+	@echo "make dataset   build layered shards (CONFIG=infra/configs/engine/<name>.yaml, ARGS='--limit 10')"
+	@echo "make train     train a stage (STAGE=1|2|3, CONFIG=..., ARGS=...)"
+	@echo "make generate  generate / decompose layered videos (ARGS=...)"
+	@echo "make eval      VBench-style evaluation per layer (ARGS=...)"
+	@echo "make bench     the benchmark scripts (figures go in BENCHMARKS.md)"
+	@echo "make weights   check which model weights are present under LAYERFLOW_WEIGHTS"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[all,dev]"
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+demo: $(STAMP)
+	$(PY) infra/demo.py $(ARGS)
+
+dataset: $(STAMP)
+	$(PY) -m data_engine.cli dataset $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+generate: $(STAMP)
+	$(PY) -m model.generate $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+eval: $(STAMP)
+	$(PY) -m evaluation generation $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+weights: $(STAMP)
+	$(PY) -m data_engine.cli weights check $(ARGS)
+
+bench: $(STAMP)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf outputs/demo .pytest_cache

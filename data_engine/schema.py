@@ -1,0 +1,142 @@
+"""The layered clip: the unit of data shared by the engine, the shards, the trainer and the model.
+
+Layer order everywhere (shards, packing, outputs) is fg, alpha, bg, blend.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+LAYERS: tuple[str, ...] = ("fg", "alpha", "bg", "blend")
+CAPTIONED_LAYERS: tuple[str, ...] = ("fg", "bg", "blend")
+# Where alpha = 0 the official data shows the foreground over mid-grey (rgb * alpha in [-1, 1] space).
+MID_GREY = 127
+ENGINE_VERSION = "0.1.0"
+ORIGINS = ("engine", "copy_paste", "image", "official_import", "synthetic")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def sample_key(source: str, clip: int, obj: int = 0) -> str:
+    """`{source}-{clip:05d}-{obj:02d}` with every character WebDataset would misread replaced."""
+    safe = re.sub(r"[^A-Za-z0-9_\-]", "_", source)
+    return f"{safe}-{clip:05d}-{obj:02d}"
+
+
+@dataclass
+class Captions:
+    fg: str = ""
+    bg: str = ""
+    blend: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"fg": self.fg, "bg": self.bg, "blend": self.blend}
+
+
+@dataclass
+class LayeredClip:
+    """One foreground object in one clip (or one layered image, T = 1).
+
+    Arrays are uint8: fg/bg/blend [T, H, W, 3], alpha [T, H, W]. `fg` is the foreground composited over
+    mid-grey where alpha = 0, as the official data stores it.
+    """
+
+    key: str
+    fg: np.ndarray
+    alpha: np.ndarray
+    bg: np.ndarray
+    blend: np.ndarray
+    captions: Captions = field(default_factory=Captions)
+    fps: float = 8.0
+    kind: Literal["video", "image"] = "video"
+    origin: str = "engine"
+    source_id: str = ""
+    frame_range: tuple[int, int] = (0, 0)
+    scores: dict[str, Any] = field(default_factory=dict)
+    engine_version: str = ENGINE_VERSION
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.alpha.shape[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.alpha.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.alpha.shape[2])
+
+    def layer(self, name: str) -> np.ndarray:
+        return getattr(self, name)
+
+    def validate(self) -> None:
+        if not _KEY_RE.match(self.key):
+            raise ValueError(f"sample key {self.key!r} may only hold letters, digits, '_' and '-' (no dots)")
+        if self.kind not in ("video", "image"):
+            raise ValueError(f"kind must be 'video' or 'image', got {self.kind!r}")
+        if self.alpha.ndim != 3:
+            raise ValueError(f"alpha must be [T, H, W], got shape {self.alpha.shape}")
+        expected = (*self.alpha.shape, 3)
+        for name in ("fg", "bg", "blend", "alpha"):
+            arr = self.layer(name)
+            if arr.dtype != np.uint8:
+                raise ValueError(f"{name} must be uint8, got {arr.dtype}")
+            want = self.alpha.shape if name == "alpha" else expected
+            if arr.shape != want:
+                raise ValueError(f"{name} has shape {arr.shape}, expected {want}")
+        if self.kind == "image" and self.num_frames != 1:
+            raise ValueError(f"an image sample has one frame, got {self.num_frames}")
+
+    def metadata(self) -> dict[str, Any]:
+        """The sample's `json` member (everything except the pixels)."""
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "captions": self.captions.as_dict(),
+            "fps": float(self.fps),
+            "num_frames": self.num_frames,
+            "height": self.height,
+            "width": self.width,
+            "origin": self.origin,
+            "source_id": self.source_id,
+            "frame_range": [int(self.frame_range[0]), int(self.frame_range[1])],
+            "scores": self.scores,
+            "engine_version": self.engine_version,
+        }
+
+    @classmethod
+    def from_layers(cls, meta: dict[str, Any], layers: dict[str, np.ndarray]) -> "LayeredClip":
+        return cls(
+            key=meta["key"],
+            fg=layers["fg"],
+            alpha=layers["alpha"],
+            bg=layers["bg"],
+            blend=layers["blend"],
+            captions=Captions(**meta.get("captions", {})),
+            fps=float(meta.get("fps", 8.0)),
+            kind=meta.get("kind", "video"),
+            origin=meta.get("origin", "engine"),
+            source_id=meta.get("source_id", ""),
+            frame_range=tuple(meta.get("frame_range", (0, 0))),
+            scores=meta.get("scores", {}),
+            engine_version=meta.get("engine_version", ENGINE_VERSION),
+        )
+
+
+def composite(fg_rgb: np.ndarray, alpha: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """blend = fg * a + bg * (1 - a), uint8 in and out; alpha [T, H, W] uint8."""
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    out = fg_rgb.astype(np.float32) * a + bg.astype(np.float32) * (1.0 - a)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def over_grey(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The official fg layout: the object's RGB where alpha = 1, mid-grey where alpha = 0."""
+    grey = np.full_like(rgb, MID_GREY)
+    return composite(rgb, alpha, grey)

@@ -1,0 +1,437 @@
+"""The shard sink (writer) and reader for layered clips.
+
+Layout of an output directory:
+
+    shard-000000.tar            complete WebDataset shard (written as .tar.tmp, renamed when closed)
+    shard-000000.parquet        the shard's rows (one per sample); written before the rename
+    shard-000000_stats.json     per-shard stats; written before the rename
+    manifest.parquet            all rows of all complete shards (rebuilt on close)
+    index.wids.json             wids index (`wids-shard-index-v1`, urls relative to this folder)
+    stats.json                  run-level stats
+    quarantine.parquet          inputs that failed, with stage and reason (rebuilt on close from quarantine.jsonl)
+
+A `.tar` exists only once its sidecars are on disk, so "the .tar exists" is the completion record: on reopen the
+sink deletes any `.tmp` left by a crash and treats the keys in complete shards as done (writes are idempotent by key).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import webdataset as wds
+
+from data_engine.schema import LAYERS, LayeredClip
+from data_engine.video_io import (
+    DEFAULT_CRF,
+    decode_png,
+    decode_video,
+    encode_alpha,
+    encode_png,
+    encode_video,
+)
+
+SHARD_PREFIX = "shard"
+TMP_SUFFIX = ".tmp"
+INDEX_NAME = "index.wids.json"
+MANIFEST_NAME = "manifest.parquet"
+QUARANTINE_NAME = "quarantine.parquet"
+QUARANTINE_LOG = "quarantine.jsonl"
+RUN_STATS_NAME = "stats.json"
+MEMBERS_VIDEO = tuple(f"{name}.mp4" for name in LAYERS) + ("json",)
+MEMBERS_IMAGE = tuple(f"{name}.png" for name in LAYERS) + ("json",)
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("shard", pa.string()),
+        ("kind", pa.string()),
+        ("origin", pa.string()),
+        ("source_id", pa.string()),
+        ("frame_start", pa.int64()),
+        ("frame_end", pa.int64()),
+        ("fps", pa.float64()),
+        ("num_frames", pa.int64()),
+        ("height", pa.int64()),
+        ("width", pa.int64()),
+        ("caption_fg", pa.string()),
+        ("caption_bg", pa.string()),
+        ("caption_blend", pa.string()),
+        ("alpha_lossless", pa.bool_()),
+        ("scores", pa.string()),
+        ("engine_version", pa.string()),
+        ("bytes", pa.int64()),
+    ]
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("input", pa.string()),
+        ("stage", pa.string()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+        ("attempts", pa.int64()),
+        ("time", pa.float64()),
+    ]
+)
+
+
+class ShardFormatError(ValueError):
+    """A sample or directory that does not follow the shard format; the message names it."""
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    crf: int = DEFAULT_CRF
+    lossless_alpha: bool = False
+
+
+def encode_clip(clip: LayeredClip, options: EncodeOptions = EncodeOptions()) -> dict[str, Any]:
+    """A LayeredClip as a WebDataset sample dict (bytes members, keys without dots)."""
+    meta = clip.metadata()
+    meta["alpha_lossless"] = options.lossless_alpha if clip.kind == "video" else True
+    sample: dict[str, Any] = {"__key__": clip.key}
+    if clip.kind == "image":
+        for name in LAYERS:
+            sample[f"{name}.png"] = encode_png(clip.layer(name)[0])
+    else:
+        for name in ("fg", "bg", "blend"):
+            sample[f"{name}.mp4"] = encode_video(clip.layer(name), clip.fps, crf=options.crf)
+        sample["alpha.mp4"] = encode_alpha(clip.alpha, clip.fps, lossless=options.lossless_alpha)
+    sample["json"] = json.dumps(meta, sort_keys=True).encode()
+    return sample
+
+
+def decode_sample(sample: dict[str, Any]) -> LayeredClip:
+    """A raw WebDataset sample (bytes members, as plain `webdataset`/`wids` yield them) back to a LayeredClip."""
+    key = sample.get("__key__", "<unknown>")
+    raw_meta = sample.get("json") or sample.get(".json")
+    if raw_meta is None:
+        raise ShardFormatError(f"sample {key}: no json member")
+    meta = json.loads(raw_meta) if isinstance(raw_meta, (bytes, str)) else raw_meta
+    ext = "png" if meta.get("kind") == "image" else "mp4"
+    layers: dict[str, np.ndarray] = {}
+    for name in LAYERS:
+        member = sample.get(f"{name}.{ext}", sample.get(f".{name}.{ext}"))
+        if member is None:
+            raise ShardFormatError(f"sample {key}: member {name}.{ext} missing")
+        if isinstance(member, io.IOBase):
+            member = member.read()
+        grey = name == "alpha"
+        label = f"{key}.{name}.{ext}"
+        if ext == "png":
+            layers[name] = decode_png(member, grey=grey, name=label)[None]
+        else:
+            layers[name] = decode_video(member, grey=grey, name=label)
+    return LayeredClip.from_layers(meta, _crop_to_meta(layers, meta))
+
+
+def _crop_to_meta(layers: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """H.264 needs even sizes; undo the encoder's edge padding for odd-sized clips."""
+    h, w = meta.get("height"), meta.get("width")
+    if h is None or w is None:
+        return layers
+    return {k: v[:, :h, :w] for k, v in layers.items()}
+
+
+def manifest_row(clip: LayeredClip, shard: str, nbytes: int, alpha_lossless: bool) -> dict[str, Any]:
+    return {
+        "key": clip.key,
+        "shard": shard,
+        "kind": clip.kind,
+        "origin": clip.origin,
+        "source_id": clip.source_id,
+        "frame_start": int(clip.frame_range[0]),
+        "frame_end": int(clip.frame_range[1]),
+        "fps": float(clip.fps),
+        "num_frames": clip.num_frames,
+        "height": clip.height,
+        "width": clip.width,
+        "caption_fg": clip.captions.fg,
+        "caption_bg": clip.captions.bg,
+        "caption_blend": clip.captions.blend,
+        "alpha_lossless": alpha_lossless,
+        "scores": json.dumps(clip.scores, sort_keys=True, default=float),
+        "engine_version": clip.engine_version,
+        "bytes": int(nbytes),
+    }
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    _atomic_write(path, buf.getvalue().to_pybytes())
+
+
+def complete_shards(out_dir: str | Path) -> list[Path]:
+    return sorted(Path(out_dir).glob(f"{SHARD_PREFIX}-[0-9]*.tar"))
+
+
+@dataclass
+class _OpenShard:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+
+class ShardSink:
+    """Writes LayeredClips into size-limited WebDataset shards, idempotent by sample key, crash-safe.
+
+    Use as a context manager; `close()` finalises the manifest, index, run stats and quarantine table.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        *,
+        maxcount: int = 1000,
+        maxsize: float = 1e9,
+        options: EncodeOptions = EncodeOptions(),
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.options = options
+        self.maxcount, self.maxsize = maxcount, maxsize
+        self._cleanup_partial()
+        self.done_keys: set[str] = self._load_done_keys()
+        self._current = _OpenShard()
+        self._writer: wds.ShardWriter | None = None
+        self._written_this_run = 0
+        self._skipped_this_run = 0
+        self._bytes_this_run = 0
+        self._started = time.time()
+        self.summary: dict[str, Any] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+    def _cleanup_partial(self) -> None:
+        """Delete what a crash left: `.tmp` files and sidecars whose shard never got renamed."""
+        for tmp in self.out_dir.glob(f"*{TMP_SUFFIX}"):
+            tmp.unlink()
+        for side in self.out_dir.glob(f"{SHARD_PREFIX}-[0-9]*.parquet"):
+            if not side.with_suffix(".tar").exists():
+                side.unlink()
+                stats = side.with_name(side.stem + "_stats.json")
+                if stats.exists():
+                    stats.unlink()
+
+    def _load_done_keys(self) -> set[str]:
+        keys: set[str] = set()
+        for shard in complete_shards(self.out_dir):
+            side = shard.with_suffix(".parquet")
+            if side.exists():
+                keys.update(pq.read_table(side, columns=["key"]).column("key").to_pylist())
+        return keys
+
+    def _next_shard_index(self) -> int:
+        existing = [int(p.stem.split("-")[1]) for p in complete_shards(self.out_dir)]
+        return max(existing, default=-1) + 1
+
+    def _open_writer(self) -> wds.ShardWriter:
+        pattern = str(self.out_dir / f"{SHARD_PREFIX}-%06d.tar{TMP_SUFFIX}")
+        return wds.ShardWriter(
+            pattern,
+            maxcount=self.maxcount,
+            maxsize=self.maxsize,
+            post=self._finish_shard,
+            start_shard=self._next_shard_index(),
+            verbose=0,
+            mtime=0.0,
+        )
+
+    def _finish_shard(self, tmp_name: str) -> None:
+        tmp = Path(tmp_name)
+        final = tmp.with_name(tmp.name[: -len(TMP_SUFFIX)])
+        rows, self._current = self._current.rows, _OpenShard()
+        if not rows:
+            tmp.unlink(missing_ok=True)
+            return
+        for row in rows:
+            row["shard"] = final.name
+        _write_parquet_atomic(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), final.with_suffix(".parquet"))
+        stats = shard_stats(rows, final.name, tmp.stat().st_size)
+        _atomic_write(final.with_name(final.stem + "_stats.json"), json.dumps(stats, indent=1).encode())
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        self.done_keys.update(r["key"] for r in rows)
+
+    # -- writing ---------------------------------------------------------------------------------------------------
+    def write(self, clip: LayeredClip) -> bool:
+        """Encode and write one clip; returns False (and writes nothing) when its key is already in the output."""
+        if clip.key in self.done_keys or any(r["key"] == clip.key for r in self._current.rows):
+            self._skipped_this_run += 1
+            return False
+        return self.write_encoded(clip, encode_clip(clip, self.options))
+
+    def write_encoded(self, clip: LayeredClip, sample: dict[str, Any]) -> bool:
+        """Write an already encoded sample (encoding can then run in parallel workers)."""
+        if clip.key in self.done_keys or any(r["key"] == clip.key for r in self._current.rows):
+            self._skipped_this_run += 1
+            return False
+        if self._writer is None:
+            self._writer = self._open_writer()
+        nbytes = sum(len(v) for k, v in sample.items() if not k.startswith("__"))
+        lossless = json.loads(sample["json"])["alpha_lossless"]
+        # The writer may roll over to a new shard before this sample, which flushes the rows collected so far.
+        self._writer.write(sample)
+        self._current.rows.append(manifest_row(clip, "", nbytes, lossless))
+        self._written_this_run += 1
+        self._bytes_this_run += nbytes
+        return True
+
+    def quarantine(self, input_id: str, stage: str, error: BaseException | str, attempts: int = 1) -> None:
+        """Record a failed input (appended and flushed at once, so a crash loses no record)."""
+        error_type = type(error).__name__ if isinstance(error, BaseException) else "Rejected"
+        row = {
+            "input": str(input_id),
+            "stage": stage,
+            "error_type": error_type,
+            "message": str(error).splitlines()[0] if str(error) else error_type,
+            "attempts": int(attempts),
+            "time": time.time(),
+        }
+        with open(self.out_dir / QUARANTINE_LOG, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def close(self) -> dict[str, Any]:
+        """Finish the open shard and rebuild the directory-level files; returns the run stats. Idempotent."""
+        if self.summary is not None:
+            return self.summary
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.summary = finalize(self.out_dir, run_info={
+            "written_this_run": self._written_this_run,
+            "skipped_existing_this_run": self._skipped_this_run,
+            "bytes_this_run": self._bytes_this_run,
+            "seconds_this_run": round(time.time() - self._started, 3),
+        })
+        return self.summary
+
+    def __enter__(self) -> "ShardSink":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._writer is not None:
+            # Leave the partial shard as .tmp: the next run deletes it and rewrites its samples.
+            self._writer.tarstream.close()
+            self._writer = None
+
+
+def shard_stats(rows: list[dict[str, Any]], shard: str, nbytes: int) -> dict[str, Any]:
+    return {
+        "shard": shard,
+        "samples": len(rows),
+        "bytes": int(nbytes),
+        "frames": int(sum(r["num_frames"] for r in rows)),
+        "kinds": dict(Counter(r["kind"] for r in rows)),
+        "origins": dict(Counter(r["origin"] for r in rows)),
+    }
+
+
+def finalize(out_dir: str | Path, run_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """(Re)build manifest, wids index, quarantine table and run stats from the complete shards on disk."""
+    out = Path(out_dir)
+    shards = complete_shards(out)
+    tables = [pq.read_table(s.with_suffix(".parquet")) for s in shards]
+    manifest = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
+    _write_parquet_atomic(manifest, out / MANIFEST_NAME)
+    shardlist = []
+    for s, t in zip(shards, tables):
+        shardlist.append({"url": s.name, "nsamples": t.num_rows, "filesize": s.stat().st_size})
+    index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": out.name, "shardlist": shardlist}
+    _atomic_write(out / INDEX_NAME, json.dumps(index, indent=1).encode())
+    quarantine_rows = _read_quarantine_log(out)
+    _write_parquet_atomic(pa.Table.from_pylist(quarantine_rows, schema=QUARANTINE_SCHEMA), out / QUARANTINE_NAME)
+    rows = manifest.to_pylist()
+    stats = {
+        "samples": len(rows),
+        "shards": len(shards),
+        "bytes": int(sum(s["filesize"] for s in shardlist)),
+        "frames": int(sum(r["num_frames"] for r in rows)),
+        "kinds": dict(Counter(r["kind"] for r in rows)),
+        "origins": dict(Counter(r["origin"] for r in rows)),
+        "quarantined": len(quarantine_rows),
+        "quarantined_by_stage": dict(Counter(r["stage"] for r in quarantine_rows)),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if run_info:
+        stats["last_run"] = run_info
+    _atomic_write(out / RUN_STATS_NAME, json.dumps(stats, indent=1).encode())
+    return stats
+
+
+def _read_quarantine_log(out: Path) -> list[dict[str, Any]]:
+    """Latest record per (input, stage); a half-written last line from a crash is ignored."""
+    log = out / QUARANTINE_LOG
+    if not log.exists():
+        return []
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for line in log.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        latest[(row["input"], row["stage"])] = row
+    return list(latest.values())
+
+
+# -- reading -----------------------------------------------------------------------------------------------------------
+def shard_urls(path: str | Path) -> list[str]:
+    """Complete shards of a directory (or a single .tar). Raises a clear error when there are none."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".tar":
+        return [str(p)]
+    if not p.exists():
+        raise FileNotFoundError(f"shard directory {p} does not exist; build it with `make dataset` first")
+    urls = [str(s) for s in complete_shards(p)]
+    if not urls:
+        raise FileNotFoundError(f"no complete shards (shard-*.tar) in {p}; build them with `make dataset` first")
+    return urls
+
+
+def iter_raw_samples(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Raw samples (bytes members) with plain webdataset, in shard order."""
+    yield from wds.WebDataset(shard_urls(path), shardshuffle=False, empty_check=False)
+
+
+def read_clips(path: str | Path) -> Iterator[LayeredClip]:
+    for sample in iter_raw_samples(path):
+        yield decode_sample(sample)
+
+
+def clip_to_tensors(clip: LayeredClip) -> dict[str, Any]:
+    """Normalised float tensors for training: layers in [-1, 1], channels first [T, C, H, W]; alpha 1 channel."""
+    import torch
+
+    out: dict[str, Any] = {}
+    for name in LAYERS:
+        arr = clip.layer(name)
+        t = torch.from_numpy(np.ascontiguousarray(arr)).float().div(127.5).sub(1.0)
+        out[name] = t.unsqueeze(1) if name == "alpha" else t.permute(0, 3, 1, 2)
+    out["captions"] = clip.captions.as_dict()
+    out["kind"] = clip.kind
+    out["key"] = clip.key
+    return out
+
+
