@@ -47,6 +47,7 @@ MANIFEST_NAME = "manifest.parquet"
 QUARANTINE_NAME = "quarantine.parquet"
 QUARANTINE_LOG = "quarantine.jsonl"
 RUN_STATS_NAME = "stats.json"
+WRITE_BUFFER = 16 << 20
 MEMBERS_VIDEO = tuple(f"{name}.mp4" for name in LAYERS) + ("json",)
 MEMBERS_IMAGE = tuple(f"{name}.png" for name in LAYERS) + ("json",)
 
@@ -187,6 +188,7 @@ def complete_shards(out_dir: str | Path) -> list[Path]:
 @dataclass
 class _OpenShard:
     rows: list[dict[str, Any]] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.time)
 
 
@@ -203,8 +205,12 @@ class ShardSink:
         maxcount: int = 1000,
         maxsize: float = 1e9,
         options: EncodeOptions = EncodeOptions(),
+        durable: bool = True,
     ) -> None:
+        """`durable=False` skips fsync of finished shards (faster on scratch disks; a power loss may then lose a
+        shard that was already renamed)."""
         self.out_dir = Path(out_dir)
+        self.durable = durable
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.options = options
         self.maxcount, self.maxsize = maxcount, maxsize
@@ -252,6 +258,8 @@ class ShardSink:
             start_shard=self._next_shard_index(),
             verbose=0,
             mtime=0.0,
+            # tarfile's stream mode writes 10 KiB blocks; a large buffer turns them into few syscalls.
+            opener=lambda name: open(name, "wb", buffering=WRITE_BUFFER),
         )
 
     def _finish_shard(self, tmp_name: str) -> None:
@@ -266,22 +274,27 @@ class ShardSink:
         _write_parquet_atomic(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), final.with_suffix(".parquet"))
         stats = shard_stats(rows, final.name, tmp.stat().st_size)
         _atomic_write(final.with_name(final.stem + "_stats.json"), json.dumps(stats, indent=1).encode())
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if self.durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, final)
         self.done_keys.update(r["key"] for r in rows)
 
     # -- writing ---------------------------------------------------------------------------------------------------
+    def has(self, key: str) -> bool:
+        """True when the key is in a complete shard or in the shard being written."""
+        return key in self.done_keys or key in self._current.keys
+
     def write(self, clip: LayeredClip) -> bool:
         """Encode and write one clip; returns False (and writes nothing) when its key is already in the output."""
-        if clip.key in self.done_keys or any(r["key"] == clip.key for r in self._current.rows):
+        if self.has(clip.key):
             self._skipped_this_run += 1
             return False
         return self.write_encoded(clip, encode_clip(clip, self.options))
 
     def write_encoded(self, clip: LayeredClip, sample: dict[str, Any]) -> bool:
         """Write an already encoded sample (encoding can then run in parallel workers)."""
-        if clip.key in self.done_keys or any(r["key"] == clip.key for r in self._current.rows):
+        if self.has(clip.key):
             self._skipped_this_run += 1
             return False
         if self._writer is None:
@@ -291,6 +304,7 @@ class ShardSink:
         # The writer may roll over to a new shard before this sample, which flushes the rows collected so far.
         self._writer.write(sample)
         self._current.rows.append(manifest_row(clip, "", nbytes, lossless))
+        self._current.keys.add(clip.key)
         self._written_this_run += 1
         self._bytes_this_run += nbytes
         return True

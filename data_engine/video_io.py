@@ -1,6 +1,8 @@
 """Video and image encode/decode with PyAV (FFmpeg's libraries).
 
-Colour: H.264 (libx264), yuv420p by default so any player reads it; `crf` sets the quality.
+Colour: H.264 (libx264), 4:4:4 chroma at CRF 16 by default. 4:2:0 smears saturated object edges (measured
+37.7 dB on a red ring vs >= 44 dB at 4:4:4, with smaller files); every FFmpeg-based reader (PyAV, torchvision,
+decord, ffmpeg) decodes High 4:4:4, browsers may not: pass `pix_fmt="yuv420p"` for those.
 Alpha: 8-bit grey H.264 (`gray` pixel format) at constant quantiser 1 by default (max error 2/255 measured on
 soft mattes); `lossless=True` uses qp 0, which is bit-exact. Mattes are mostly flat, so qp 0 is often no bigger.
 """
@@ -16,7 +18,8 @@ import av
 import numpy as np
 from PIL import Image
 
-DEFAULT_CRF = 12
+DEFAULT_CRF = 16
+DEFAULT_PIX_FMT = "yuv444p"
 DEFAULT_ALPHA_QP = 1
 
 
@@ -50,7 +53,7 @@ def encode_video(
     *,
     crf: int = DEFAULT_CRF,
     qp: int | None = None,
-    pix_fmt: str = "yuv420p",
+    pix_fmt: str = DEFAULT_PIX_FMT,
     lossless: bool = False,
     preset: str = "medium",
 ) -> bytes:

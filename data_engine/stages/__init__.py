@@ -1,0 +1,40 @@
+"""Engine stages, one module per step. `STAGES` maps the name used in engine configs to `module:Class`; classes
+are imported only when a run uses them, so listing stages never loads a perception model.
+"""
+from __future__ import annotations
+
+import importlib
+
+STAGES: dict[str, str] = {
+    # the video path, model-free
+    "probe": "data_engine.stages.probe:ProbeStage",
+    "split": "data_engine.stages.split:SplitStage",
+    "synthetic_layers": "data_engine.stages.compose:SyntheticLayersStage",
+    "compose": "data_engine.stages.compose:ComposeStage",
+    "encode": "data_engine.stages.encode:EncodeStage",
+    # the perception chain
+    "tag": "data_engine.stages.tagging:TagStage",
+    "segment": "data_engine.stages.segment_track:SegmentTrackStage",
+    "dedup": "data_engine.stages.dedup:DedupStage",
+    "fg_check": "data_engine.stages.foreground_check:ForegroundCheckStage",
+    "inpaint": "data_engine.stages.inpaint:InpaintStage",
+    "caption": "data_engine.stages.caption:CaptionStage",
+}
+# Stages that need no model weights: a config made only of these cannot invent layers for arbitrary videos.
+MODEL_FREE = frozenset({"probe", "split", "synthetic_layers", "compose", "encode"})
+
+
+class UnknownStageError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def stage_class(name: str) -> type:
+    """The class registered under `name` (imports its module now)."""
+    if name not in STAGES:
+        raise UnknownStageError(f"unknown stage {name!r}; known stages: {', '.join(STAGES)}")
+    module, _, attr = STAGES[name].partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownStageError(f"stage {name!r} ({STAGES[name]}) cannot be imported: {exc}") from exc

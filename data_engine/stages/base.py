@@ -1,0 +1,129 @@
+"""The stage protocol: one small class per pipeline step.
+
+A stage declares its resources, loads its model once per actor in `setup()`, and maps a batch of rows to a batch
+of rows. Per input row it may
+- return it (possibly with new fields),
+- drop it (filter: return nothing for it; say why with `self.drop(row, reason)` so stats can count it),
+- fan it out (one clip -> one row per object, each with its own `key`),
+- fail it: return `self.failed(row, reason_or_exception)` in its place; the engine sends it to quarantine with the
+  stage name, error type and message. An exception escaping `process_batch` fails the whole batch: the engine
+  retries it up to `Resources.retries` times, then quarantines each of its rows.
+
+Rows are plain dicts. Fields used along the perception chain (a stage documents what it reads and writes):
+    key          str   sample key (no dots); `split` sets it to the clip key `{source}-{clip:05d}`; fan-out stages
+                       derive `{clip key}-{obj:02d}`; `compose` appends `-00` to a row that was never fanned out
+    clip_key     str   the clip key as `split` set it (unchanged by fan-out)
+    source_id    str   input the row came from (file path / URI / synthetic id)
+    probe        dict  `VideoInfo` fields of the source video (set by `probe`)
+    frame_indices list[int]  source frame index of each clip frame (set by `split`)
+    frame_range  (int, int)
+    fps          float
+    frames       uint8 [T, H, W, 3]  the clip as decoded (the blend)
+    tags         list[{"tag": str, "score": float}]
+    mask         uint8 [T, H, W]     one object's alpha (0..255, soft or binary)
+    bg           uint8 [T, H, W, 3]  inpainted background
+    fg           uint8 [T, H, W, 3]  object over mid-grey
+    captions     {"fg", "bg", "blend"}
+    scores       dict  per-stage scores and drop reasons (ends up in the sample's json)
+    clip         LayeredClip  the finished sample (set by `compose`, or by a layered source)
+
+Fields starting with "_" belong to the engine (input accounting, timings): build output rows from the input row
+(`{**row, "mask": m}` or `dict(row, ...)`) so they travel along; a stage never reads or sets them.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar
+
+Row = dict[str, Any]
+FAILED = "_failed"
+
+
+class StageError(RuntimeError):
+    """A row this stage cannot process; the message is the quarantine reason."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one actor of the stage needs. The engine scales actor counts to the cluster's real resources."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    batch_size: int = 1
+    max_actors: int | None = None
+    retries: int = 1
+
+    def override(self, **changes: Any) -> "Resources":
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown resource option(s) {sorted(unknown)}; valid: {sorted(known)}")
+        return replace(self, **changes)
+
+
+@dataclass
+class StageStats:
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+class Stage(ABC):
+    """Base class of every engine stage; subclasses set `name` and `default_resources`.
+
+    A stage may set `Options` to a dataclass: the engine then checks a config's option keys against its fields
+    before starting anything, and the stage reads them typed from `self.opts`.
+    """
+
+    name: ClassVar[str] = "stage"
+    default_resources: ClassVar[Resources] = Resources()
+    Options: ClassVar[type | None] = None
+
+    def __init__(self, resources: Resources | None = None, **options: Any) -> None:
+        self.resources = resources or self.default_resources
+        self.options = options
+        self.opts = self.parse_options(options)
+        self._ready = False
+
+    @classmethod
+    def parse_options(cls, options: dict[str, Any]) -> Any:
+        """`Options(**options)`, or a one-line error naming the unknown keys and the valid ones."""
+        if cls.Options is None:
+            return None
+        known = {f.name for f in fields(cls.Options)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"stage {cls.name!r}: unknown option(s) {unknown}; valid: {sorted(known)}")
+        return cls.Options(**options)
+
+    def setup(self) -> None:
+        """Load models once per actor. Default: nothing to load."""
+
+    def ensure_setup(self) -> None:
+        if not self._ready:
+            self.setup()
+            self._ready = True
+
+    @abstractmethod
+    def process_batch(self, rows: list[Row]) -> list[Row]:
+        """Map input rows to output rows (filter, fan-out and failure as described in the module docstring)."""
+
+    @staticmethod
+    def drop(row: Row, reason: str) -> None:
+        """Record why a row (or one of its objects) was dropped; the engine aggregates `scores['dropped']`."""
+        row.setdefault("scores", {}).setdefault("dropped", []).append(reason)
+
+    def failed(self, row: Row, error: BaseException | str) -> Row:
+        """A marker row the engine routes to quarantine instead of the next stage."""
+        exc = error if isinstance(error, BaseException) else StageError(error)
+        return {
+            **{k: v for k, v in row.items() if k.startswith("_")},
+            "key": row.get("key"),
+            "source_id": row.get("source_id"),
+            FAILED: {"stage": self.name, "error_type": type(exc).__name__, "message": str(exc)},
+        }
+
+
+def is_failed(row: Row) -> bool:
+    return FAILED in row

@@ -1,0 +1,124 @@
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from data_engine.ingest import ingest
+from data_engine.schema import MID_GREY, composite
+from data_engine.shards import ShardSink, read_clips
+from data_engine.sources.copy_paste import CopyPasteSource, paste
+from data_engine.sources.layered_images import LayeredImageSource
+from data_engine.sources.official import OfficialSampleSource
+from data_engine.sources.synthetic import SyntheticConfig, SyntheticSource, synthetic_clip
+from data_engine.video_io import encode_png, psnr
+
+SMALL = SyntheticConfig(num_clips=4, num_frames=6, height=48, width=64, seed=11)
+
+
+def _residual(clip) -> float:
+    """Mean |blend - (fg*a + bg*(1-a))| in 0..1 units."""
+    a = clip.alpha.astype(np.float64)[..., None] / 255.0
+    model = clip.fg.astype(np.float64) * a + clip.bg.astype(np.float64) * (1 - a)
+    return float(np.abs(clip.blend.astype(np.float64) - model).mean() / 255.0)
+
+
+def test_synthetic_is_deterministic_soft_and_consistent():
+    a, b = synthetic_clip(SMALL, 2), synthetic_clip(SMALL, 2)
+    assert all(np.array_equal(a.layer(n), b.layer(n)) for n in ("fg", "alpha", "bg", "blend"))
+    assert not np.array_equal(a.blend, synthetic_clip(SMALL, 3).blend)
+    soft = (a.alpha > 0) & (a.alpha < 255)
+    assert soft.any() and (a.alpha == 255).any() and (a.alpha == 0).any()
+    assert np.all(a.fg[a.alpha == 0] == MID_GREY)
+    assert not np.array_equal(a.bg[0], a.bg[-1]), "the background must move"
+    assert not np.array_equal(a.alpha[0], a.alpha[-1]), "the object must move"
+    assert _residual(a) < 1.0 / 255
+    assert a.captions.fg and a.captions.bg and a.captions.blend
+
+
+@pytest.mark.parametrize("seq", ["dog", "rhino", "lucia"])
+def test_davis_import_round_trip_keeps_soft_alpha(official_samples, tmp_path, seq):
+    source = OfficialSampleSource(official_samples)
+    item = next(i for i in source.list_inputs() if f"/{seq}/" in i + "/")
+    [clip] = source.load(item)
+    assert clip.captions.fg and clip.captions.bg and clip.captions.blend
+    with ShardSink(tmp_path) as sink:
+        sink.write(clip)
+    [back] = list(read_clips(tmp_path))
+    assert back.metadata() == clip.metadata()
+    assert back.num_frames == 16 and (back.height, back.width) == (480, 720)
+    assert _residual(back) <= 6 / 255
+    soft = (back.alpha > 0) & (back.alpha < 255)
+    assert soft.mean() > 0.001, "fractional alpha values must survive"
+    assert np.abs(back.alpha.astype(int) - clip.alpha).max() <= 2
+    for name in ("fg", "bg", "blend"):
+        assert psnr(back.layer(name), clip.layer(name)) >= 40.0
+
+
+def test_youtube_vos_layout_is_imported(official_samples):
+    source = OfficialSampleSource(official_samples)
+    item = next(i for i in source.list_inputs() if i.endswith("SUV"))
+    [clip] = source.load(item)
+    assert (clip.height, clip.width) == (432, 768)
+    assert clip.captions.blend.startswith("The video showcases the SUV")
+
+
+def test_corrupt_and_empty_frames_are_quarantined_and_run_finishes(official_samples, tmp_path):
+    root = tmp_path / "samples" / "DAVIS" / "480p"
+    src = official_samples / "DAVIS" / "480p"
+    for seq in ("dog", "rhino", "lucia"):
+        shutil.copytree(src / seq, root / seq)
+    for meta in src.glob("meta*.json"):
+        shutil.copy(meta, root)
+    (root / "dog" / "mask" / "0003.png").write_bytes(b"")
+    (root / "rhino" / "bg" / "0005.png").write_bytes(b"\x89PNG garbage")
+    out = tmp_path / "out"
+    with ShardSink(out) as sink:
+        counts = ingest(OfficialSampleSource(tmp_path / "samples"), sink)
+    assert (counts.written, counts.quarantined) == (1, 2)
+    rows = {r["input"].split("/")[-2]: r for r in pq.read_table(out / "quarantine.parquet").to_pylist()}
+    assert set(rows) == {"dog", "rhino"}
+    assert "0003.png" in rows["dog"]["message"] and "zero-byte" in rows["dog"]["message"]
+    assert "0005.png" in rows["rhino"]["message"]
+    assert [c.key for c in read_clips(out)] == ["official_lucia-00000-00"]
+
+
+def test_copy_paste_composites_fg_over_other_background():
+    clips = list(SyntheticSource(SMALL).iter_clips())
+    out = paste(clips[0], clips[1], "cp-00000-00")
+    rgb_times_a = clips[0].fg.astype(np.float64) - MID_GREY * (1 - clips[0].alpha[..., None] / 255.0)
+    a = clips[0].alpha[..., None] / 255.0
+    expected = rgb_times_a + clips[1].bg * (1 - a)
+    assert np.abs(out.blend.astype(np.float64) - expected).max() <= 0.5 + 1e-9
+    assert np.array_equal(out.bg, clips[1].bg) and np.array_equal(out.alpha, clips[0].alpha)
+    assert out.origin == "copy_paste" and out.captions.bg == clips[1].captions.bg
+    pairs = CopyPasteSource(clips, num=20, seed=0).pairs
+    assert all(i != j for i, j in pairs)
+    assert pairs == CopyPasteSource(clips, num=20, seed=0).pairs
+
+
+def test_layered_images_become_image_samples(tmp_path):
+    rng = np.random.default_rng(0)
+    item = tmp_path / "imgs" / "cat"
+    item.mkdir(parents=True)
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    alpha = rng.integers(0, 256, (20, 30), dtype=np.uint8)
+    bg = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    (item / "fg.png").write_bytes(encode_png(rgb))
+    (item / "alpha.png").write_bytes(encode_png(alpha))
+    (item / "bg.png").write_bytes(encode_png(bg))
+    (item / "captions.json").write_text(json.dumps({"fg": "a cat", "bg": "a sofa", "blend": "a cat on a sofa"}))
+    bad = tmp_path / "imgs" / "broken"
+    bad.mkdir()
+    (bad / "fg.png").write_bytes(b"")
+    (bad / "bg.png").write_bytes(encode_png(bg))
+    out = tmp_path / "out"
+    with ShardSink(out) as sink:
+        counts = ingest(LayeredImageSource(tmp_path / "imgs"), sink)
+    assert (counts.written, counts.quarantined) == (1, 1)
+    [clip] = list(read_clips(out))
+    assert clip.kind == "image" and clip.num_frames == 1
+    assert np.array_equal(clip.alpha[0], alpha)
+    assert np.array_equal(clip.blend, composite(rgb[None], alpha[None], bg[None]))
+    assert clip.captions.blend == "a cat on a sofa"
