@@ -44,6 +44,9 @@ demo: $(STAMP)
 dataset: $(STAMP)
 	$(PY) -m data_engine.cli dataset $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
+train: $(STAMP)
+	$(PY) -m trainer --stage $(STAGE) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
 generate: $(STAMP)
 	$(PY) -m model.generate $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 

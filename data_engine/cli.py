@@ -1,0 +1,94 @@
+"""`layerflow` / `python -m data_engine.cli`: build datasets and manage model weights.
+
+    dataset  [--config FILE] [--input PATH|URI] [--out DIR] [--limit N] [--dry-run] [--set KEY=VALUE]...
+    weights  check | download NAME... | download --all
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+EXIT_USAGE = 2
+
+
+def _dataset(args: argparse.Namespace, console: Console) -> int:
+    from data_engine.engine.config import load_config
+    from data_engine.engine.runner import run
+
+    cfg = load_config(args.config, args.set, input=args.input, out=args.out, limit=args.limit)
+    if args.no_progress:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, progress=False))
+    run(cfg, dry_run=args.dry_run, console=console)
+    return 0
+
+
+def _weights(args: argparse.Namespace, console: Console) -> int:
+    from data_engine import weights
+
+    registry = weights.load_registry()
+    if args.action == "check":
+        table = Table("model", "status", "expected at", "hub id")
+        missing_any = False
+        for name, spec in sorted(registry.items()):
+            missing = weights.missing_files(name)
+            missing_any |= bool(missing)
+            status = "[green]present[/]" if not missing else f"[red]missing[/] ({len(missing)} file(s))"
+            table.add_row(name, status, str(weights.model_dir(name)), spec.hub_id)
+        console.print(table)
+        console.print(f"root: {weights.weights_root()} (set {weights.ENV_VAR} to change it)")
+        return 1 if missing_any else 0
+    names = sorted(registry) if args.all else args.names
+    if not names:
+        raise ValueError("weights download: name one or more models, or pass --all")
+    for name in names:
+        spec = weights.spec(name)
+        from huggingface_hub import snapshot_download
+
+        target = weights.model_dir(name)
+        console.print(f"downloading {name} ({spec.hub_id}) -> {target}")
+        snapshot_download(repo_id=spec.hub_id, revision=spec.revision, local_dir=str(target))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="layerflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("dataset", help="build layered shards with the Ray data engine")
+    d.add_argument("--config", type=Path, default=None, help="engine YAML (default infra/configs/engine/default.yaml)")
+    d.add_argument("--input", default=None, help="videos: folder, glob, list file, file or URI (replaces the config's sources)")
+    d.add_argument("--out", default=None, help="output folder (run.out)")
+    d.add_argument("--limit", type=int, default=None, help="process at most N inputs not yet done")
+    d.add_argument("--dry-run", action="store_true", help="print the inputs, resources and stage plan; start nothing")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set stages.split.num_cpus=0.5 (repeatable)")
+    d.add_argument("--no-progress", action="store_true", help="no live display (the closing summary still prints)")
+    w = sub.add_parser("weights", help="check or download model weights")
+    w.add_argument("action", choices=("check", "download"))
+    w.add_argument("names", nargs="*", help="models to download (see `weights check`)")
+    w.add_argument("--all", action="store_true", help="download every model in the registry")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    console = Console(stderr=True)
+    from data_engine.engine.config import ConfigError
+    from data_engine.engine.resources import PlanError
+    from data_engine.sources.base import SourceError
+
+    try:
+        return _dataset(args, console) if args.command == "dataset" else _weights(args, console)
+    except (ConfigError, PlanError, SourceError, KeyError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""The engine config: YAML -> typed dataclasses, with `--set a.b=c` overrides and one-line errors.
+
+    run:      where to write, cluster, limits       (RunConfig)
+    clip:     the clip policy of probe and split    (data_engine.stages.split.ClipPolicy)
+    sources:  list of {type: <source type>, ...options}   (see data_engine.engine.inputs.SOURCE_TYPES)
+    stages:   list of stage names or {name, num_cpus, num_gpus, batch_size, max_actors, retries, options: {...}}
+
+`--set stages.<name>.<field>=<value>` addresses a stage by name, `--set sources.<index>.<field>=<value>` a source
+by position; values are parsed as YAML (`0.5`, `true`, `[a, b]`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data_engine.stages.base import Resources
+from data_engine.stages.split import ClipPolicy
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO / "infra" / "configs" / "engine" / "default.yaml"
+SECTIONS = ("run", "clip", "sources", "stages")
+
+
+class ConfigError(ValueError):
+    """A config the engine cannot run; the message names the key and how to fix it."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: str = "outputs/dataset"
+    work_dir: str | None = None  # generated inputs (synthetic videos); default <out>/_work
+    limit: int | None = None  # at most this many inputs not yet done
+    ray_address: str | None = None  # a running cluster ("auto", "ray://host:10001"); RAY_ADDRESS wins when set
+    num_cpus: float | None = None  # local Ray only: CPUs to give the embedded instance (default: all)
+    num_gpus: float | None = None
+    maxcount: int = 100  # samples per shard
+    maxsize: float = 1e9  # bytes per shard
+    retry_quarantined: bool = False  # redo inputs whose record says some of their clips failed
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    type: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    resources: dict[str, Any] = field(default_factory=dict)  # overrides of the stage's default Resources
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    run: RunConfig = RunConfig()
+    clip: ClipPolicy = ClipPolicy()
+    sources: tuple[SourceSpec, ...] = ()
+    stages: tuple[StageSpec, ...] = ()
+    path: str | None = None
+
+    @property
+    def out(self) -> Path:
+        return Path(self.run.out)
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.run.work_dir) if self.run.work_dir else self.out / "_work"
+
+
+RESOURCE_KEYS = tuple(f.name for f in fields(Resources))
+
+
+def _typed(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(known)}")
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _stage_spec(entry: Any, where: str) -> StageSpec:
+    if isinstance(entry, str):
+        return StageSpec(entry)
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ConfigError(f"{where}: a stage is a name or a mapping with 'name', got {entry!r}")
+    valid = {"name", "options", *RESOURCE_KEYS}
+    unknown = sorted(set(entry) - valid)
+    if unknown:
+        raise ConfigError(f"{where} ({entry['name']}): unknown key(s) {unknown}; valid: {sorted(valid)}")
+    options = entry.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{where} ({entry['name']}): options must be a mapping, got {options!r}")
+    resources = {k: entry[k] for k in RESOURCE_KEYS if k in entry}
+    try:
+        Resources().override(**resources)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where} ({entry['name']}): {exc}") from exc
+    return StageSpec(str(entry["name"]), resources, dict(options))
+
+
+def _source_spec(entry: Any, where: str) -> SourceSpec:
+    if not isinstance(entry, dict) or "type" not in entry:
+        raise ConfigError(f"{where}: a source is a mapping with 'type' (videos, synthetic_videos, ...), got {entry!r}")
+    return SourceSpec(str(entry["type"]), {k: v for k, v in entry.items() if k != "type"})
+
+
+def parse_config(raw: dict[str, Any], path: str | None = None) -> EngineConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping with {list(SECTIONS)}, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path or 'config'}: unknown section(s) {unknown}; valid: {list(SECTIONS)}")
+    sources = raw.get("sources") or []
+    stages = raw.get("stages") or []
+    if not isinstance(sources, list) or not isinstance(stages, list):
+        raise ConfigError(f"{path or 'config'}: 'sources' and 'stages' must be lists")
+    stage_specs = tuple(_stage_spec(e, f"stages[{i}]") for i, e in enumerate(stages))
+    names = [s.name for s in stage_specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"stages: {dupes} listed twice; each stage appears once")
+    return EngineConfig(
+        run=_typed(RunConfig, raw.get("run"), "run"),
+        clip=_typed(ClipPolicy, raw.get("clip"), "clip"),
+        sources=tuple(_source_spec(e, f"sources[{i}]") for i, e in enumerate(sources)),
+        stages=stage_specs,
+        path=path,
+    )
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one `a.b.c=value` to the raw config dict (in place)."""
+    dotted, sep, value_text = assignment.partition("=")
+    if not sep or not dotted:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set stages.split.num_cpus=0.5")
+    parts = dotted.strip().split(".")
+    if parts[0] not in SECTIONS:
+        raise ConfigError(f"--set {dotted}: unknown section {parts[0]!r}; valid: {list(SECTIONS)}")
+    value = yaml.safe_load(value_text)
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, dict):
+            default: Any = [] if depth == 0 and part in ("sources", "stages") else {}
+            node = node.setdefault(part, default)
+        elif isinstance(node, list):
+            node = _list_item(node, part, parts[depth - 1], dotted)
+        else:
+            raise ConfigError(f"--set {dotted}: {'.'.join(parts[:depth])} is a value, not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        raise ConfigError(f"--set {dotted}: name a field of one entry, e.g. {dotted}.<name>.<field>")
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {dotted}: {'.'.join(parts[:-1])} is a value, not a section")
+    node[last] = value
+
+
+def _list_item(items: list[Any], part: str, section: str, dotted: str) -> dict[str, Any]:
+    if section == "stages":
+        for i, entry in enumerate(items):
+            if entry == part:
+                items[i] = {"name": part}
+                return items[i]
+            if isinstance(entry, dict) and entry.get("name") == part:
+                return entry
+        names = [e if isinstance(e, str) else e.get("name") for e in items]
+        raise ConfigError(f"--set {dotted}: no stage named {part!r} in the config; stages: {names}")
+    if part.isdigit() and int(part) < len(items) and isinstance(items[int(part)], dict):
+        return items[int(part)]
+    raise ConfigError(f"--set {dotted}: {section} has entries 0..{len(items) - 1}; use the entry's index")
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    input: str | list[str] | None = None,
+    out: str | None = None,
+    limit: int | None = None,
+) -> EngineConfig:
+    """Read a YAML config (default: infra/configs/engine/default.yaml), apply `--set` overrides and CLI shortcuts."""
+    cfg_path = Path(path) if path else DEFAULT_CONFIG
+    if not cfg_path.is_file():
+        raise ConfigError(f"config {cfg_path} not found; configs live in infra/configs/engine/")
+    try:
+        raw = yaml.safe_load(cfg_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{cfg_path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if input is not None:
+        raw["sources"] = [{"type": "videos", "input": input}]
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    cfg = parse_config(raw, str(cfg_path))
+    run_changes = {k: v for k, v in (("out", out), ("limit", limit)) if v is not None}
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, **run_changes)) if run_changes else cfg

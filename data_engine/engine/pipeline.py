@@ -1,0 +1,227 @@
+"""The streaming Ray Data pipeline: one `map_batches` actor pool per stage, rows as pickled dicts.
+
+Rows travel as one pickled bytes column: stages see plain dicts with numpy arrays of any shape, and rows of
+different kinds (a video path, a decoded clip, a failure marker) share one dataset without Arrow schema
+unification. `StageActor` wraps a `Stage`: it calls `setup()` once, feeds `process_batch` only the rows meant
+for the stage, retries a failing batch, then isolates the failing rows, and does the input accounting that
+resume relies on (see `state.py`).
+"""
+from __future__ import annotations
+
+import copy
+import pickle
+import time
+from collections import defaultdict
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from data_engine.engine.resources import StagePlan
+from data_engine.stages import stage_class
+from data_engine.stages.base import FAILED, Resources, Row, Stage, is_failed
+
+PAYLOAD = "payload"
+DROPPED = "_dropped"
+INPUT = "_input"
+WEIGHT = "_w"
+UNIT = "_unit"
+ENGINE_STAGES = {"source": "data_engine.engine.inputs:SourceStage"}
+
+
+class StageProtocolError(RuntimeError):
+    """A stage returned rows the engine cannot attribute to their inputs."""
+
+
+def pack(rows: list[Row]) -> dict[str, np.ndarray]:
+    out = np.empty(len(rows), dtype=object)
+    out[:] = [pickle.dumps(r, protocol=5) for r in rows]
+    return {PAYLOAD: out}
+
+
+def unpack(batch: dict[str, np.ndarray]) -> list[Row]:
+    return [pickle.loads(p) for p in batch[PAYLOAD]]
+
+
+def resolve_stage(name: str) -> type[Stage]:
+    if name in ENGINE_STAGES:
+        import importlib
+
+        module, _, attr = ENGINE_STAGES[name].partition(":")
+        return getattr(importlib.import_module(module), attr)
+    return stage_class(name)
+
+
+def _limit_threads(n: int) -> None:
+    """Keep native thread pools within the actor's CPU share (oversubscription is the usual workstation slowdown)."""
+    import os
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        import cv2
+
+        cv2.setNumThreads(n)
+    except ImportError:
+        pass
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def _fresh(row: Row) -> Row:
+    """A copy a stage may mutate (drop() appends to scores) without touching the row a retry starts from."""
+    return {**row, "scores": copy.deepcopy(row.get("scores", {}))}
+
+
+class StageActor:
+    """One actor of a stage's pool (Ray Data calls `__init__` once per actor, then `__call__` per batch)."""
+
+    def __init__(self, plan: StagePlan, options: dict[str, Any], metrics_name: str | None = None) -> None:
+        _limit_threads(plan.threads)
+        cls = resolve_stage(plan.name)
+        resources = Resources(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, batch_size=plan.batch_size,
+                              retries=plan.retries)
+        self.stage = cls(resources, **options)
+        self.stage.ensure_setup()
+        self.plan = plan
+        self.accepts_finished = bool(getattr(cls, "accepts_finished", False))
+        self.metrics = None
+        self._last_error: BaseException | None = None
+        if metrics_name:
+            import ray
+
+            self.metrics = ray.get_actor(metrics_name)
+            self.node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = unpack(batch)
+        live = [r for r in rows if self._handles(r)]
+        passing = [r for r in rows if not self._handles(r)]
+        started = time.perf_counter()
+        out, counts = self.process(live) if live else ([], (0, 0, 0))
+        if self.metrics is not None and live:
+            self.metrics.report.remote(self.plan.name, self.node, len(live), *counts, time.perf_counter() - started)
+        return pack(passing + out)
+
+    def _handles(self, row: Row) -> bool:
+        if is_failed(row) or DROPPED in row:
+            return False
+        return self.accepts_finished or "clip" not in row
+
+    def process(self, rows: list[Row]) -> tuple[list[Row], tuple[int, int, int]]:
+        for i, row in enumerate(rows):
+            row[UNIT] = i
+        results = self._attempt(rows)
+        if results is None:
+            results = []
+            for row in rows:  # isolate the bad rows: each alone, with the same retries
+                one = self._attempt([row])
+                results.extend(one if one is not None else [self._exhausted(row)])
+        out = self._attribute(rows, results)
+        n_out = sum(1 for r in out if not is_failed(r) and DROPPED not in r)
+        n_drop = sum(1 for r in out if DROPPED in r)
+        n_fail = sum(1 for r in out if is_failed(r))
+        return out, (n_out, n_drop, n_fail)
+
+    def _attempt(self, rows: list[Row]) -> list[tuple[Row, list[Row]]] | None:
+        """[(the input row as the stage saw it, [its outputs])], or None after retries + 1 raising attempts."""
+        for attempt in range(self.plan.retries + 1):
+            seen = [_fresh(r) for r in rows]
+            try:
+                outputs = self.stage.process_batch(seen)
+            except Exception as exc:  # noqa: BLE001 - any stage error is isolated and quarantined, never fatal
+                self._last_error = exc
+                continue
+            try:
+                return self._group(seen, outputs)
+            except StageProtocolError as exc:
+                self._last_error = exc
+                return None
+        return None
+
+    def _exhausted(self, row: Row) -> tuple[Row, list[Row]]:
+        exc = self._last_error or RuntimeError("unknown error")
+        marker = self.stage.failed(row, exc)
+        marker[FAILED]["attempts"] = self.plan.retries + 1
+        return row, [marker]
+
+    def _group(self, seen: list[Row], outputs: list[Row]) -> list[tuple[Row, list[Row]]]:
+        groups: dict[int, list[Row]] = defaultdict(list)
+        for row in outputs:
+            unit = row.get(UNIT)
+            if unit is None:
+                if len(seen) != 1:
+                    raise StageProtocolError(
+                        f"stage {self.plan.name!r} returned a row without the engine's fields; build output rows "
+                        f"from the input row ({{**row, ...}}) as data_engine/stages/base.py says"
+                    )
+                unit = 0
+            groups[unit].append(row)
+        return [(row, groups.get(i, [])) for i, row in enumerate(seen)]
+
+    def _attribute(self, rows: list[Row], results: list[tuple[Row, list[Row]]]) -> list[Row]:
+        by_unit = {r[UNIT]: r for r in rows}
+        out: list[Row] = []
+        for seen, outputs in results:
+            original = by_unit[seen[UNIT]]
+            weight: Fraction = original[WEIGHT]
+            if not outputs:
+                reasons = seen.get("scores", {}).get("dropped") or [f"{self.plan.name}: filtered"]
+                out.append({INPUT: original[INPUT], WEIGHT: weight, "key": original.get("key"),
+                            DROPPED: {"stage": self.plan.name, "reasons": list(reasons)}})
+                continue
+            share = weight / len(outputs)
+            for row in outputs:
+                row.pop(UNIT, None)
+                row[INPUT], row[WEIGHT] = original[INPUT], share
+                out.append(row)
+        return out
+
+
+class EngineMetrics:
+    """A zero-CPU actor the stage actors report to: per-stage rows in/out, drops, failures, busy time, nodes."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, dict[str, Any]] = {}
+
+    def report(self, stage: str, node: str, rows_in: int, rows_out: int, dropped: int, failed: int,
+               seconds: float) -> None:
+        s = self.stages.setdefault(stage, {"rows_in": 0, "rows_out": 0, "dropped": 0, "failed": 0,
+                                           "busy_s": 0.0, "batches": 0, "nodes": []})
+        s["rows_in"] += rows_in
+        s["rows_out"] += rows_out
+        s["dropped"] += dropped
+        s["failed"] += failed
+        s["busy_s"] += seconds
+        s["batches"] += 1
+        if node not in s["nodes"]:
+            s["nodes"].append(node)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return self.stages
+
+
+def build_dataset(items: list[Row], plans: list[StagePlan], options: dict[str, dict[str, Any]],
+                  metrics_name: str | None):
+    """The lazy dataset: work items -> one actor pool per planned stage. Nothing runs until it is iterated."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = False
+    # from_items puts the blocks in the object store from the driver: no read task competes for CPUs.
+    rows = [{PAYLOAD: pickle.dumps(r, protocol=5)} for r in items]
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(items)))
+    for plan in plans:
+        ds = ds.map_batches(
+            StageActor,
+            fn_constructor_kwargs={"plan": plan, "options": options.get(plan.name, {}), "metrics_name": metrics_name},
+            compute=ray.data.ActorPoolStrategy(size=plan.actors),
+            batch_size=plan.batch_size,
+            batch_format="numpy",
+            num_cpus=plan.num_cpus,
+            num_gpus=plan.num_gpus or None,
+        )
+    return ds

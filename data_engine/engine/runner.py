@@ -1,0 +1,309 @@
+"""Run the engine: plan, connect to Ray, stream work items through the stage pools into the shard sink.
+
+Local runs start an embedded Ray (`ray.init(num_cpus=..., include_dashboard=False)`); with `RAY_ADDRESS` (or
+`run.ray_address`) the same code runs on that cluster. The sink lives in the driver: samples arrive encoded,
+the driver only appends bytes to tar shards, records finished inputs, and sends failures to quarantine.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from data_engine.engine.config import ConfigError, EngineConfig
+from data_engine.engine.inputs import VIDEO_TYPES, WorkItem, describe_sources, source_stage_options, work_items
+from data_engine.engine.pipeline import DROPPED, INPUT, WEIGHT, resolve_stage, unpack
+from data_engine.engine.progress import DriverCounts, ProgressDisplay, stage_table
+from data_engine.engine.resources import ClusterResources, StagePlan, plan_stages
+from data_engine.engine.state import InputLedger, load_records
+from data_engine.shards import RUN_STATS_NAME, ShardSink
+from data_engine.stages import MODEL_FREE
+from data_engine.stages.base import FAILED, Resources
+from data_engine.stages.encode import clip_header
+from data_engine.stages.split import ClipPolicy
+
+PERCEPTION_HINT = "run a perception config instead, e.g. --config infra/configs/engine/tiny.yaml"
+
+
+@dataclass
+class EnginePlan:
+    cfg: EngineConfig
+    items: list[WorkItem]
+    pending: list[WorkItem]
+    done: int
+    resources: list[tuple[str, Resources]]
+    options: dict[str, dict[str, Any]]
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    stats: dict[str, Any]
+    counts: DriverCounts
+    stages: dict[str, dict[str, Any]]
+    plans: list[StagePlan]
+    cluster: ClusterResources | None
+    wall_s: float
+    dry_run: bool = False
+
+
+def stage_names(cfg: EngineConfig) -> list[str]:
+    names = [s.name for s in cfg.stages]
+    if "encode" in names and names[-1] != "encode":
+        raise ConfigError("stages: 'encode' must be the last stage (it turns finished clips into shard samples)")
+    return ["source", *names] + ([] if "encode" in names else ["encode"])
+
+
+def stage_setup(cfg: EngineConfig) -> tuple[list[tuple[str, Resources]], dict[str, dict[str, Any]]]:
+    """Each stage's resources (defaults + config) and options, validated before anything starts."""
+    specs = {s.name: s for s in cfg.stages}
+    resources, options = [], {}
+    for name in stage_names(cfg):
+        try:
+            cls = resolve_stage(name)
+        except KeyError as exc:
+            raise ConfigError(str(exc)) from exc
+        spec = specs.get(name)
+        res = cls.default_resources.override(**(spec.resources if spec else {}))
+        opts = dict(spec.options) if spec else {}
+        if name == "source":
+            opts = source_stage_options(cfg)
+        elif getattr(cls, "Options", None) is ClipPolicy:
+            opts = {**asdict(cfg.clip), **opts}
+        try:
+            cls.parse_options(opts)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"stages.{name}: {exc}") from exc
+        resources.append((name, res))
+        options[name] = opts
+    return resources, options
+
+
+def check_layers(cfg: EngineConfig, items: list[WorkItem]) -> None:
+    """Fail fast when no stage can give the videos layers (the model-free config on arbitrary videos)."""
+    from data_engine.sources.videos import has_known_layers
+
+    if not any(it.kind in VIDEO_TYPES for it in items):
+        return
+    names = [s.name for s in cfg.stages]
+    missing = [n for n in ("probe", "split", "compose") if n not in names]
+    if missing:
+        raise ConfigError(f"video sources need the stages {missing}; add them to the config's stages")
+    if not all(n in MODEL_FREE for n in names):
+        return
+    videos = [it for it in items if it.kind == "videos"]
+    if videos and not any(has_known_layers(it.item) for it in videos):
+        raise ConfigError(
+            f"the model-free stages cannot make layers for arbitrary videos (none of the {len(videos)} input "
+            f"videos is a built-in synthetic one); {PERCEPTION_HINT}"
+        )
+
+
+def prepare(cfg: EngineConfig) -> EnginePlan:
+    if not cfg.sources:
+        raise ConfigError("no sources: add a `sources:` entry or pass --input /path/to/videos")
+    items = work_items(cfg)
+    check_layers(cfg, items)
+    resources, options = stage_setup(cfg)
+    records = load_records(cfg.out)
+    redo = {i for i, r in records.items() if cfg.run.retry_quarantined and r["status"] != "ok"}
+    done_ids = set(records) - redo
+    pending = [it for it in items if it.input_id not in done_ids]
+    done = len(items) - len(pending)
+    if cfg.run.limit is not None:
+        pending = pending[: cfg.run.limit]
+    return EnginePlan(cfg, items, pending, done, resources, options)
+
+
+# -- Ray --------------------------------------------------------------------------------------------------------------
+def ray_address(cfg: EngineConfig) -> str | None:
+    return os.environ.get("RAY_ADDRESS") or cfg.run.ray_address
+
+
+def connect(cfg: EngineConfig) -> tuple[ClusterResources, bool]:
+    """Join the configured cluster or start a local one; returns its resources and whether we started Ray."""
+    import ray
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    started = False
+    if not ray.is_initialized():
+        address = ray_address(cfg)
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(num_cpus=cfg.run.num_cpus, num_gpus=cfg.run.num_gpus, include_dashboard=False,
+                     logging_level=logging.WARNING, log_to_driver=False)
+        started = True
+    res = ray.cluster_resources()
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    return ClusterResources(float(res.get("CPU", 0)), float(res.get("GPU", 0)), nodes), started
+
+
+def local_resources(cfg: EngineConfig) -> ClusterResources:
+    """What a local run would get, without starting Ray (for --dry-run)."""
+    gpus = cfg.run.num_gpus
+    if gpus is None:
+        try:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        except ImportError:
+            gpus = 0
+    return ClusterResources(float(cfg.run.num_cpus or os.cpu_count() or 1), float(gpus), 1)
+
+
+# -- the driver -----------------------------------------------------------------------------------------------------------
+def _named_error(error_type: str, message: str) -> Exception:
+    """An exception whose type name is the stage's original error type (the quarantine table records it)."""
+    return type(error_type, (Exception,), {})(message)
+
+
+class Driver:
+    """Consumes the pipeline's rows: samples into the sink, failures into quarantine, accounting into the ledger."""
+
+    def __init__(self, sink: ShardSink, ledger: InputLedger, counts: DriverCounts) -> None:
+        self.sink, self.ledger, self.counts = sink, ledger, counts
+
+    def handle(self, row: dict[str, Any]) -> None:
+        input_id, weight = row[INPUT], row[WEIGHT]
+        self.counts.arrived += int(FAILED not in row and DROPPED not in row)
+        if FAILED in row:
+            self.quarantine(row, row[FAILED])
+        elif DROPPED in row:
+            self.counts.dropped += 1
+            self.ledger.account(input_id, weight, dropped=[f"{row[DROPPED]['stage']}: {r}" for r in row[DROPPED]["reasons"]])
+        elif "sample" in row:
+            meta = row["meta"]
+            if self.sink.write_encoded(clip_header(meta), row["sample"]):
+                self.counts.written += 1
+            else:
+                self.counts.skipped_existing += 1
+            self.ledger.account(input_id, weight, key=meta["key"])
+        else:
+            self.quarantine(row, {"stage": "engine", "error_type": "PipelineError",
+                                  "message": "row reached the sink without an encoded sample; check the stage list"})
+
+    def quarantine(self, row: dict[str, Any], failure: dict[str, Any]) -> None:
+        source = row.get("source_id") or row[INPUT]
+        key = row.get("key")
+        label = source if key in (None, source, row[INPUT]) else f"{source} [{key}]"
+        self.sink.quarantine(label, failure["stage"], _named_error(failure["error_type"], failure["message"]),
+                             attempts=failure.get("attempts", 1))
+        self.counts.quarantined += 1
+        self.ledger.account(row[INPUT], row[WEIGHT], failed=True)
+
+
+def _update_run_stats(out: Path, engine: dict[str, Any]) -> dict[str, Any]:
+    path = out / RUN_STATS_NAME
+    stats = json.loads(path.read_text())
+    stats["engine"] = engine
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(stats, indent=1, default=str))
+    os.replace(tmp, path)
+    return stats
+
+
+def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = None) -> RunSummary:
+    console = console or Console(stderr=True)
+    started = time.time()
+    plan = prepare(cfg)
+    counts = DriverCounts(inputs_total=len(plan.items), inputs_skipped_done=plan.done)
+    if dry_run:
+        cluster = local_resources(cfg) if not ray_address(cfg) else connect(cfg)[0]
+        plans = plan_stages(plan.resources, cluster)
+        print_plan(console, plan, plans, cluster)
+        return RunSummary(cfg.out, {}, counts, {}, plans, cluster, time.time() - started, dry_run=True)
+
+    import ray
+
+    cluster, we_started = connect(cfg)
+    plans = plan_stages(plan.resources, cluster)
+    print_plan(console, plan, plans, cluster)
+    from data_engine.engine.pipeline import EngineMetrics, build_dataset
+
+    metrics_name = f"layerflow-metrics-{uuid.uuid4().hex[:8]}"
+    metrics = ray.remote(num_cpus=0)(EngineMetrics).options(name=metrics_name).remote()
+    items = [{INPUT: it.input_id, WEIGHT: Fraction(1), "key": it.input_id, "source_id": it.input_id,
+              "source": it.source, "kind": it.kind, "item": it.item} for it in plan.pending]
+    order = [p.name for p in plans]
+    actors = {p.name: p.actors for p in plans}
+    stages: dict[str, dict[str, Any]] = {}
+    try:
+        with ShardSink(cfg.out, maxcount=cfg.run.maxcount, maxsize=cfg.run.maxsize) as sink:
+            ledger = InputLedger(cfg.out)
+            driver = Driver(sink, ledger, counts)
+            snapshot = lambda: ray.get(metrics.snapshot.remote(), timeout=5)  # noqa: E731
+            with ProgressDisplay(console, order, actors, counts, snapshot, enabled=cfg.run.progress):
+                if items:
+                    ds = build_dataset(items, plans, plan.options, metrics_name)
+                    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                        for row in unpack(batch):
+                            driver.handle(row)
+                        ledger.flush(sink.done_keys)
+                        counts.inputs_recorded = ledger.recorded
+            sink.close()
+            ledger.flush(sink.done_keys)
+            counts.inputs_recorded = ledger.recorded
+        stages = ray.get(metrics.snapshot.remote())
+    finally:
+        ray.kill(metrics)
+        if we_started:
+            ray.shutdown()
+    wall = time.time() - started
+    engine_stats = {
+        "config": cfg.path,
+        "cluster": asdict(cluster),
+        "plan": [asdict(p) for p in plans],
+        "stages": {n: {**s, "clips_per_s": round(s["rows_out"] / wall, 3) if wall else 0.0} for n, s in stages.items()},
+        "inputs": {"total": counts.inputs_total, "done_before": counts.inputs_skipped_done,
+                   "this_run": len(plan.pending), "recorded": ledger.recorded, "unfinished": ledger.pending,
+                   "status": ledger.statuses},
+        "samples_written": counts.written, "samples_already_present": counts.skipped_existing,
+        "quarantined_this_run": counts.quarantined, "dropped_this_run": counts.dropped,
+        "wall_s": round(wall, 3),
+    }
+    stats = _update_run_stats(cfg.out, engine_stats)
+    summary = RunSummary(cfg.out, stats, counts, stages, plans, cluster, wall)
+    print_summary(console, summary, order, actors)
+    return summary
+
+
+def print_plan(console: Console, plan: EnginePlan, plans: list[StagePlan], cluster: ClusterResources) -> None:
+    console.print(f"[bold]config[/] {plan.cfg.path}  [bold]out[/] {plan.cfg.out}")
+    for line in describe_sources(plan.cfg):
+        console.print(f"  source {line}")
+    console.print(
+        f"inputs: {len(plan.items)} listed, {plan.done} done in earlier runs, {len(plan.pending)} to process"
+        + (f" (limit {plan.cfg.run.limit})" if plan.cfg.run.limit is not None else "")
+    )
+    where = ray_address(plan.cfg) or "local Ray"
+    console.print(f"resources: {cluster.describe()} ({where})")
+    table = Table("stage", "CPU/actor", "GPU/actor", "actors", "batch", "retries")
+    for p in plans:
+        table.add_row(p.name, f"{p.num_cpus:g}", f"{p.num_gpus:g}", str(p.actors), str(p.batch_size), str(p.retries))
+    console.print(table)
+
+
+def print_summary(console: Console, s: RunSummary, order: list[str], actors: dict[str, int]) -> None:
+    console.print(stage_table(order, s.stages, actors, s.wall_s))
+    c, st = s.counts, s.stats
+    console.print(
+        f"[bold]done[/] in {s.wall_s:.1f} s: wrote {c.written} samples ({c.skipped_existing} already present), "
+        f"{c.quarantined} quarantined, {c.dropped} dropped; {c.inputs_recorded} inputs recorded, "
+        f"{c.inputs_skipped_done} done before"
+    )
+    console.print(
+        f"output {s.out}: {st.get('samples', 0)} samples in {st.get('shards', 0)} shards, "
+        f"{st.get('bytes', 0) / 1e6:.1f} MB; manifest.parquet, index.wids.json, stats.json, quarantine.parquet "
+        f"({st.get('quarantined', 0)} rows)"
+    )
+

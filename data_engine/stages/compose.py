@@ -1,0 +1,108 @@
+"""Compose the four layers of a clip, and the model-free layer provider for the built-in synthetic videos.
+
+`compose` turns a clip row into the training sample: fg = the original frames where the matte is, mid-grey
+elsewhere (`over_grey`), alpha = the matte, bg = the inpainted background, blend = the original frames.
+
+`synthetic_layers` gives a clip of a built-in synthetic video its true matte and background: the video was
+rendered by `data_engine.sources.synthetic`, so its layers are regenerated from the sidecar and cut with the
+same frame indices and geometry `split` used on the decoded video. It lets the default, model-free config run
+raw mp4s through the real video path (probe, split, compose, encode); for any other video it has no answer, and
+the perception chain (`segment`, `inpaint`, `caption`) provides `mask`, `bg` and `captions` instead.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from data_engine.schema import Captions, LayeredClip, over_grey
+from data_engine.stages.base import Resources, Row, Stage, StageError
+from data_engine.stages.split import apply_geometry
+
+NO_LAYERS = (
+    "no known layers for this video: the model-free stages only handle the built-in synthetic videos; "
+    "run a perception config (e.g. --config infra/configs/engine/tiny.yaml) to get layers for real videos"
+)
+
+
+class SyntheticLayersStage(Stage):
+    """Reads `source_id`, `frame_indices`, `geometry`; writes `mask`, `bg`, `captions`."""
+
+    name = "synthetic_layers"
+    default_resources = Resources(num_cpus=0.5, batch_size=2, retries=1)
+
+    def setup(self) -> None:
+        self._cache: tuple[str, LayeredClip | None] | None = None
+
+    def _truth(self, uri: str) -> LayeredClip | None:
+        from data_engine.sources.videos import known_layers
+
+        # Clips of one video arrive together; regenerating the whole video per clip would dominate the stage.
+        if self._cache is None or self._cache[0] != uri:
+            self._cache = (uri, known_layers(uri))
+        return self._cache[1]
+
+    def process_batch(self, rows: list[Row]) -> list[Row]:
+        out = []
+        for row in rows:
+            truth = self._truth(row["source_id"])
+            if truth is None:
+                out.append(self.failed(row, StageError(f"{row['source_id']}: {NO_LAYERS}")))
+                continue
+            idx, geo = row["frame_indices"], row["geometry"]
+            if max(idx) >= truth.num_frames:
+                out.append(self.failed(row, StageError(
+                    f"{row['source_id']}: frame {max(idx)} is past the {truth.num_frames} frames of its true layers")))
+                continue
+            mask = np.stack([apply_geometry(truth.alpha[i], geo) for i in idx])
+            bg = np.stack([apply_geometry(truth.bg[i], geo) for i in idx])
+            out.append({**row, "mask": mask, "bg": bg, "captions": truth.captions.as_dict()})
+        return out
+
+
+class ComposeStage(Stage):
+    """Reads `key`, `clip_key`, `frames`, `mask`, `bg`, `fps`, `frame_range`, `captions`, `scores`; writes `clip`
+    and drops the pixel fields it consumed."""
+
+    name = "compose"
+    default_resources = Resources(num_cpus=0.5, batch_size=2, retries=1)
+    CONSUMED = ("frames", "mask", "bg", "fg")
+
+    def compose(self, row: Row) -> LayeredClip:
+        missing = [f for f in ("frames", "mask", "bg") if row.get(f) is None]
+        if missing:
+            raise StageError(
+                f"compose needs {missing} from earlier stages (mask: segment or synthetic_layers; bg: inpaint or "
+                f"synthetic_layers); add them to the config's stages before compose"
+            )
+        frames, mask, bg = row["frames"], row["mask"], row["bg"]
+        if mask.dtype != np.uint8 or mask.shape != frames.shape[:3]:
+            raise StageError(f"mask must be uint8 {frames.shape[:3]}, got {mask.dtype} {mask.shape}")
+        key = row["key"]
+        if key == row.get("clip_key"):
+            key = f"{key}-00"  # never fanned out: the clip's single object
+        return LayeredClip(
+            key=key,
+            fg=over_grey(frames, mask),
+            alpha=mask,
+            bg=bg,
+            blend=frames,
+            captions=Captions(**row.get("captions", {})),
+            fps=float(row["fps"]),
+            kind="video",
+            origin="engine",
+            source_id=row.get("source_id", ""),
+            frame_range=tuple(row.get("frame_range", (0, frames.shape[0]))),
+            scores=row.get("scores", {}),
+        )
+
+    def process_batch(self, rows: list[Row]) -> list[Row]:
+        out = []
+        for row in rows:
+            try:
+                clip = self.compose(row)
+            except (StageError, ValueError) as exc:
+                out.append(self.failed(row, exc))
+                continue
+            rest = {k: v for k, v in row.items() if k not in self.CONSUMED}
+            out.append({**rest, "key": clip.key, "clip": clip})
+        return out
+

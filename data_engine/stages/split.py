@@ -1,0 +1,222 @@
+"""Split a probed video into clips of N frames at a target fps and resolution.
+
+Policy (`ClipPolicy`, the engine config's `clip:` section; defaults are the paper's training clips):
+- time: clip frames are taken at `fps` (8) on the video's own timestamps, nearest frame to each tick, so
+  variable-frame-rate videos are resampled correctly; a video slower than `fps` keeps its own rate (frames are
+  never duplicated). Clips are consecutive windows of `num_frames` (16) ticks, `stride` ticks apart (default: no
+  overlap), at most `max_clips` per video; a tail shorter than one clip is dropped.
+- space: `resize: cover` scales the frame to cover `height` x `width` (480 x 720) and centre-crops the rest;
+  `resize: stretch` scales to exactly that size. Frames are scaled one at a time as they are decoded, so memory
+  holds one full-size frame at most; videos above `max_pixels` are rejected by `probe` before any decode.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from data_engine.schema import sample_key
+from data_engine.stages.base import Resources, Row, Stage, StageError
+from data_engine.video_io import VideoDecodeError
+
+
+class VideoRejected(StageError):
+    """A readable video the clip policy refuses (too short, too large...); the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class ClipPolicy:
+    num_frames: int = 16
+    fps: float = 8.0
+    height: int = 480
+    width: int = 720
+    resize: str = "cover"
+    stride: int | None = None
+    max_clips: int | None = None
+    max_pixels: int = 4096 * 2304
+
+    def __post_init__(self) -> None:
+        if self.resize not in ("cover", "stretch"):
+            raise ValueError(f"clip.resize must be 'cover' or 'stretch', got {self.resize!r}")
+        if self.num_frames < 1 or self.fps <= 0 or self.height < 2 or self.width < 2:
+            raise ValueError(f"clip policy needs num_frames >= 1, fps > 0 and a size >= 2x2, got {self}")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Scale a (src_h, src_w) frame to (scaled_h, scaled_w), then crop (height, width) at (top, left)."""
+
+    scaled_h: int
+    scaled_w: int
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def geometry(src_h: int, src_w: int, policy: ClipPolicy) -> Geometry:
+    if policy.resize == "stretch":
+        return Geometry(policy.height, policy.width, 0, 0, policy.height, policy.width)
+    scale = max(policy.height / src_h, policy.width / src_w)
+    sh, sw = max(policy.height, round(src_h * scale)), max(policy.width, round(src_w * scale))
+    return Geometry(sh, sw, (sh - policy.height) // 2, (sw - policy.width) // 2, policy.height, policy.width)
+
+
+def apply_geometry(frame: np.ndarray, geo: Geometry) -> np.ndarray:
+    """One frame ([H, W, 3] or [H, W]) scaled and cropped; area interpolation when shrinking."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    if (h, w) != (geo.scaled_h, geo.scaled_w):
+        shrink = geo.scaled_h < h or geo.scaled_w < w
+        frame = cv2.resize(frame, (geo.scaled_w, geo.scaled_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(frame[geo.top : geo.top + geo.height, geo.left : geo.left + geo.width])
+
+
+def output_fps(source_fps: float, policy: ClipPolicy) -> float:
+    return min(policy.fps, source_fps) if source_fps > 0 else policy.fps
+
+
+def clip_windows(times: np.ndarray, fps: float, policy: ClipPolicy) -> list[list[int]]:
+    """Per clip, the index (presentation order) of the frame nearest to each tick of `fps`.
+
+    `times` are the frames' presentation times in seconds, sorted.
+    """
+    if times.size == 0:
+        return []
+    span = float(times[-1] - times[0])
+    ticks = times[0] + np.arange(int(np.floor(span * fps + 1e-6)) + 1) / fps
+    right = np.clip(np.searchsorted(times, ticks), 1, times.size - 1) if times.size > 1 else np.zeros(ticks.size, int)
+    if times.size > 1:
+        left = right - 1
+        nearest = np.where(np.abs(times[left] - ticks) <= np.abs(times[right] - ticks), left, right)
+    else:
+        nearest = right
+    stride = policy.stride or policy.num_frames
+    windows = []
+    for start in range(0, ticks.size - policy.num_frames + 1, stride):
+        windows.append([int(i) for i in nearest[start : start + policy.num_frames]])
+        if policy.max_clips is not None and len(windows) >= policy.max_clips:
+            break
+    return windows
+
+
+def usable_ticks(num_frames: int, duration: float, source_fps: float, policy: ClipPolicy) -> int:
+    """How many clip frames a video of this length yields at the policy's rate (the probe-time estimate)."""
+    if num_frames <= 1:
+        return num_frames
+    fps = output_fps(source_fps, policy)
+    span = max(0.0, duration - (1.0 / source_fps if source_fps > 0 else 0.0))
+    return min(num_frames, int(np.floor(span * fps + 1e-6)) + 1)
+
+
+def _presentation_times(container, stream) -> np.ndarray:
+    import av
+
+    pts = []
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                pts.append(packet.pts)
+    except av.error.FFmpegError as exc:
+        raise VideoDecodeError(f"corrupt container ({exc})") from exc
+    return np.sort(np.asarray(pts, np.int64))
+
+
+def decode_clips(src: Any, label: str, policy: ClipPolicy) -> tuple[list[np.ndarray], list[list[int]], float, Geometry]:
+    """Decode only the frames the clips need, scaled as they come. Returns clips, their frame indices, fps, geometry."""
+    import av
+
+    try:
+        container = av.open(src, mode="r")
+    except (av.error.FFmpegError, OSError) as exc:
+        raise VideoDecodeError(f"{label}: not a readable video ({exc})") from exc
+    with container:
+        if not container.streams.video:
+            raise VideoDecodeError(f"{label}: no video stream")
+        stream = container.streams.video[0]
+        tb = float(stream.time_base)
+        pts = _presentation_times(container, stream)
+        rate = stream.average_rate or stream.guessed_rate
+        source_fps = float(rate) if rate else 0.0
+        fps = output_fps(source_fps, policy)
+        windows = clip_windows(pts * tb, fps, policy)
+        if not windows:
+            raise VideoRejected(
+                f"{label}: {pts.size} frame(s) give fewer than {policy.num_frames} frames at {fps:g} fps "
+                f"(shorter than one clip); lower clip.num_frames or clip.fps to keep such videos"
+            )
+        index_of_pts = {int(p): i for i, p in enumerate(pts)}
+        wanted = {i for w in windows for i in w}
+        last = max(wanted)
+        container.seek(0, stream=stream)
+        frames: dict[int, np.ndarray] = {}
+        geo: Geometry | None = None
+        try:
+            for frame in container.decode(stream):
+                idx = index_of_pts.get(int(frame.pts)) if frame.pts is not None else None
+                if idx in wanted:
+                    rgb = frame.to_ndarray(format="rgb24")
+                    geo = geo or geometry(rgb.shape[0], rgb.shape[1], policy)
+                    frames[idx] = apply_geometry(rgb, geo)
+                if idx is not None and idx >= last and len(frames) == len(wanted):
+                    break
+        except av.error.FFmpegError as exc:
+            if not frames:
+                raise VideoDecodeError(f"{label}: decoding failed ({exc})") from exc
+    complete = [w for w in windows if all(i in frames for i in w)]
+    if not complete:
+        raise VideoDecodeError(f"{label}: truncated or corrupt: decoded {len(frames)} of the {len(wanted)} frames needed")
+    assert geo is not None
+    return [np.stack([frames[i] for i in w]) for w in complete], complete, fps, geo
+
+
+def clip_key(source_id: str, clip: int) -> str:
+    """`{stem}_{hash}-{clip:05d}`: readable, and unique even when two folders hold files of the same name."""
+    stem = source_id.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    digest = hashlib.sha1(source_id.encode()).hexdigest()[:6]
+    return sample_key(f"{stem}_{digest}", clip).rsplit("-", 1)[0]
+
+
+class SplitStage(Stage):
+    """Reads `source_id`, `probe`; writes one row per clip with `key`, `clip_key`, `frames`, `fps`, `frame_range`,
+    `frame_indices`, `geometry`, and `scores['split']`."""
+
+    name = "split"
+    default_resources = Resources(num_cpus=1.0, batch_size=1, retries=1)
+    Options = ClipPolicy
+
+    def setup(self) -> None:
+        import cv2
+
+        cv2.setNumThreads(max(1, int(self.resources.num_cpus)))
+
+    def process_batch(self, rows: list[Row]) -> list[Row]:
+        from data_engine.sources.videos import open_video
+
+        out: list[Row] = []
+        for row in rows:
+            uri = row["source_id"]
+            try:
+                clips, windows, fps, geo = decode_clips(open_video(uri), uri, self.opts)
+            except (VideoDecodeError, StageError, OSError) as exc:
+                out.append(self.failed(row, exc))
+                continue
+            vfr = bool(row.get("probe", {}).get("variable_frame_rate", False))
+            for n, (frames, window) in enumerate(zip(clips, windows)):
+                key = clip_key(uri, n)
+                scores = {**row.get("scores", {}), "split": {"clip": n, "fps": fps, "variable_frame_rate": vfr}}
+                out.append({
+                    **row,
+                    "key": key,
+                    "clip_key": key,
+                    "frames": frames,
+                    "fps": fps,
+                    "frame_range": (window[0], window[-1] + 1),
+                    "frame_indices": window,
+                    "geometry": geo,
+                    "scores": scores,
+                })
+        return out

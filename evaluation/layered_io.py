@@ -1,0 +1,137 @@
+"""Reading layered outputs and DAVIS-layout folders into per-layer arrays.
+
+A sample folder holds each layer as `<layer>.mp4` (what `model.export.export_clip` writes) or as a PNG/JPEG
+folder `<layer>/*.png`; the official names `mask` (alpha) and `bl` (blend) are accepted. Captions come from
+`clip.json` / `meta.json` (`{"captions": {"fg", "bg", "blend"}}`) or, for DAVIS sequences, from any
+`meta*.json` beside or above them (`{"videos": {seq: {"fg_prompt", "bg_prompt", "bl_prompt"}}}`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_engine.schema import LAYERS, Captions
+from data_engine.video_io import VideoDecodeError, decode_video, probe_video, read_image
+from evaluation.errors import EvaluationError
+
+ALIASES = {"fg": ("fg",), "alpha": ("alpha", "mask"), "bg": ("bg",), "blend": ("blend", "bl")}
+FRAME_EXTS = (".png", ".jpg", ".jpeg")
+META_FILES = ("clip.json", "meta.json")
+
+
+@dataclass
+class LayerSet:
+    """The layers one sample has (a subset of fg, alpha, bg, blend), all with the same T, H, W."""
+
+    key: str
+    layers: dict[str, np.ndarray]
+    captions: Captions = field(default_factory=Captions)
+    fps: float = 8.0
+    source: str = ""
+
+    @property
+    def num_frames(self) -> int:
+        return next(iter(self.layers.values())).shape[0]
+
+    def check(self) -> "LayerSet":
+        shapes = {name: arr.shape[:3] for name, arr in self.layers.items()}
+        if len(set(shapes.values())) > 1:
+            desc = ", ".join(f"{n} {s[0]}x{s[1]}x{s[2]}" for n, s in shapes.items())
+            raise EvaluationError(f"{self.key}: layers differ in frames x height x width ({desc}); they must match")
+        return self
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTS)
+
+
+def read_layer(folder: Path, layer: str) -> tuple[np.ndarray, float | None] | None:
+    """(frames, fps or None) of one layer in a sample folder, or None if the folder lacks it."""
+    grey = layer == "alpha"
+    for name in ALIASES[layer]:
+        video = folder / f"{name}.mp4"
+        if video.is_file():
+            try:
+                return decode_video(video, grey=grey), probe_video(video).fps
+            except VideoDecodeError as exc:
+                raise EvaluationError(str(exc)) from exc
+        frames_dir = folder / name
+        if frames_dir.is_dir():
+            files = _frame_files(frames_dir)
+            if not files:
+                raise EvaluationError(f"{frames_dir}: no .png/.jpg frames")
+            try:
+                stack = [read_image(f, grey=grey) for f in files]
+            except VideoDecodeError as exc:
+                raise EvaluationError(str(exc)) from exc
+            if len({s.shape for s in stack}) != 1:
+                raise EvaluationError(f"{frames_dir}: frames differ in size; re-export them at one size")
+            return np.stack(stack), None
+    return None
+
+
+def _captions_from_meta(folder: Path) -> Captions | None:
+    for name in META_FILES:
+        path = folder / name
+        if path.is_file():
+            try:
+                caps = json.loads(path.read_text()).get("captions", {})
+            except (json.JSONDecodeError, AttributeError) as exc:
+                raise EvaluationError(f"{path}: not valid json ({exc})") from exc
+            return Captions(**{k: str(caps.get(k, "")).strip() for k in ("fg", "bg", "blend")})
+    return None
+
+
+def davis_captions(seq_dir: Path) -> Captions:
+    """Prompts of a DAVIS-layout sequence from `meta*.json` in its parent or grandparent folder."""
+    for folder in (seq_dir.parent, seq_dir.parent.parent):
+        for meta in sorted(folder.glob("meta*.json")):
+            try:
+                videos = json.loads(meta.read_text()).get("videos", {})
+            except (json.JSONDecodeError, AttributeError) as exc:
+                raise EvaluationError(f"{meta}: not valid meta json ({exc})") from exc
+            if seq_dir.name in videos:
+                e = videos[seq_dir.name]
+                return Captions(e.get("fg_prompt", "").strip(), e.get("bg_prompt", "").strip(),
+                                e.get("bl_prompt", "").strip())
+    return Captions()
+
+
+def read_sample(folder: str | Path, *, key: str | None = None, fps: float = 8.0,
+                layers: tuple[str, ...] = LAYERS) -> LayerSet:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationError(f"{folder}: not a folder of layered outputs")
+    found: dict[str, np.ndarray] = {}
+    video_fps = None
+    for layer in layers:
+        got = read_layer(folder, layer)
+        if got is not None:
+            found[layer], layer_fps = got
+            video_fps = video_fps or layer_fps
+    if not found:
+        names = ", ".join(f"{a}.mp4 or {a}/" for layer in layers for a in ALIASES[layer])
+        raise EvaluationError(f"{folder}: holds no layer; expected some of {names}")
+    captions = _captions_from_meta(folder) or davis_captions(folder)
+    return LayerSet(key or folder.name, found, captions, video_fps or fps, str(folder)).check()
+
+
+def is_sample_dir(folder: Path) -> bool:
+    return any((folder / f"{a}.mp4").is_file() or (folder / a).is_dir() for names in ALIASES.values() for a in names)
+
+
+def find_samples(root: str | Path) -> list[Path]:
+    """Sample folders under root (root itself if it is one), sorted; DAVIS sequences are found at any depth."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EvaluationError(f"{root}: not a folder; pass the folder that holds the layered outputs")
+    if is_sample_dir(root) and not any(is_sample_dir(p) for p in root.iterdir() if p.is_dir()):
+        return [root]
+    found = sorted({p.parent for p in root.rglob("*") if p.is_dir() and p.name in ("bl", "blend")}
+                   | {p.parent for p in root.rglob("blend.mp4")} | {p.parent for p in root.rglob("fg.mp4")})
+    if not found:
+        raise EvaluationError(f"{root}: no sample folders (each needs blend.mp4 / fg.mp4 or a bl/ frame folder)")
+    return found

@@ -1,0 +1,1 @@
+"""Reports of an evaluation run: Markdown tables, JSON, PNG plots, a contact sheet, run comparisons."""

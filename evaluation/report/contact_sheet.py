@@ -1,0 +1,68 @@
+"""A contact sheet: the first frame of each layer, one row per sample; the foreground over a checkerboard."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from data_engine.schema import LAYERS, composite
+from evaluation.layered_io import LayerSet
+
+CELL_HEIGHT = 120
+LABEL_HEIGHT = 14
+
+
+def checkerboard(height: int, width: int, cell: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width]
+    light = ((yy // cell + xx // cell) % 2 == 0)[..., None]
+    return np.where(light, np.uint8(204), np.uint8(153)).repeat(3, axis=-1)
+
+
+def layer_tiles(sample: LayerSet) -> dict[str, np.ndarray]:
+    """First frame of each present layer as RGB; fg shown with its matte over a checkerboard when alpha exists."""
+    first = {name: arr[0] for name, arr in sample.layers.items()}
+    if "alpha" in first:
+        a = first["alpha"]
+        if "fg" in first:
+            from model.export import straight_rgb
+
+            h, w = a.shape
+            rgb = straight_rgb(first["fg"][None], a[None])[0]
+            first["fg"] = composite(rgb[None], a[None], checkerboard(h, w, max(4, h // 16))[None])[0]
+        first["alpha"] = np.repeat(a[..., None], 3, axis=-1)
+    return first
+
+
+def _fit(img: np.ndarray, height: int) -> Image.Image:
+    im = Image.fromarray(img)
+    return im.resize((max(1, round(im.width * height / im.height)), height), Image.BILINEAR)
+
+
+def contact_sheet(samples: Sequence[LayerSet], path: str | Path, *, max_rows: int = 8) -> Path:
+    rows = list(samples)[:max_rows]
+    if not rows:
+        raise ValueError("contact sheet needs at least one sample")
+    tiles = [layer_tiles(s) for s in rows]
+    widths = {name: max(_fit(t[name], CELL_HEIGHT).width for t in tiles if name in t)
+              for name in LAYERS if any(name in t for t in tiles)}
+    label_w = 140
+    sheet = Image.new("RGB", (label_w + sum(widths.values()), LABEL_HEIGHT + len(rows) * CELL_HEIGHT), "white")
+    draw = ImageDraw.Draw(sheet)
+    x = label_w
+    for name, w in widths.items():
+        draw.text((x + 2, 1), name, fill="black")
+        x += w
+    for r, (sample, t) in enumerate(zip(rows, tiles)):
+        y = LABEL_HEIGHT + r * CELL_HEIGHT
+        draw.text((2, y + 2), sample.key[:22], fill="black")
+        x = label_w
+        for name, w in widths.items():
+            if name in t:
+                sheet.paste(_fit(t[name], CELL_HEIGHT), (x, y))
+            x += w
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path

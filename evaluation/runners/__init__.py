@@ -1,0 +1,1 @@
+"""Runners: generation (prompts -> pipeline -> scores), decomposition (DAVIS layout), score (existing outputs)."""

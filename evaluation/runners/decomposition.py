@@ -1,0 +1,114 @@
+"""Decomposition benchmark over a DAVIS-layout folder (`<seq>/{fg,mask,bg,bl}/*.png` + meta json prompts).
+
+Each blend is decomposed by the pipeline (or read from `predictions/<seq>/`), fg and bg are scored with the
+VBench metrics, and where ground-truth layers exist alpha IoU / SAD and background PSNR are reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from evaluation.errors import EvaluationError
+from evaluation.layered_io import LayerSet, find_samples, read_sample
+from evaluation.metrics.layer_accuracy import alpha_iou, alpha_sad, bg_psnr, visible_bg_psnr
+from evaluation.results import EvalRun
+from evaluation.runners.common import finish, keep_thumbs
+from evaluation.suite import DECOMPOSITION_LAYERS, SuiteConfig, build_suite, score_samples
+
+
+@dataclass(frozen=True)
+class DecompositionConfig:
+    data: Path
+    predictions: Path | None = None
+    pipeline: Path | None = None  # a LayerFlowPipeline folder; None with the tiny preset builds the tiny one
+    num_frames: int = 16
+    height: int | None = None  # resize the blend (and ground truth) for the pipeline; None keeps the size
+    width: int | None = None
+    steps: int = 50
+    seed: int = 0
+    limit: int | None = None
+
+
+def accuracy(pred: LayerSet, gt: LayerSet) -> dict[str, float]:
+    if pred.num_frames != gt.num_frames:
+        raise EvaluationError(f"{pred.key}: prediction has {pred.num_frames} frames but ground truth has "
+                              f"{gt.num_frames}; predict every frame of the sequence")
+    row: dict[str, float] = {}
+    if "alpha" in pred.layers and "alpha" in gt.layers:
+        row["alpha_iou"] = alpha_iou(pred.layers["alpha"], gt.layers["alpha"])
+        row["alpha_sad"] = alpha_sad(pred.layers["alpha"], gt.layers["alpha"])
+    if "bg" in pred.layers and "bg" in gt.layers:
+        row["bg_psnr"] = bg_psnr(pred.layers["bg"], gt.layers["bg"])
+    if "bg" in pred.layers and "alpha" in gt.layers and "blend" in gt.layers:
+        row["bg_psnr_visible"] = visible_bg_psnr(pred.layers["bg"], gt.layers["blend"], gt.layers["alpha"])
+    return row
+
+
+def _resize(gt: LayerSet, height: int, width: int) -> LayerSet:
+    import torch
+    import torch.nn.functional as F
+
+    def one(arr: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(arr).float()
+        x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        y = F.interpolate(x, size=(height, width), mode="area").round().clamp(0, 255).to(torch.uint8)
+        return (y[:, 0] if arr.ndim == 3 else y.permute(0, 2, 3, 1)).numpy()
+
+    return LayerSet(gt.key, {k: one(v) for k, v in gt.layers.items()}, gt.captions, gt.fps, gt.source)
+
+
+def _decomposer(cfg: DecompositionConfig, preset: str):
+    import torch
+
+    from evaluation.runners.generation import load_pipeline
+
+    pipe = load_pipeline(cfg.pipeline, preset, cfg.seed)
+
+    def decompose(gt: LayerSet) -> LayerSet:
+        blend = gt.layers["blend"][: cfg.num_frames]
+        if len(blend) < cfg.num_frames:
+            raise EvaluationError(f"{gt.key}: {len(blend)} frames, the model decomposes {cfg.num_frames}; "
+                                  f"pass --num-frames {len(blend)} or a longer sequence")
+        out = pipe(fg_prompt=gt.captions.fg, bg_prompt=gt.captions.bg, blend_prompt=gt.captions.blend,
+                   task="decompose", blend=blend, num_frames=cfg.num_frames, height=blend.shape[1],
+                   width=blend.shape[2], num_inference_steps=cfg.steps,
+                   generator=torch.Generator().manual_seed(cfg.seed), fps=gt.fps).clips[0]
+        return LayerSet(gt.key, {"fg": out.fg, "alpha": out.alpha, "bg": out.bg, "blend": out.blend},
+                        gt.captions, gt.fps, "pipeline")
+
+    return decompose
+
+
+def run_decomposition(cfg: DecompositionConfig, out: str | Path,
+                      suite_cfg: SuiteConfig = SuiteConfig()) -> tuple[EvalRun, dict[str, Path]]:
+    sequences = find_samples(cfg.data)[: cfg.limit]
+    decompose = None if cfg.predictions is not None else _decomposer(cfg, suite_cfg.preset)
+    suite = build_suite(suite_cfg)
+    acc: dict[str, dict[str, float]] = {}
+
+    def predictions() -> Iterator[LayerSet]:
+        for folder in sequences:
+            gt = read_sample(folder)
+            if "blend" not in gt.layers:
+                raise EvaluationError(f"{folder}: no bl/ (blend) frames; every sequence needs its blended video")
+            if cfg.height and cfg.width:
+                gt = _resize(gt, cfg.height, cfg.width)
+            if decompose is None:
+                pred = read_sample(Path(cfg.predictions) / folder.name, key=gt.key, fps=gt.fps)
+                pred.captions = gt.captions
+            else:
+                gt = LayerSet(gt.key, {k: v[: cfg.num_frames] for k, v in gt.layers.items()}, gt.captions, gt.fps)
+                pred = decompose(gt)
+            acc[gt.key] = accuracy(pred, gt)
+            yield pred
+
+    thumbs: list[LayerSet] = []
+    run = score_samples(keep_thumbs(predictions(), thumbs), suite, DECOMPOSITION_LAYERS, "decomposition",
+                        total=len(sequences))
+    run.accuracy = acc
+    run.meta.update(data=str(cfg.data), predictions=str(cfg.predictions) if cfg.predictions else None,
+                    preset=suite_cfg.preset)
+    return run, finish(run, Path(out), thumbs)

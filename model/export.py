@@ -1,0 +1,162 @@
+"""Write a generated layered clip to the files people use: RGBA foreground, alpha, bg, blend and a preview.
+
+- fg RGBA: a PNG sequence, WebM VP9 `yuva420p` (alpha kept as VP9's alpha side stream, flagged by the
+  `alpha_mode` tag; FFmpeg's built-in vp9 decoder drops it, so `read_rgba_video` decodes with libvpx-vp9)
+  and ProRes 4444 (`prores_ks`, `yuva444p10le`) in .mov;
+- fg.mp4 (over mid-grey, as generated), alpha.mp4 (grey H.264, lossless by default), bg.mp4, blend.mp4;
+- preview.mp4 / preview.png: a 2 x 2 grid (fg over a checkerboard, alpha, bg, blend).
+
+The RGBA colour is the foreground un-composited from the mid-grey it was generated over.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from data_engine.schema import MID_GREY, LayeredClip, composite
+from data_engine.video_io import VideoDecodeError, encode_png, write_video
+
+RGBA_FORMATS = ("png", "webm", "mov")
+
+
+class ExportError(ValueError):
+    """A bad export option or an unreadable export; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    rgba_formats: tuple[str, ...] = ("png", "webm", "mov")
+    lossless_alpha: bool = True  # alpha.mp4 bit-exact (H.264 qp 0 on grey)
+    webm_lossless: bool = False
+    webm_crf: int = 20
+    preview: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = set(self.rgba_formats) - set(RGBA_FORMATS)
+        if unknown:
+            raise ExportError(f"unknown RGBA format(s) {sorted(unknown)}; choose from {', '.join(RGBA_FORMATS)}")
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def straight_rgb(fg_over_grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Invert `over_grey`: rgb = (fg - grey * (1 - a)) / a where a > 0 (black where fully transparent)."""
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    fg = fg_over_grey.astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rgb = np.where(a > 0, (fg - MID_GREY * (1.0 - a)) / a, 0.0)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def rgba_frames(clip: LayeredClip) -> np.ndarray:
+    return np.concatenate([straight_rgb(clip.fg, clip.alpha), clip.alpha[..., None]], axis=-1)
+
+
+def checkerboard(height: int, width: int, cell: int = 8) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width]
+    light = ((yy // cell + xx // cell) % 2 == 0)[..., None]
+    return np.where(light, np.uint8(204), np.uint8(153)).repeat(3, axis=-1).astype(np.uint8)
+
+
+def preview_frames(clip: LayeredClip) -> np.ndarray:
+    """[T, 2H, 2W, 3]: fg over a checkerboard | alpha on top, bg | blend below."""
+    t, h, w = clip.alpha.shape
+    board = np.broadcast_to(checkerboard(h, w, max(4, h // 16)), (t, h, w, 3))
+    fg = composite(straight_rgb(clip.fg, clip.alpha), clip.alpha, board)
+    alpha = np.repeat(clip.alpha[..., None], 3, axis=-1)
+    top = np.concatenate([fg, alpha], axis=2)
+    bottom = np.concatenate([clip.bg, clip.blend], axis=2)
+    return np.concatenate([top, bottom], axis=1)
+
+
+def write_png_sequence(rgba: np.ndarray, folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(rgba):
+        (folder / f"{i:04d}.png").write_bytes(encode_png(frame))
+    return folder
+
+
+def _write_rgba_video(rgba: np.ndarray, path: Path, fps: float, codec: str, pix_fmt: str, options: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t, h, w, _ = rgba.shape
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        stream.options = options
+        for frame in rgba:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgba")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_webm_rgba(rgba: np.ndarray, path: str | Path, fps: float, *, lossless: bool = False, crf: int = 20) -> Path:
+    options = {"lossless": "1"} if lossless else {"crf": str(crf), "b": "0"}
+    return _write_rgba_video(rgba, Path(path), fps, "libvpx-vp9", "yuva420p", options)
+
+
+def write_prores_rgba(rgba: np.ndarray, path: str | Path, fps: float) -> Path:
+    return _write_rgba_video(rgba, Path(path), fps, "prores_ks", "yuva444p10le", {"profile": "4444"})
+
+
+def read_rgba_video(path: str | Path) -> np.ndarray:
+    """Decode an RGBA WebM (VP9 + alpha) or ProRes 4444 .mov to uint8 [T, H, W, 4]."""
+    p = Path(path)
+    if not p.is_file():
+        raise VideoDecodeError(f"{p}: no such file")
+    try:
+        with av.open(str(p)) as container:
+            stream = container.streams.video[0]
+            if stream.codec_context.name == "vp9":
+                # FFmpeg's native vp9 decoder ignores the alpha side stream; libvpx-vp9 reads it.
+                decoder = av.codec.CodecContext.create("libvpx-vp9", "r")
+                frames = [f for packet in container.demux(stream) for f in decoder.decode(packet)]
+            else:
+                frames = list(container.decode(stream))
+    except av.error.FFmpegError as exc:
+        raise VideoDecodeError(f"{p}: not a readable RGBA video ({exc})") from exc
+    if not frames:
+        raise VideoDecodeError(f"{p}: no decodable frames")
+    if not any(c.is_alpha for c in frames[0].format.components):
+        raise VideoDecodeError(f"{p}: decoded as {frames[0].format.name}, which has no alpha channel")
+    return np.stack([f.to_ndarray(format="rgba") for f in frames])
+
+
+def export_clip(clip: LayeredClip, out_dir: str | Path, options: ExportOptions = ExportOptions()) -> ExportResult:
+    """Write every output of one clip into `out_dir`; returns the paths by name."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    result = ExportResult(folder)
+    fps = clip.fps
+    rgba = rgba_frames(clip)
+    if "png" in options.rgba_formats:
+        result.files["fg_rgba_png"] = write_png_sequence(rgba, folder / "fg_rgba")
+    if "webm" in options.rgba_formats:
+        result.files["fg_rgba_webm"] = write_webm_rgba(
+            rgba, folder / "fg_rgba.webm", fps, lossless=options.webm_lossless, crf=options.webm_crf
+        )
+    if "mov" in options.rgba_formats:
+        result.files["fg_rgba_mov"] = write_prores_rgba(rgba, folder / "fg_rgba.mov", fps)
+    result.files["fg"] = write_video(folder / "fg.mp4", clip.fg, fps)
+    result.files["alpha"] = write_video(folder / "alpha.mp4", clip.alpha, fps, lossless=options.lossless_alpha)
+    result.files["bg"] = write_video(folder / "bg.mp4", clip.bg, fps)
+    result.files["blend"] = write_video(folder / "blend.mp4", clip.blend, fps)
+    if options.preview:
+        grid = preview_frames(clip)
+        result.files["preview"] = write_video(folder / "preview.mp4", grid, fps)
+        result.files["preview_png"] = folder / "preview.png"
+        result.files["preview_png"].write_bytes(encode_png(grid[0]))
+    result.files["meta"] = folder / "clip.json"
+    result.files["meta"].write_text(json.dumps(clip.metadata(), indent=2))
+    return result

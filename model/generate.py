@@ -1,0 +1,285 @@
+"""`python -m model.generate`: layered video generation, conditional generation and decomposition from the shell.
+
+Prompts come from flags or a JSON/YAML file; conditions from videos (mp4) or folders of frames, or from a
+folder in the official sample layout (`<seq>/fg, mask, bg, bl` + `meta*.json` prompts), which then also
+supplies the prompts. Every result is written by `model.export` under `--out/<name>/`.
+
+Examples:
+  python -m model.generate --preset tiny --fg-prompt "a dog" --bg-prompt "a park" --blend-prompt "a dog in a park"
+  python -m model.generate --preset tiny --task fg_conditioned --sample ../shared/samples/layerflow_official/DAVIS/480p/dog
+  python -m model.generate --model-dir weights/layerflow-fg2bg --task fg_conditioned --foreground fg.mp4 --alpha mask/
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from data_engine.schema import Captions, LayeredClip
+from data_engine.video_io import decode_video, read_image
+from model.export import RGBA_FORMATS, ExportOptions, export_clip
+from model.layout import LayoutError, Task, TaskSpec, task_spec
+
+FRAME_EXTS = (".png", ".jpg", ".jpeg")
+CONDITION_FLAGS = {"fg": "foreground", "alpha": "alpha", "bg": "background", "blend": "blend"}
+
+
+@dataclass(frozen=True)
+class PresetDefaults:
+    height: int
+    width: int
+    steps: int
+    dtype: str
+
+
+PRESET_DEFAULTS = {
+    "tiny": PresetDefaults(height=32, width=48, steps=8, dtype="float32"),
+    "cogvideox-2b": PresetDefaults(height=480, width=720, steps=50, dtype="bfloat16"),
+}
+
+
+class GenerateError(ValueError):
+    """A bad command line or input file; printed as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m model.generate",
+        description="LayerFlow: generate layered videos (fg RGBA, bg, blend), conditioned on layers, or decompose.",
+    )
+    p.add_argument("--config", type=Path, help="YAML of defaults for these options (e.g. infra/configs/generate/tiny.yaml)")
+    p.add_argument("--task", default="generate", help="generate | fg_conditioned | bg_conditioned | decompose")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESET_DEFAULTS), help="model size")
+    p.add_argument("--model-dir", type=Path, help="local model folder (vae/ text_encoder/ tokenizer/ transformer/)")
+    p.add_argument("--fg-prompt")
+    p.add_argument("--bg-prompt")
+    p.add_argument("--blend-prompt")
+    p.add_argument("--prompts", type=Path, help="JSON/YAML file with fg/bg/blend prompts (or fg_prompt/bg_prompt/bl_prompt)")
+    p.add_argument("--foreground", type=Path, help="fg condition: mp4 or folder of frames (over mid-grey)")
+    p.add_argument("--alpha", type=Path, help="alpha condition: grey mp4 or folder of mask frames")
+    p.add_argument("--background", type=Path, help="bg condition: mp4 or folder of frames")
+    p.add_argument("--blend", type=Path, help="blend condition (decomposition input): mp4 or folder of frames")
+    p.add_argument("--sample", type=Path, help="folder in the official sample layout; supplies conditions and prompts")
+    p.add_argument("--out", type=Path, default=Path("outputs/generate"), help="output folder")
+    p.add_argument("--steps", type=int, help="sampler steps (default: 50 for cogvideox-2b, 8 for tiny)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frames", type=int, default=16, help="frames per layer (multiple of 4)")
+    p.add_argument("--height", type=int)
+    p.add_argument("--width", type=int)
+    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--guidance", type=float, default=6.0, help="CFG weight (1 disables guidance)")
+    p.add_argument("--guidance-schedule", default="dynamic", choices=("dynamic", "monotone", "constant"))
+    p.add_argument("--sampler", default=None, choices=("dpm", "ddim"), help="default: the model folder's, else dpm")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--vae-tiling", action="store_true", help="decode/encode the VAE in tiles (less memory)")
+    p.add_argument("--vae-slicing", action="store_true", help="run the VAE one sample at a time")
+    p.add_argument("--formats", default=",".join(RGBA_FORMATS), help=f"RGBA outputs, comma-separated from {RGBA_FORMATS}")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args, _ = parser.parse_known_args(argv)
+    if args.config is not None:
+        if not args.config.is_file():
+            raise GenerateError(f"--config {args.config}: no such file")
+        defaults = yaml.safe_load(args.config.read_text()) or {}
+        if not isinstance(defaults, dict):
+            raise GenerateError(f"--config {args.config}: expected a mapping of option: value")
+        known = {a.dest for a in parser._actions}
+        unknown = sorted(k for k in (k.replace("-", "_") for k in defaults) if k not in known)
+        if unknown:
+            raise GenerateError(f"--config {args.config}: unknown option(s) {unknown}")
+        parser.set_defaults(**{k.replace("-", "_"): v for k, v in defaults.items()})
+    args = parser.parse_args(argv)
+    for name in ("model_dir", "prompts", "foreground", "alpha", "background", "blend", "sample", "out"):
+        value = getattr(args, name)
+        if value is not None and not isinstance(value, Path):
+            setattr(args, name, Path(value))
+    return args
+
+
+def load_prompts(path: Path) -> Captions:
+    if not path.is_file():
+        raise GenerateError(f"--prompts {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except yaml.YAMLError as exc:
+        raise GenerateError(f"--prompts {path}: not valid JSON/YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise GenerateError(f"--prompts {path}: expected a mapping with fg/bg/blend prompts")
+    pick = lambda *keys: next((str(data[k]).strip() for k in keys if data.get(k)), "")  # noqa: E731
+    return Captions(fg=pick("fg", "fg_prompt"), bg=pick("bg", "bg_prompt"), blend=pick("blend", "bl_prompt", "prompt"))
+
+
+def read_frames(path: Path, grey: bool) -> np.ndarray:
+    """A video file or a folder of frames -> uint8 [T, H, W, 3] (grey: [T, H, W])."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_EXTS)
+        if not files:
+            raise GenerateError(f"{path}: no {'/'.join(FRAME_EXTS)} frames in this folder")
+        frames = [read_image(f, grey=grey) for f in files]
+        if len({f.shape for f in frames}) != 1:
+            raise GenerateError(f"{path}: frames differ in size")
+        return np.stack(frames)
+    if not path.exists():
+        raise GenerateError(f"{path}: no such file or folder")
+    return decode_video(path, grey=grey)
+
+
+def fit(frames: np.ndarray, count: int, height: int, width: int, name: str) -> np.ndarray:
+    """The first `count` frames, resized to cover height x width and centre-cropped (as the official loader)."""
+    if frames.shape[0] < count:
+        raise GenerateError(f"{name} has {frames.shape[0]} frames; --frames {count} needs at least {count}")
+    frames = frames[:count]
+    h, w = frames.shape[1:3]
+    if (h, w) == (height, width):
+        return frames
+    grey = frames.ndim == 3
+    x = torch.from_numpy(frames if not grey else frames[..., None]).permute(0, 3, 1, 2).float()
+    scale = max(height / h, width / w)
+    size = (max(height, round(h * scale)), max(width, round(w * scale)))
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    top, left = (size[0] - height) // 2, (size[1] - width) // 2
+    x = x[:, :, top : top + height, left : left + width].round().clamp(0, 255).to(torch.uint8)
+    out = x.permute(0, 2, 3, 1).numpy()
+    return out[..., 0] if grey else out
+
+
+def load_samples(root: Path) -> list[LayeredClip]:
+    from data_engine.sources.base import SourceError
+    from data_engine.sources.official import OfficialSampleSource
+
+    try:
+        source = OfficialSampleSource(root)
+        items = source.list_inputs()
+        if not items:
+            raise GenerateError(f"--sample {root}: no sequence with fg/ mask/ bg/ bl/ (or JPEGImages/ mask/) found")
+        return [clip for item in items for clip in source.load(item)]
+    except SourceError as exc:
+        raise GenerateError(f"--sample: {exc}") from exc
+
+
+@dataclass
+class Job:
+    name: str
+    captions: Captions
+    conditions: dict[str, np.ndarray]
+
+
+def build_jobs(args: argparse.Namespace, spec: TaskSpec) -> list[Job]:
+    flag_captions = load_prompts(args.prompts) if args.prompts else Captions()
+    overrides = {"fg": args.fg_prompt, "bg": args.bg_prompt, "blend": args.blend_prompt}
+    given = {layer: getattr(args, flag) for layer, flag in CONDITION_FLAGS.items()}
+    stray = [f"--{CONDITION_FLAGS[k]}" for k, v in given.items() if v is not None and k not in spec.conditions]
+    if stray:
+        raise GenerateError(f"task {spec.task.value} does not take {', '.join(stray)}")
+
+    def captions_for(base: Captions) -> Captions:
+        merged = {k: overrides[k] or getattr(flag_captions, k) or getattr(base, k) for k in ("fg", "bg", "blend")}
+        return Captions(**merged)
+
+    def conditions_for(source: dict[str, np.ndarray], label: str) -> dict[str, np.ndarray]:
+        out = {}
+        for layer in spec.conditions:
+            if layer not in source:
+                raise GenerateError(f"task {spec.task.value} needs --{CONDITION_FLAGS[layer]} (or --sample)")
+            out[layer] = fit(source[layer], args.frames, args.height, args.width, f"{label} {layer}")
+        return out
+
+    if args.sample is not None:
+        jobs = []
+        for clip in load_samples(args.sample):
+            layers = {layer: clip.layer(layer) for layer in spec.conditions}
+            layers.update({k: read_frames(v, k == "alpha") for k, v in given.items() if v is not None})
+            name = clip.source_id and Path(clip.source_id).name or clip.key
+            jobs.append(Job(name, captions_for(clip.captions), conditions_for(layers, name)))
+        return jobs
+    files = {k: read_frames(v, k == "alpha") for k, v in given.items() if v is not None}
+    return [Job(spec.task.value, captions_for(Captions()), conditions_for(files, "input"))]
+
+
+def load_pipeline(args: argparse.Namespace, spec: TaskSpec):
+    from model.pipeline import LayerFlowPipeline, build_tiny_pipeline
+
+    dtype = getattr(torch, args.dtype)
+    if args.model_dir is not None:
+        pipe = LayerFlowPipeline.from_pretrained(args.model_dir, torch_dtype=dtype, sampler=args.sampler)
+    elif args.preset == "tiny":
+        pipe = build_tiny_pipeline(num_prompts=len(spec.prompt_layers), sampler=args.sampler or "dpm")
+        pipe.to(dtype=dtype)
+    else:
+        raise GenerateError(
+            f"--preset {args.preset} needs --model-dir: a local folder with vae/ text_encoder/ tokenizer/ "
+            "transformer/ (the official checkpoints convert with `python -m model.convert`)"
+        )
+    pipe.to(args.device)
+    if args.vae_tiling:
+        pipe.enable_vae_tiling()
+    if args.vae_slicing:
+        pipe.enable_vae_slicing()
+    return pipe
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    try:
+        spec = task_spec(args.task)
+    except LayoutError as exc:
+        raise GenerateError(f"--task: {exc}") from exc
+    defaults = PRESET_DEFAULTS[args.preset]
+    args.height = args.height or defaults.height
+    args.width = args.width or defaults.width
+    args.steps = args.steps or defaults.steps
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.dtype = args.dtype or (defaults.dtype if args.device.startswith("cuda") else "float32")
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    options = ExportOptions(rgba_formats=formats)
+    jobs = build_jobs(args, spec)
+    pipe = load_pipeline(args, spec)
+    written = []
+    for job in jobs:
+        start = time.perf_counter()
+        generator = torch.Generator(device="cpu").manual_seed(args.seed)
+        conditions = {CONDITION_FLAGS[layer]: arr for layer, arr in job.conditions.items()}
+        out = pipe(
+            job.captions.fg,
+            job.captions.bg,
+            job.captions.blend,
+            task=spec.task,
+            num_frames=args.frames,
+            height=args.height,
+            width=args.width,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            guidance_schedule=args.guidance_schedule,
+            generator=generator,
+            fps=args.fps,
+            **conditions,
+        )
+        result = export_clip(out.clips[0], args.out / job.name, options)
+        written.append(result.folder)
+        seconds = time.perf_counter() - start
+        print(f"[{spec.task.value}] {job.name}: {len(result.files)} outputs in {result.folder} ({seconds:.1f} s)")
+        for key, path in result.files.items():
+            print(f"  {key:<13} {path}")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(parse_args(argv))
+    except (ValueError, FileNotFoundError) as exc:  # our input errors are ValueErrors with one-line messages
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

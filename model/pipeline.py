@@ -1,0 +1,385 @@
+"""LayerFlowPipeline: text (and optional layer conditions) -> layered clips (fg over grey, alpha, bg, blend).
+
+A diffusers pipeline over the layer-aware CogVideoX transformer. It follows the official sampling:
+- the sub-clips are one time-concatenated video; all of its frames go through the VAE in one joint pass
+  (the VAE is causal in time, so encoding sub-clips apart would give other latents);
+- condition latents stay clean in their own place in the sequence and share the noisy part's timestep; the
+  sampler updates only the noisy latents;
+- classifier-free guidance with all-zero text embeddings as the unconditional branch and, by default, the
+  official dynamic scale (see `model.schedule.guidance_scale`).
+Condition layers are copied into the output as given, so they come back bit-identical.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLCogVideoX, DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from data_engine.schema import LAYERS, MID_GREY, Captions, LayeredClip, sample_key
+from model.layout import SequenceLayout, Task, TaskSpec, task_spec
+from model.schedule import DEFAULT_STEPS, GuidanceSchedule, make_scheduler, sampler_name
+from model.schedule import guidance_scale as cfg_scale
+from model.text import encode_prompts, indexed_prompts, unconditional_embeddings
+
+CONDITION_ARGS = {"fg": "foreground", "alpha": "alpha", "bg": "background", "blend": "blend"}
+PIPELINE_FILE = "layerflow_pipeline.json"
+
+
+class PipelineInputError(ValueError):
+    """Pipeline arguments that cannot work; the message names the argument and how to fix it."""
+
+
+@dataclass
+class LayerFlowPipelineOutput(BaseOutput):
+    """`clips`: one LayeredClip per sample (empty for output_type="latent"); `latents`: the final full latent
+    sequence [B, T_latent, C, h, w] in the transformer's (scaled) latent space."""
+
+    clips: list[LayeredClip]
+    latents: torch.Tensor | None = None
+
+
+Condition = np.ndarray | LayeredClip
+
+
+class LayerFlowPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+
+    def __init__(self, tokenizer, text_encoder, vae: AutoencoderKLCogVideoX, transformer, scheduler) -> None:
+        super().__init__()
+        self.register_modules(
+            tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+        )
+        self.vae_scale_factor_spatial = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.vae_scale_factor_temporal = int(self.vae.config.temporal_compression_ratio)
+
+    # -- loading -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        torch_dtype: torch.dtype | None = None,
+        sampler: str | None = None,
+    ) -> "LayerFlowPipeline":
+        """Load from a local folder: vae/, text_encoder/, tokenizer/, transformer/, scheduler/ (safetensors only)."""
+        from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
+        from transformers import T5EncoderModel, T5Tokenizer
+
+        from model.transformer import LayerFlowTransformer
+
+        root = Path(path)
+        missing = [d for d in ("vae", "text_encoder", "tokenizer", "transformer") if not (root / d).is_dir()]
+        if missing:
+            raise PipelineInputError(
+                f"{root}: missing {', '.join(d + '/' for d in missing)}; a LayerFlow model folder holds vae/, "
+                "text_encoder/, tokenizer/, transformer/ and optionally scheduler/ (see README: weights)"
+            )
+        dtype_kw = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+        vae = AutoencoderKLCogVideoX.from_pretrained(root / "vae", use_safetensors=True, **dtype_kw)
+        text_encoder = T5EncoderModel.from_pretrained(
+            root / "text_encoder", use_safetensors=True, **({} if torch_dtype is None else {"dtype": torch_dtype})
+        )
+        tokenizer = T5Tokenizer.from_pretrained(root / "tokenizer")
+        transformer = LayerFlowTransformer.from_pretrained(root / "transformer", use_safetensors=True, **dtype_kw)
+        scheduler_dir = root / "scheduler"
+        if sampler is None and scheduler_dir.is_dir():
+            cls_name = json.loads((scheduler_dir / "scheduler_config.json").read_text()).get("_class_name", "")
+            sched_cls = CogVideoXDDIMScheduler if cls_name == "CogVideoXDDIMScheduler" else CogVideoXDPMScheduler
+            scheduler = sched_cls.from_pretrained(scheduler_dir)
+        else:
+            scheduler = make_scheduler(sampler or "dpm")
+        return cls(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the folder layout `from_pretrained` reads (safetensors weights)."""
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        self.vae.save_pretrained(root / "vae", safe_serialization=True)
+        self.text_encoder.save_pretrained(root / "text_encoder", safe_serialization=True)
+        self.tokenizer.save_pretrained(root / "tokenizer")
+        self.transformer.save_pretrained(root / "transformer")
+        self.scheduler.save_pretrained(root / "scheduler")
+        (root / PIPELINE_FILE).write_text(json.dumps({"pipeline": type(self).__name__, "sampler": sampler_name(self.scheduler)}))
+        return root
+
+    # -- VAE options ---------------------------------------------------------------------------------------
+    def enable_vae_tiling(self) -> None:
+        self.vae.enable_tiling()
+
+    def disable_vae_tiling(self) -> None:
+        self.vae.disable_tiling()
+
+    def enable_vae_slicing(self) -> None:
+        self.vae.enable_slicing()
+
+    def disable_vae_slicing(self) -> None:
+        self.vae.disable_slicing()
+
+    # -- building blocks -----------------------------------------------------------------------------------
+    def encode_prompt(self, captions: Sequence[Captions], task: Task | str) -> torch.Tensor:
+        """[B, P * 226, d] T5 embeddings of the task's prompts (fg, bg, blend; decomposition: fg, bg)."""
+        spec = task_spec(task)
+        prompts = [indexed_prompts(c.as_dict(), spec.prompt_layers) for c in captions]
+        return encode_prompts(
+            self.tokenizer, self.text_encoder, prompts, device=self._execution_device, dtype=self.transformer.dtype
+        )
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor, generator: torch.Generator | list | None = None) -> torch.Tensor:
+        """[B, T, 3, H, W] in [-1, 1] -> scaled latents [B, T_latent, C, h, w], all frames in one VAE pass."""
+        x = video.permute(0, 2, 1, 3, 4).to(device=self._execution_device, dtype=self.vae.dtype)
+        posterior = self.vae.encode(x).latent_dist
+        latents = posterior.sample(generator=generator) * self.vae.config.scaling_factor
+        return latents.permute(0, 2, 1, 3, 4)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents [B, T_latent, C, h, w] -> video [B, T, 3, H, W] in [-1, 1], in one VAE pass."""
+        z = latents.permute(0, 2, 1, 3, 4).to(self.vae.dtype) / self.vae.config.scaling_factor
+        return self.vae.decode(z).sample.permute(0, 2, 1, 3, 4).float().clamp(-1.0, 1.0)
+
+    # -- sampling ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        fg_prompt: str | Sequence[str] = "",
+        bg_prompt: str | Sequence[str] = "",
+        blend_prompt: str | Sequence[str] = "",
+        *,
+        task: Task | str = Task.GENERATE,
+        foreground: Condition | Sequence[Condition] | None = None,
+        alpha: Condition | Sequence[Condition] | None = None,
+        background: Condition | Sequence[Condition] | None = None,
+        blend: Condition | Sequence[Condition] | None = None,
+        num_frames: int = 16,
+        height: int = 480,
+        width: int = 720,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = 6.0,
+        use_dynamic_cfg: bool = True,
+        guidance_schedule: GuidanceSchedule | str = GuidanceSchedule.DYNAMIC,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        output_type: str = "clip",
+        fps: float = 8.0,
+    ) -> LayerFlowPipelineOutput:
+        """Sample layered clips. `num_frames` is per layer (16 in the official models).
+
+        Conditions (per task: fg_conditioned needs `foreground` + `alpha`, bg_conditioned `background`,
+        decompose `blend`) are uint8 arrays [T, H, W, 3] (alpha [T, H, W]) or LayeredClips, or one per sample.
+        `prompt_embeds` ([B, P * 226, d]) skips the text encoder.
+        """
+        spec = task_spec(task)
+        layout = SequenceLayout(spec, num_frames, self.vae_scale_factor_temporal)
+        if output_type not in ("clip", "latent"):
+            raise PipelineInputError(f"output_type must be 'clip' or 'latent', got {output_type!r}")
+        self._check_model(spec, height, width)
+        schedule = GuidanceSchedule.parse(guidance_schedule) if use_dynamic_cfg else GuidanceSchedule.CONSTANT
+        captions = _captions(fg_prompt, bg_prompt, blend_prompt)
+        given = {"fg": foreground, "alpha": alpha, "bg": background, "blend": blend}
+        batch = max([len(captions)] + [len(v) for v in given.values() if isinstance(v, (list, tuple))])
+        captions = _broadcast(captions, batch, "prompts")
+        conditions = self._conditions(spec, given, batch, num_frames, height, width)
+        device = self._execution_device
+
+        if prompt_embeds is None:
+            prompt_embeds = self.encode_prompt(captions, spec.task)
+        prompt_embeds = prompt_embeds.to(device=device, dtype=self.transformer.dtype)
+        self._check_embeds(prompt_embeds, spec, batch)
+        do_cfg = guidance_scale > 1.0
+        text = torch.cat([unconditional_embeddings(prompt_embeds), prompt_embeds]) if do_cfg else prompt_embeds
+
+        clean = None
+        if spec.conditions:
+            video = torch.stack([layout.pack(_with_placeholders(c, num_frames, height, width)) for c in conditions])
+            clean, _ = layout.split_latents(self.encode_video(video, generator).to(prompt_embeds.dtype))
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        shape = (
+            batch,
+            len(layout.noisy_indices),
+            self.vae.config.latent_channels,
+            height // self.vae_scale_factor_spatial,
+            width // self.vae_scale_factor_spatial,
+        )
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=prompt_embeds.dtype)
+        latents = latents * self.scheduler.init_noise_sigma
+        is_dpm = sampler_name(self.scheduler) == "dpm"
+        old_pred_original_sample = None
+        # Clean latents sit at their own places in the sequence (bg-conditioned: the middle), as in training.
+        cond_input = None if clean is None else (torch.cat([clean, clean]) if do_cfg else clean)
+        cond_indices = layout.clean_indices or None
+        with self.progress_bar(total=len(timesteps)) as progress:
+            for i, t in enumerate(timesteps):
+                model_input = torch.cat([latents, latents]) if do_cfg else latents
+                pred = self.transformer(
+                    hidden_states=model_input,
+                    encoder_hidden_states=text,
+                    timestep=t.expand(model_input.shape[0]),
+                    cond_latents=cond_input,
+                    cond_indices=cond_indices,
+                ).float()
+                if do_cfg:
+                    pred_uncond, pred_text = pred.chunk(2)
+                    scale = cfg_scale(guidance_scale, int(t), i, num_inference_steps, schedule)
+                    pred = pred_uncond + scale * (pred_text - pred_uncond)
+                if is_dpm:
+                    latents, old_pred_original_sample = self.scheduler.step(
+                        pred,
+                        old_pred_original_sample,
+                        t,
+                        timesteps[i - 1] if i > 0 else None,
+                        latents,
+                        eta=0.0,
+                        generator=generator,
+                        return_dict=False,
+                    )
+                else:
+                    latents = self.scheduler.step(pred, t, latents, eta=0.0, generator=generator, return_dict=False)[0]
+                latents = latents.to(prompt_embeds.dtype)
+                progress.update()
+
+        full = layout.join_latents(clean, latents)
+        self.maybe_free_model_hooks()
+        if output_type == "latent":
+            return LayerFlowPipelineOutput(clips=[], latents=full)
+        video = self.decode_latents(full).cpu()
+        clips = []
+        for b in range(batch):
+            layers = layout.unpack(video[b])
+            layers.update(conditions[b])  # conditions come back exactly as given
+            clips.append(
+                LayeredClip(
+                    key=sample_key(f"layerflow_{spec.task.value}", b),
+                    captions=captions[b],
+                    fps=fps,
+                    origin="generated",
+                    frame_range=(0, num_frames),
+                    **layers,
+                )
+            )
+        return LayerFlowPipelineOutput(clips=clips, latents=full)
+
+    # -- input checks --------------------------------------------------------------------------------------
+    def _check_model(self, spec: TaskSpec, height: int, width: int) -> None:
+        config = self.transformer.layerflow_config
+        if config.num_prompts != len(spec.prompt_layers):
+            raise PipelineInputError(
+                f"task {spec.task.value} reads {len(spec.prompt_layers)} prompts but this transformer was built for "
+                f"{config.num_prompts}; load the checkpoint trained for {spec.task.value}"
+            )
+        multiple = self.vae_scale_factor_spatial * config.patch_size
+        if height <= 0 or width <= 0 or height % multiple or width % multiple:
+            raise PipelineInputError(
+                f"height and width must be positive multiples of {multiple} (VAE x patch size), got {height}x{width}"
+            )
+
+    def _check_embeds(self, embeds: torch.Tensor, spec: TaskSpec, batch: int) -> None:
+        tokens = len(spec.prompt_layers) * 226
+        if embeds.ndim != 3 or embeds.shape[0] != batch or embeds.shape[1] != tokens:
+            raise PipelineInputError(
+                f"prompt_embeds for task {spec.task.value} must be [{batch}, {tokens}, d] "
+                f"({len(spec.prompt_layers)} prompts x 226 tokens), got {tuple(embeds.shape)}"
+            )
+
+    def _conditions(
+        self, spec: TaskSpec, given: dict[str, Any], batch: int, frames: int, height: int, width: int
+    ) -> list[dict[str, np.ndarray]]:
+        out: list[dict[str, np.ndarray]] = [{} for _ in range(batch)]
+        for layer, value in given.items():
+            arg = CONDITION_ARGS[layer]
+            if layer not in spec.conditions:
+                if value is not None:
+                    needs = ", ".join(CONDITION_ARGS[c] for c in spec.conditions) or "no condition"
+                    raise PipelineInputError(f"task {spec.task.value} takes {needs}; drop `{arg}=`")
+                continue
+            if value is None:
+                raise PipelineInputError(f"task {spec.task.value} needs `{arg}=` (a uint8 video or a LayeredClip)")
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for b, item in enumerate(_broadcast(list(items), batch, arg)):
+                out[b][layer] = _condition_array(layer, arg, item, frames, height, width)
+        return out
+
+
+def _captions(fg, bg, blend) -> list[Captions]:
+    lists = [[p] if isinstance(p, str) else list(p) for p in (fg, bg, blend)]
+    n = max(len(x) for x in lists)
+    fg_l, bg_l, bl_l = (_broadcast(x, n, "prompts") for x in lists)
+    return [Captions(fg=f, bg=b, blend=c) for f, b, c in zip(fg_l, bg_l, bl_l)]
+
+
+def _broadcast(items: list, n: int, what: str) -> list:
+    if len(items) == n:
+        return items
+    if len(items) == 1:
+        return items * n
+    raise PipelineInputError(f"{what}: got {len(items)} items for a batch of {n}; give 1 or {n}")
+
+
+def _condition_array(layer: str, arg: str, item: Condition, frames: int, height: int, width: int) -> np.ndarray:
+    arr = item.layer(layer) if isinstance(item, LayeredClip) else np.asarray(item)
+    if arr.dtype != np.uint8:
+        raise PipelineInputError(f"`{arg}` must be uint8 (0..255), got {arr.dtype}")
+    if layer == "alpha" and arr.ndim == 4:
+        if arr.shape[-1] not in (1, 3) or not (arr == arr[..., :1]).all():
+            raise PipelineInputError(f"`alpha` must be grey: [T, H, W], got shape {arr.shape} with differing channels")
+        arr = arr[..., 0]
+    want = (frames, height, width) if layer == "alpha" else (frames, height, width, 3)
+    if arr.shape != want:
+        raise PipelineInputError(
+            f"`{arg}` has shape {arr.shape}, expected {want} (num_frames x height x width); "
+            "resize the condition or pass matching num_frames/height/width"
+        )
+    return arr
+
+
+def _with_placeholders(conditions: dict[str, np.ndarray], frames: int, height: int, width: int) -> dict[str, np.ndarray]:
+    """Fill the layers the task generates with stand-in frames for the joint VAE pass.
+
+    They reach the condition latents only through the causal VAE's short time context at a layer boundary,
+    so each takes the value closest to what it would be: alpha transparent, fg mid-grey (its empty value),
+    and an unknown bg or blend the other one's frames when given (a background looks like its blend).
+    """
+    grey = np.full((frames, height, width, 3), MID_GREY, np.uint8)
+    layers = dict(conditions)
+    layers.setdefault("alpha", np.zeros((frames, height, width), np.uint8))
+    layers.setdefault("fg", grey)
+    layers.setdefault("bg", conditions.get("blend", grey))
+    layers.setdefault("blend", conditions.get("bg", grey))
+    return {name: layers[name] for name in LAYERS}
+
+
+def build_tiny_pipeline(seed: int = 0, *, num_prompts: int = 3, sampler: str = "dpm") -> LayerFlowPipeline:
+    """The `tiny` preset: real classes, random weights from `seed`, built in-process (tests and the demo).
+
+    `num_prompts` is 3 for generation and the conditional tasks, 2 for decomposition (as the released
+    checkpoints differ).
+    """
+    from model.config import get_preset
+    from model.text import build_tiny_tokenizer
+    from model.tiny import build_tiny_text_encoder, build_tiny_vae
+    from model.transformer import LayerFlowTransformer
+
+    config = get_preset("tiny", num_prompts=num_prompts)
+    tokenizer = build_tiny_tokenizer()
+    text_encoder = build_tiny_text_encoder(len(tokenizer), config.text_embed_dim, seed)
+    vae = build_tiny_vae(config.in_channels, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = LayerFlowTransformer.from_config(config)
+    return LayerFlowPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer.eval(),
+        scheduler=make_scheduler(sampler),
+    )

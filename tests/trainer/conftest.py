@@ -1,0 +1,50 @@
+"""Shards for the trainer tests: synthetic layered videos plus layered-image samples, tiny sizes."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from data_engine.schema import Captions, LayeredClip, composite, over_grey, sample_key
+from data_engine.shards import ShardSink
+from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
+from trainer.config import DataConfig, ModelConfig
+
+VIDEO = SyntheticConfig(num_frames=6, height=40, width=56, seed=3)
+
+
+def image_clip(index: int, height: int = 36, width: int = 52) -> LayeredClip:
+    rng = np.random.default_rng(index)
+    rgb = rng.integers(0, 256, (1, height, width, 3), dtype=np.uint8)
+    alpha = np.zeros((1, height, width), np.uint8)
+    alpha[:, height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 255
+    bg = rng.integers(0, 256, (1, height, width, 3), dtype=np.uint8)
+    return LayeredClip(
+        key=sample_key("image_test", index), fg=over_grey(rgb, alpha), alpha=alpha, bg=bg,
+        blend=composite(rgb, alpha, bg), captions=Captions("a red box", "a noisy wall", "a red box by a wall"),
+        fps=1.0, kind="image", origin="image", frame_range=(0, 1),
+    )
+
+
+def write_shards(out, n_video: int = 4, n_image: int = 2, maxcount: int = 3):
+    with ShardSink(out, maxcount=maxcount) as sink:
+        for i in range(n_video):
+            sink.write(synthetic_clip(VIDEO, i))
+        for i in range(n_image):
+            sink.write(image_clip(i))
+    return out
+
+
+@pytest.fixture(scope="session")
+def shard_dir(tmp_path_factory):
+    return write_shards(tmp_path_factory.mktemp("trainer_shards"))
+
+
+def tiny_data(shards, **changes) -> DataConfig:
+    cfg = DataConfig(shards=str(shards), frames_per_layer=4, height=32, width=48, batch_size=2, num_workers=0,
+                     shuffle_buffer=4, seed=11)
+    return replace(cfg, **changes)
+
+
+TINY_MODEL = ModelConfig(preset="tiny", gradient_checkpointing=False, seed=0)

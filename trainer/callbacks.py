@@ -1,0 +1,99 @@
+"""Validation during training: layered samples from fixed prompts and seeds, and the loss per task at fixed
+diffusion draws, logged to TensorBoard every N steps (rank 0)."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+
+from data_engine.schema import LayeredClip
+from model.export import preview_frames
+from model.layout import Task
+from trainer.data import collate
+
+DEFAULT_PROMPTS = (
+    ("A red balloon floats in the air.", "A quiet park with tall trees.", "A red balloon floats over a quiet park."),
+    ("A brown dog runs.", "Waves roll onto a sandy beach.", "A brown dog runs along a sandy beach."),
+)
+
+
+@dataclass
+class SampleSpec:
+    prompts: list[tuple[str, str, str]] = field(default_factory=lambda: [tuple(p) for p in DEFAULT_PROMPTS])
+    seed: int = 1234
+    num_inference_steps: int = 50
+    guidance_scale: float = 6.0
+
+
+def gif_bytes(frames: np.ndarray, fps: float) -> bytes:
+    """uint8 [T, H, W, 3] -> an animated GIF (TensorBoard shows GIF image summaries as videos)."""
+    images = [Image.fromarray(f) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()
+
+
+def log_gif(logger, tag: str, frames: np.ndarray, step: int, fps: float) -> None:
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    t, h, w, _ = frames.shape
+    image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif_bytes(frames, fps))
+    logger.experiment._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
+class ValidationCallback(L.Callback):
+    """Every `every_n_steps`: generate `sample.prompts` (grid: fg over a checkerboard | alpha / bg | blend) and
+    compute each task's loss on `num_examples` fixed examples at fixed timesteps and noise."""
+
+    def __init__(self, every_n_steps: int = 500, sample: SampleSpec | None = None, num_examples: int = 2,
+                 fixed_timestep: int = 500) -> None:
+        self.every_n_steps = every_n_steps
+        self.sample = sample or SampleSpec()
+        self.num_examples = num_examples
+        self.fixed_timestep = fixed_timestep
+        self._examples = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.every_n_steps <= 0 or step % self.every_n_steps or not trainer.is_global_zero:
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            for task, loss in self.task_losses(trainer, pl_module).items():
+                pl_module.logger.log_metrics({f"val/loss_{task}": loss}, step=step)
+            if hasattr(pl_module.logger.experiment, "_get_file_writer"):
+                for i, clip in enumerate(self.generate(pl_module)):
+                    log_gif(pl_module.logger, f"samples/{i}", preview_frames(clip), step, clip.fps)
+        pl_module.train(was_training)
+
+    def task_losses(self, trainer: L.Trainer, pl_module) -> dict[str, float]:
+        if self._examples is None:
+            self._examples = trainer.datamodule.stream().first_examples(self.num_examples)
+        out = {}
+        for task in Task:
+            batch = collate(self._examples, task, pl_module.frames_per_layer)
+            b = len(self._examples)
+            timesteps = torch.full((b,), self.fixed_timestep, dtype=torch.long)
+            per_sample = pl_module.compute_loss(batch, 0, timesteps=timesteps, noise=None)
+            out[task.value] = float(per_sample.mean())
+        return out
+
+    def generate(self, pl_module) -> list[LayeredClip]:
+        from model.pipeline import LayerFlowPipeline
+        from model.schedule import make_scheduler
+
+        pipe = LayerFlowPipeline(tokenizer=pl_module.tokenizer, text_encoder=pl_module.text_encoder,
+                                 vae=pl_module.vae, transformer=pl_module.transformer,
+                                 scheduler=make_scheduler("dpm"))
+        pipe.set_progress_bar_config(disable=True)
+        cfg = pl_module.trainer.datamodule.cfg
+        fg, bg, blend = (list(p) for p in zip(*self.sample.prompts))
+        generator = torch.Generator().manual_seed(self.sample.seed)
+        return pipe(fg, bg, blend, num_frames=pl_module.frames_per_layer, height=cfg.height, width=cfg.width,
+                    num_inference_steps=self.sample.num_inference_steps, guidance_scale=self.sample.guidance_scale,
+                    generator=generator).clips

@@ -1,0 +1,92 @@
+"""`python -m trainer --stage N [--config FILE] [overrides]`: LightningCLI over the stage's YAML.
+
+Overrides use the config's dotted keys, e.g. `--data.stream.shards=DIR --trainer.max_steps=100
+--model.network.pretrained=weights/cogvideox-2b --ckpt_path=runs/stage2/checkpoints/last.ckpt`.
+Every error in the configuration or the data is one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI
+
+from trainer.checkpoint import RNGStateCallback, SafetensorsCheckpointIO
+from trainer.config import STAGES, TrainConfigError, stage_spec
+from trainer.data import LayerFlowDataModule
+from trainer.module import LayerFlowModule
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "infra" / "configs" / "train"
+
+
+class LayerFlowCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("model.stage", "data.stage")
+        parser.link_arguments("data.stream.frames_per_layer", "model.frames_per_layer")
+
+    def instantiate_trainer(self, **kwargs):
+        return super().instantiate_trainer(**with_run_essentials(kwargs))
+
+
+def with_run_essentials(kwargs: dict) -> dict:
+    """RNG states in every checkpoint, and checkpoints without pickle (DeepSpeed writes its own format)."""
+    callbacks = list(kwargs.get("callbacks") or [])
+    if not any(isinstance(c, RNGStateCallback) for c in callbacks):
+        callbacks.append(RNGStateCallback())
+    kwargs["callbacks"] = callbacks
+    strategy = kwargs.get("strategy")
+    if "deepspeed" not in type(strategy).__name__.lower() and "deepspeed" not in str(strategy):
+        plugins = list(kwargs.get("plugins") or [])
+        if not any(isinstance(p, SafetensorsCheckpointIO) for p in plugins):
+            plugins.append(SafetensorsCheckpointIO())
+        kwargs["plugins"] = plugins
+    return kwargs
+
+
+def stage_config(stage: int, preset: str = "") -> Path:
+    return CONFIG_DIR / f"{preset}stage{stage}.yaml"
+
+
+def build_args(argv: list[str]) -> list[str]:
+    """Our flags (--stage, --tiny) -> LightningCLI `fit` arguments with the stage's config first."""
+    pre = argparse.ArgumentParser(prog="python -m trainer", add_help=False)
+    pre.add_argument("--stage", type=int, required=True)
+    pre.add_argument("--tiny", action="store_true", help="the CPU-sized config of the stage")
+    ours, rest = pre.parse_known_args(argv)
+    stage_spec(ours.stage)
+    if "--config" not in rest and not any(a.startswith("--config=") for a in rest):
+        rest = ["--config", str(stage_config(ours.stage, "tiny_" if ours.tiny else ""))] + rest
+    return ["fit", *rest, f"--model.stage={ours.stage}"]
+
+
+def run(argv: list[str], **cli_kwargs) -> LayerFlowCLI:
+    return LayerFlowCLI(
+        LayerFlowModule,
+        LayerFlowDataModule,
+        args=build_args(argv),
+        parser_kwargs={"exit_on_error": False},
+        save_config_kwargs={"overwrite": True},
+        **cli_kwargs,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        print(f"\nstages: {', '.join(str(s) for s in STAGES)}; configs in {CONFIG_DIR}")
+        return 0
+    try:
+        run(argv)
+    except (TrainConfigError, FileNotFoundError, argparse.ArgumentError) as exc:
+        print(f"error: {first_line(exc)}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def first_line(exc: BaseException) -> str:
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,83 @@
+"""Build the models a training run needs (transformer, VAE, T5, tokenizer) and load trainable weights.
+
+The tiny preset is built in-process from a seed; a real run reads a local diffusers-layout folder: stock
+CogVideoX-2B (its transformer converted on load) or a LayerFlow model folder written by `export_model`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from trainer.config import ModelConfig, TrainConfigError
+
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+@dataclass
+class Components:
+    transformer: nn.Module
+    vae: nn.Module
+    text_encoder: nn.Module
+    tokenizer: Any
+
+
+def build_components(cfg: ModelConfig) -> Components:
+    if cfg.preset == "tiny":
+        from model.pipeline import build_tiny_pipeline
+
+        pipe = build_tiny_pipeline(seed=cfg.seed)
+        return Components(pipe.transformer, pipe.vae, pipe.text_encoder, pipe.tokenizer)
+    if not cfg.pretrained:
+        raise TrainConfigError(f"model.pretrained is empty; preset {cfg.preset!r} loads its weights from a local "
+                               "folder with transformer/, vae/, text_encoder/, tokenizer/ (see README: weights)")
+    return _load_pretrained(Path(cfg.pretrained), cfg)
+
+
+def _load_pretrained(root: Path, cfg: ModelConfig) -> Components:
+    from diffusers import AutoencoderKLCogVideoX
+    from transformers import T5EncoderModel, T5Tokenizer
+
+    from model.config import get_preset
+    from model.transformer import LayerFlowTransformer
+
+    missing = [d for d in ("transformer", "vae", "text_encoder", "tokenizer") if not (root / d).is_dir()]
+    if missing:
+        raise TrainConfigError(f"model.pretrained={root}: missing {', '.join(d + '/' for d in missing)}")
+    config = json.loads((root / "transformer" / "config.json").read_text())
+    if config.get("_class_name") == "CogVideoXTransformer3DModel":
+        transformer = LayerFlowTransformer.from_diffusers(root / "transformer", config=get_preset(cfg.preset))
+    else:
+        transformer = LayerFlowTransformer.from_pretrained(root / "transformer")
+    vae = AutoencoderKLCogVideoX.from_pretrained(root / "vae", use_safetensors=True)
+    text_encoder = T5EncoderModel.from_pretrained(root / "text_encoder", use_safetensors=True)
+    tokenizer = T5Tokenizer.from_pretrained(root / "tokenizer")
+    return Components(transformer, vae, text_encoder, tokenizer)
+
+
+def load_trainable(transformer: nn.Module, path: str | Path) -> list[str]:
+    """Load a stage's weights (`trainable.safetensors`, or a checkpoint folder holding one) into the transformer."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / TRAINABLE_FILE
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no trainable weights here; give a trainable.safetensors or a checkpoint folder")
+    weights = load_file(str(p))
+    weights = {k.removeprefix("transformer."): v for k, v in weights.items()}
+    params = dict(transformer.named_parameters())
+    unknown = sorted(set(weights) - set(params))
+    if unknown:
+        raise TrainConfigError(f"{p}: {len(unknown)} weight(s) the model does not have (e.g. {unknown[0]}); "
+                               "was it trained with another preset?")
+    with torch.no_grad():
+        for name, value in weights.items():
+            if params[name].shape != value.shape:
+                raise TrainConfigError(f"{p}: {name} has shape {tuple(value.shape)}, the model "
+                                       f"{tuple(params[name].shape)}")
+            params[name].copy_(value)
+    return sorted(weights)

@@ -1,0 +1,117 @@
+"""Typed configuration of a training run: the stage, the data stream, the model and the optimiser.
+
+LightningCLI builds these dataclasses from YAML (`infra/configs/train/`), so a misspelt key is an error, not a
+silently ignored option.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from model.layout import LayoutError, Task
+
+
+class TrainConfigError(ValueError):
+    """A configuration that cannot train; the message names the option and the valid choices."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What a stage trains, at which learning rate, on which data (the paper's three stages)."""
+
+    stage: int
+    trainable: Literal["blocks", "motion_lora", "content_lora"]
+    lr: float
+    # Stage 2 learns "no motion" from static videos: every sample becomes one frame repeated over time.
+    static_videos: bool
+
+
+STAGES: dict[int, StageSpec] = {
+    1: StageSpec(1, "blocks", 1e-4, static_videos=False),
+    2: StageSpec(2, "motion_lora", 1e-3, static_videos=True),
+    3: StageSpec(3, "content_lora", 5e-3, static_videos=False),
+}
+
+
+def stage_spec(stage: int) -> StageSpec:
+    try:
+        return STAGES[int(stage)]
+    except (KeyError, TypeError, ValueError):
+        raise TrainConfigError(f"unknown stage {stage!r}; choose one of {', '.join(map(str, STAGES))}") from None
+
+
+@dataclass
+class DataConfig:
+    """The sample stream: which shards, how samples are mixed, framed, cropped and turned into tasks."""
+
+    shards: str = ""
+    frames_per_layer: int = 16
+    height: int = 480
+    width: int = 720
+    batch_size: int = 1
+    num_workers: int = 2
+    shuffle_buffer: int = 64
+    # Sampling weight per `origin` (engine, copy_paste, image, official_import, synthetic); None: every origin
+    # in the manifest, weighted by its sample count. Origins left out of an explicit mix are not read.
+    mix: dict[str, float] | None = None
+    # Sampling weight per task; a micro-batch shares one task (the condition length differs per task).
+    tasks: dict[str, float] = field(
+        default_factory=lambda: {t.value: 1.0 for t in Task}
+    )
+    prompt_dropout: float = 0.1
+    # None: the stage decides (stage 2 trains on static videos).
+    static_videos: bool | None = None
+    crop: Literal["random", "center"] = "random"
+    # Precomputed latents / T5 embeddings (`python -m trainer.precompute`); used instead of the shards when set.
+    cache: str | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not self.shards and not self.cache:
+            raise TrainConfigError("data.shards is empty; point it at a shard directory (make dataset writes one)")
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise TrainConfigError(f"data.batch_size must be >= 1 and data.num_workers >= 0, got "
+                                   f"{self.batch_size} and {self.num_workers}")
+        if not 0.0 <= self.prompt_dropout < 1.0:
+            raise TrainConfigError(f"data.prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
+        if self.height % 8 or self.width % 8:
+            raise TrainConfigError(f"data.height and data.width must be multiples of 8 (VAE x patch), got "
+                                   f"{self.height}x{self.width}")
+        task_weights(self.tasks)
+        if self.mix is not None and (not self.mix or min(self.mix.values()) < 0 or sum(self.mix.values()) <= 0):
+            raise TrainConfigError(f"data.mix needs non-negative weights with a positive sum, got {self.mix}")
+
+
+def task_weights(tasks: dict[str, float]) -> dict[Task, float]:
+    try:
+        weights = {Task.parse(name): float(w) for name, w in tasks.items()}
+    except LayoutError as exc:
+        raise TrainConfigError(f"data.tasks: {exc}") from None
+    if not weights or min(weights.values()) < 0 or sum(weights.values()) <= 0:
+        raise TrainConfigError(f"data.tasks needs non-negative weights with a positive sum, got {tasks}")
+    return {t: w for t, w in weights.items() if w > 0}
+
+
+@dataclass
+class ModelConfig:
+    """Which model to build and where its weights come from."""
+
+    preset: str = "cogvideox-2b"
+    # A diffusers-layout folder (transformer/, vae/, text_encoder/, tokenizer/); None only for the tiny preset.
+    pretrained: str | None = None
+    # Trainable weights of an earlier stage (its exported `trainable.safetensors`), loaded on top.
+    init_weights: str | None = None
+    gradient_checkpointing: bool = True
+    # Seed of the random initialisation of the tiny preset.
+    seed: int = 0
+
+
+@dataclass
+class OptimConfig:
+    """AdamW as in the released config; lr None takes the stage's learning rate."""
+
+    lr: float | None = None
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 1e-4
+    eps: float = 1e-8
+    warmup_steps: int = 0

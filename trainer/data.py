@@ -1,0 +1,291 @@
+"""The training sample stream over our shards (webdataset), deterministic from (seed, rank, worker, position).
+
+One webdataset pipeline per source group (`origin`): resampled shards -> tar samples -> that origin only ->
+shuffle buffer. The groups are mixed by configured weights, then each raw sample is decoded, framed (a window of
+`frames_per_layer` frames; images and stage-2 samples become one frame repeated, motion scale 1; videos get 0),
+resized to cover the training size and cropped. Samples are batched and each micro-batch draws one task, packed
+in that task's layout (`model.layout`). Prompts are dropped independently with `prompt_dropout`.
+
+Every random choice is seeded from (seed, rank, worker, position in the stream), so the stream is a pure function
+of the configuration and the training step: resuming at step S skips the raw samples already consumed (tar reads
+only, nothing is decoded) and continues with exactly the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.utils import make_seed
+
+from data_engine.schema import CAPTIONED_LAYERS, LAYERS, LayeredClip
+from data_engine.shards import MANIFEST_NAME, decode_sample, shard_urls
+from model.layout import SequenceLayout, Task, task_spec
+from model.text import indexed_prompts
+from trainer.config import DataConfig, TrainConfigError, stage_spec, task_weights
+
+
+@dataclass(frozen=True)
+class SourceGroup:
+    """The shards holding samples of one origin, and the origin's sampling weight."""
+
+    origin: str
+    urls: tuple[str, ...]
+    weight: float
+
+
+def source_groups(shards: str | Path, mix: dict[str, float] | None) -> list[SourceGroup]:
+    """Group the shards of a directory by sample origin, from its manifest. Fails clearly on missing data."""
+    urls = shard_urls(shards)
+    manifest = Path(shards) / MANIFEST_NAME
+    if not manifest.exists():
+        raise FileNotFoundError(f"{manifest} is missing; shard directories written by ShardSink have one")
+    table = pq.read_table(manifest, columns=["shard", "origin"]).to_pylist()
+    by_origin: dict[str, set[str]] = {}
+    for row in table:
+        by_origin.setdefault(row["origin"], set()).add(row["shard"])
+    counts = {o: sum(r["origin"] == o for r in table) for o in by_origin}
+    weights = dict(mix) if mix is not None else {o: float(n) for o, n in counts.items()}
+    missing = [o for o, w in weights.items() if w > 0 and o not in by_origin]
+    if missing:
+        raise TrainConfigError(f"data.mix names origin(s) {missing} that {shards} does not hold; "
+                               f"it holds {sorted(by_origin)}")
+    by_name = {Path(u).name: u for u in urls}
+    groups = [
+        SourceGroup(o, tuple(by_name[s] for s in sorted(by_origin[o]) if s in by_name), float(w))
+        for o, w in sorted(weights.items())
+        if w > 0
+    ]
+    return [g for g in groups if g.urls]
+
+
+def _seed(*parts: Any) -> int:
+    return make_seed(*parts)
+
+
+def _fixed_worker_seed(rank: int, worker: int, group: int) -> int:
+    return _seed(rank, worker, group)
+
+
+def _has_origin(origin: str, sample: dict[str, Any]) -> bool:
+    return json.loads(sample["json"]).get("origin") == origin
+
+
+def _mix(streams: Sequence[Iterator], weights: Sequence[float], rng: random.Random) -> Iterator:
+    """Pick the next sample's group by weight (webdataset's RandomMix, but from a seeded generator)."""
+    iters = [iter(s) for s in streams]
+    indices = range(len(iters))
+    while True:
+        yield next(iters[rng.choices(indices, weights=weights)[0]])
+
+
+def pick_frames(num_frames: int, want: int, static: bool, rng: np.random.Generator) -> np.ndarray:
+    """Frame indices of one training sample: a random window, or one random frame repeated (static)."""
+    if static:
+        return np.full(want, rng.integers(num_frames))
+    if num_frames >= want:
+        start = rng.integers(num_frames - want + 1)
+        return np.arange(start, start + want)
+    # Shorter clips are stretched over the window (frames repeat) rather than dropped.
+    return np.linspace(0, num_frames - 1, want).round().astype(int)
+
+
+def resize_cover_crop(frames: np.ndarray, height: int, width: int, rng: np.random.Generator | None) -> np.ndarray:
+    """uint8 [T, h, w(, 3)] -> [T, height, width(, 3)]: scale to cover, then crop (random, or centred if rng is None)."""
+    grey = frames.ndim == 3
+    x = torch.from_numpy(np.ascontiguousarray(frames if not grey else frames[..., None])).permute(0, 3, 1, 2)
+    h, w = x.shape[-2:]
+    scale = max(height / h, width / w)
+    if (h, w) != (height, width):
+        size = (max(height, math.ceil(h * scale - 1e-6)), max(width, math.ceil(w * scale - 1e-6)))
+        if size != (h, w):
+            x = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+            x = x.round().clamp(0, 255).to(torch.uint8)
+    h, w = x.shape[-2:]
+    if rng is None:
+        top, left = (h - height) // 2, (w - width) // 2
+    else:
+        top, left = int(rng.integers(h - height + 1)), int(rng.integers(w - width + 1))
+    out = x[..., top : top + height, left : left + width].permute(0, 2, 3, 1).numpy()
+    return out[..., 0] if grey else out
+
+
+def frame_clip(clip: LayeredClip, cfg: DataConfig, static_videos: bool, rng: np.random.Generator,
+               random_crop: bool = True) -> tuple[dict[str, np.ndarray], float]:
+    """A decoded clip as training layers at the configured frames and size, and its motion-LoRA scale."""
+    static = static_videos or clip.kind == "image"
+    idx = pick_frames(clip.num_frames, cfg.frames_per_layer, static, rng)
+    crop_rng = rng if random_crop and cfg.crop == "random" else None
+    crop_seed = None if crop_rng is None else int(crop_rng.integers(2**31))
+    layers = {}
+    for name in LAYERS:
+        # One crop for all four layers: the same seed gives every layer the same offsets.
+        layer_rng = None if crop_seed is None else np.random.default_rng(crop_seed)
+        layers[name] = resize_cover_crop(clip.layer(name)[idx], cfg.height, cfg.width, layer_rng)
+    return layers, 1.0 if static else 0.0
+
+
+def prompt_keep(rng: np.random.Generator, p_drop: float) -> dict[str, bool]:
+    return {layer: bool(rng.random() >= p_drop) for layer in CAPTIONED_LAYERS}
+
+
+def sample_task(rng: random.Random, weights: dict[Task, float]) -> Task:
+    tasks = list(weights)
+    return rng.choices(tasks, weights=[weights[t] for t in tasks])[0]
+
+
+def collate(examples: list[dict[str, Any]], task: Task, frames_per_layer: int) -> dict[str, Any]:
+    """Examples of one micro-batch packed in `task`'s layout.
+
+    video [B, T, 3, H, W] in [-1, 1] (or latents [B, T', C, h, w] and T5 embeddings from the cache); prompts of
+    all captioned layers (fg, bg, blend) with prompt_keep [B, 3]: the module keeps the ones its model reads.
+    """
+    out: dict[str, Any] = {
+        "task": task.value,
+        "keys": [e["key"] for e in examples],
+        "motion_scale": torch.tensor([e["motion_scale"] for e in examples], dtype=torch.float32),
+        "prompt_keep": torch.tensor([[e["keep"][l] for l in CAPTIONED_LAYERS] for e in examples]),
+    }
+    if "latents" in examples[0]:
+        which = "latents_dup" if task_spec(task).duplicate_first_frame else "latents"
+        out["latents"] = torch.stack([e[which] for e in examples])
+        out["prompt_embeds"] = torch.stack([e["prompt_embeds"] for e in examples])
+    else:
+        layout = SequenceLayout.for_task(task, frames_per_layer)
+        out["video"] = torch.stack([layout.pack(e["layers"]) for e in examples])
+        out["prompts"] = [indexed_prompts(e["captions"], CAPTIONED_LAYERS) for e in examples]
+    return out
+
+
+class TrainStream(IterableDataset):
+    """This rank's batches; each DataLoader worker produces every `num_workers`-th batch of the rank's stream."""
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        groups: Sequence[SourceGroup],
+        *,
+        static_videos: bool,
+        rank: int = 0,
+        start_batch: int = 0,
+        num_batches: int = 1 << 40,
+        decode=None,
+    ) -> None:
+        super().__init__()
+        self.cfg, self.groups = cfg, list(groups)
+        self.static_videos = static_videos
+        self.rank, self.start_batch, self.num_batches = rank, start_batch, num_batches
+        self.tasks = task_weights(cfg.tasks)
+        self.decode = decode or partial(decode_example, cfg=cfg, static_videos=static_videos)
+
+    def _group_pipeline(self, index: int, group: SourceGroup, worker: int) -> wds.DataPipeline:
+        seed = self.cfg.seed
+        return wds.DataPipeline(
+            wds.ResampledShards(list(group.urls), seed=seed, deterministic=True,
+                                worker_seed=partial(_fixed_worker_seed, self.rank, worker, index)),
+            wds.tarfile_to_samples(),
+            wds.select(partial(_has_origin, group.origin)),
+            wds.shuffle(self.cfg.shuffle_buffer, initial=self.cfg.shuffle_buffer,
+                        rng=random.Random(_seed(seed, self.rank, worker, index, "shuffle"))),
+        )
+
+    def _raw(self, worker: int) -> Iterator[dict[str, Any]]:
+        """This worker's raw samples: the source groups' streams mixed by weight."""
+        streams = [self._group_pipeline(i, g, worker) for i, g in enumerate(self.groups)]
+        rng = random.Random(_seed(self.cfg.seed, self.rank, worker, "mix"))
+        return _mix(streams, [g.weight for g in self.groups], rng)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        b = self.cfg.batch_size
+        # Batch s of this rank comes from worker s % workers as its (s // workers)-th batch (the DataLoader
+        # reads workers round-robin), so worker w resumes after the batches s < start_batch it owned.
+        first = -(-(self.start_batch - worker) // workers) if self.start_batch > worker else 0
+        mine = -(-(self.start_batch + self.num_batches - worker) // workers) - first
+        if mine <= 0:
+            return
+        raw = itertools.islice(self._raw(worker), first * b, None)
+        yield from wds.DataPipeline(lambda: self._batches(raw, worker, first)).with_epoch(mine)
+
+    def _batches(self, raw: Iterator[dict[str, Any]], worker: int, first: int) -> Iterator[dict[str, Any]]:
+        b = self.cfg.batch_size
+        examples = self._examples(raw, worker, first * b)
+        for batch_no in itertools.count(first):
+            batch = [next(examples) for _ in range(b)]
+            rng = random.Random(_seed(self.cfg.seed, self.rank, worker, batch_no, "task"))
+            yield collate(batch, sample_task(rng, self.tasks), self.cfg.frames_per_layer)
+
+    def _examples(self, raw: Iterator[dict[str, Any]], worker: int, position: int) -> Iterator[dict[str, Any]]:
+        for n in itertools.count(position):
+            yield self.decode(next(raw), rng=np.random.default_rng([self.cfg.seed, self.rank, worker, n]))
+
+    def first_examples(self, n: int) -> list[dict[str, Any]]:
+        """The first `n` decoded examples of worker 0's stream (fixed inputs for validation)."""
+        return list(itertools.islice(self._examples(self._raw(0), 0, 0), n))
+
+
+def decode_example(raw: dict[str, Any], *, cfg: DataConfig, static_videos: bool, rng: np.random.Generator) -> dict:
+    clip = decode_sample(raw)
+    layers, scale = frame_clip(clip, cfg, static_videos, rng)
+    return {
+        "key": clip.key,
+        "layers": layers,
+        "captions": clip.captions.as_dict(),
+        "motion_scale": scale,
+        "keep": prompt_keep(rng, cfg.prompt_dropout),
+    }
+
+
+class LayerFlowDataModule(L.LightningDataModule):
+    """Shards -> this rank's micro-batches. The shard directory is checked here, before any model loads."""
+
+    def __init__(self, stream: DataConfig | None = None, stage: int = 1) -> None:
+        super().__init__()
+        self.cfg = stream or DataConfig()
+        self.cfg.validate()
+        spec = stage_spec(stage)
+        self.static_videos = spec.static_videos if self.cfg.static_videos is None else self.cfg.static_videos
+        self.groups = self._groups()
+
+    def _groups(self) -> list[SourceGroup]:
+        if self.cfg.cache:
+            from trainer.precompute import check_cache
+
+            check_cache(self.cfg.cache, self.cfg, self.static_videos)
+            return source_groups(self.cfg.cache, self.cfg.mix)
+        return source_groups(self.cfg.shards, self.cfg.mix)
+
+    def stream(self, rank: int = 0, start_batch: int = 0, num_batches: int = 1 << 40) -> TrainStream:
+        decode = None
+        if self.cfg.cache:
+            from trainer.precompute import decode_cached
+
+            decode = partial(decode_cached, cfg=self.cfg, static_videos=self.static_videos)
+        return TrainStream(self.cfg, self.groups, static_videos=self.static_videos, rank=rank,
+                           start_batch=start_batch, num_batches=num_batches, decode=decode)
+
+    def loader(self, rank: int = 0, start_batch: int = 0, num_batches: int = 1 << 40) -> DataLoader:
+        workers = self.cfg.num_workers
+        return DataLoader(self.stream(rank, start_batch, num_batches), batch_size=None, num_workers=workers,
+                          persistent_workers=False, prefetch_factor=2 if workers else None)
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        accumulate = trainer.accumulate_grad_batches
+        start = trainer.global_step * accumulate
+        total = trainer.max_steps * accumulate if trainer.max_steps > 0 else start + (1 << 40)
+        return self.loader(trainer.global_rank, start, total - start)

@@ -1,0 +1,259 @@
+"""The LightningModule: LayerFlow's training loss and the three stages' trainable sets.
+
+Loss (as the official CogVideoX training computes it): the noisy part of the latent sequence is diffused on the
+zero-terminal-SNR schedule with SNR shift 3.0, the transformer predicts v, the prediction is turned into x0 and
+compared with the clean latents under the weight 1 / (1 - alpha_bar). Condition latents enter clean and are not
+in the loss. Noise, timesteps and the VAE's posterior samples are drawn per sample from (seed, step, global
+sample index), so a run is reproducible, resumes exactly, and gives the same numbers on one or many processes.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from data_engine.schema import CAPTIONED_LAYERS
+from model.layout import SequenceLayout, Task, task_spec
+from model.lora import is_lora_param
+from model.schedule import alpha_bar, make_scheduler, training_loss_weight
+from model.text import MAX_PROMPT_TOKENS, encode_prompts
+from trainer.config import ModelConfig, OptimConfig, TrainConfigError, stage_spec
+from webdataset.utils import make_seed
+
+_BLOCK = re.compile(r"(?:^|\.)transformer_blocks\.(\d+)\.")
+TRAINABLE_BLOCK_EVERY = 6  # blocks with index % 6 == 5: "1/6 of the blocks" of the paper
+TASKS = tuple(Task)
+
+
+def is_trainable(name: str, kind: str) -> bool:
+    """Whether parameter `name` of the transformer is trained in a stage of `kind` (see `trainer.config.STAGES`)."""
+    if kind == "motion_lora":
+        return is_lora_param(name, "motion")
+    if kind == "content_lora":
+        return is_lora_param(name, "content")
+    if is_lora_param(name):
+        return False
+    if "layer_embed" in name:
+        return True
+    block = _BLOCK.search(name)
+    return block is not None and int(block.group(1)) % TRAINABLE_BLOCK_EVERY == TRAINABLE_BLOCK_EVERY - 1
+
+
+def select_trainable(transformer: nn.Module, kind: str) -> list[str]:
+    """Freeze everything except the stage's parameters; returns their names."""
+    names = []
+    for name, p in transformer.named_parameters():
+        p.requires_grad_(is_trainable(name, kind))
+        if p.requires_grad:
+            names.append(name)
+    if not names:
+        raise TrainConfigError(f"the transformer has no parameters for a {kind} stage; is the model built with LoRAs?")
+    return names
+
+
+class WarmupLR:
+    """Linear warm-up to the base learning rate (a plain object, so LambdaLR's state dict stores it)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def __call__(self, step: int) -> float:
+        return min(1.0, (step + 1) / self.steps) if self.steps > 0 else 1.0
+
+
+def sample_generator(seed: int, step: int, index: int, what: str) -> torch.Generator:
+    return torch.Generator().manual_seed(make_seed(seed, step, index, what))
+
+
+class LayerFlowModule(L.LightningModule):
+    """Stage 1: trainable blocks + layer embedder; stage 2: Motion LoRA; stage 3: Content LoRA (motion frozen)."""
+
+    def __init__(
+        self,
+        stage: int = 1,
+        network: ModelConfig | None = None,
+        optim: OptimConfig | None = None,
+        seed: int = 0,
+        frames_per_layer: int = 16,
+    ) -> None:
+        super().__init__()
+        self.spec = stage_spec(stage)
+        self.model_cfg = network or ModelConfig()
+        self.optim_cfg = optim or OptimConfig()
+        self.seed = seed
+        self.frames_per_layer = frames_per_layer
+        self.save_hyperparameters(
+            {"stage": stage, "network": asdict(self.model_cfg), "optim": asdict(self.optim_cfg), "seed": seed,
+             "frames_per_layer": frames_per_layer}
+        )
+        # Checkpoints hold only the trainable weights; the frozen rest comes from `model.pretrained`.
+        self.strict_loading = False
+        self.scheduler = make_scheduler("ddim")
+        self.transformer: nn.Module | None = None
+        self.vae: nn.Module | None = None
+        self.text_encoder: nn.Module | None = None
+        self.tokenizer = None
+        self.trainable_names: list[str] = []
+
+    # -- building ------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Build (or load) the transformer, VAE, text encoder; called by Lightning after the data is checked."""
+        if self.transformer is not None:
+            return
+        from trainer.components import build_components
+
+        self.use_components(build_components(self.model_cfg))
+
+    def use_components(self, parts) -> None:
+        """Attach built models (`trainer.components.Components`) and select the stage's trainable set."""
+        from trainer.components import load_trainable
+
+        self.tokenizer = parts.tokenizer
+        self.transformer, self.vae, self.text_encoder = parts.transformer, parts.vae, parts.text_encoder
+        for frozen in (self.vae, self.text_encoder):
+            frozen.requires_grad_(False).eval()
+        if self.model_cfg.init_weights:
+            load_trainable(self.transformer, self.model_cfg.init_weights)
+        self.trainable_names = select_trainable(self.transformer, self.spec.trainable)
+        if self.model_cfg.gradient_checkpointing and hasattr(self.transformer, "enable_gradient_checkpointing"):
+            self.transformer.enable_gradient_checkpointing()
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The stage's weights, named as in the transformer (what checkpoints and exports store)."""
+        params = dict(self.transformer.named_parameters())
+        return {name: params[name].detach() for name in self.trainable_names}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = {f"transformer.{n}" for n in self.trainable_names}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for frozen in (self.vae, self.text_encoder):
+            if frozen is not None:
+                frozen.eval()
+        return self
+
+    # -- loss ------------------------------------------------------------------------------------------------
+    def prompt_slots(self, task: Task) -> tuple[list[int], torch.Tensor]:
+        """Which of the batch's (fg, bg, blend) prompts the transformer reads for `task`, and which stay in use.
+
+        A 3-prompt model reads all three; a prompt the task does not use (decomposition's blend) is zeros, the
+        dropped-prompt input. A 2-prompt model (the official decomposition layout) reads the task's prompts only.
+        """
+        spec = task_spec(task)
+        slots = self.transformer.layerflow_config.num_prompts
+        if slots == len(CAPTIONED_LAYERS):
+            used = torch.tensor([layer in spec.prompt_layers for layer in CAPTIONED_LAYERS])
+            return list(range(len(CAPTIONED_LAYERS))), used
+        if slots == len(spec.prompt_layers):
+            return [CAPTIONED_LAYERS.index(l) for l in spec.prompt_layers], torch.ones(slots, dtype=torch.bool)
+        raise TrainConfigError(f"the model reads {slots} prompts but task {task.value} uses "
+                               f"{len(spec.prompt_layers)} ({', '.join(spec.prompt_layers)}); drop it from data.tasks")
+
+    def encode_batch(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latents [B, T', C, h, w], text [B, P*226, d]) from pixels and prompts, or straight from the cache."""
+        first = self._first_index(batch)
+        slots, used = self.prompt_slots(Task.parse(batch["task"]))
+        tokens = MAX_PROMPT_TOKENS
+        if "latents" in batch:
+            latents = batch["latents"].to(self.device)
+            embeds = batch["prompt_embeds"].to(self.device).unflatten(1, (len(CAPTIONED_LAYERS), tokens))
+            text = embeds[:, slots].flatten(1, 2)
+        else:
+            with torch.no_grad():
+                x = batch["video"].to(self.device, self.vae.dtype).permute(0, 2, 1, 3, 4)
+                posterior = self.vae.encode(x).latent_dist
+                eps = torch.stack([
+                    torch.randn(posterior.mean.shape[1:], generator=sample_generator(self.seed, step, first + i, "vae"))
+                    for i in range(x.shape[0])
+                ]).to(posterior.mean)
+                latents = (posterior.mean + posterior.std * eps) * self.vae.config.scaling_factor
+                latents = latents.permute(0, 2, 1, 3, 4)
+                prompts = [[sample[i] for i in slots] for sample in batch["prompts"]]
+                text = encode_prompts(self.tokenizer, self.text_encoder, prompts, device=self.device)
+        keep = batch["prompt_keep"].to(self.device)[:, slots] & used.to(self.device)
+        # A dropped prompt is all-zero embeddings: the unconditional input the sampler's CFG uses.
+        mask = keep.repeat_interleave(tokens, dim=1)[..., None].to(text.dtype)
+        return latents.float(), text * mask
+
+    def compute_loss(
+        self,
+        batch: dict[str, Any],
+        step: int,
+        *,
+        timesteps: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per-sample loss [B]; `timesteps` / `noise` fix the diffusion draw (evaluation at a fixed point)."""
+        task = Task.parse(batch["task"])
+        latents, text = self.encode_batch(batch, step)
+        temporal = int(getattr(self.vae.config, "temporal_compression_ratio", 4))
+        layout = SequenceLayout.for_task(task, self.frames_per_layer, temporal)
+        clean, x0 = layout.split_latents(latents)
+        b = x0.shape[0]
+        first = self._first_index(batch)
+        if timesteps is None:
+            timesteps = torch.stack([
+                torch.randint(0, self.scheduler.config.num_train_timesteps, (),
+                              generator=sample_generator(self.seed, step, first + i, "t"))
+                for i in range(b)
+            ])
+        if noise is None:
+            noise = torch.stack([
+                torch.randn(x0.shape[1:], generator=sample_generator(self.seed, step, first + i, "noise"))
+                for i in range(b)
+            ])
+        timesteps, noise = timesteps.to(self.device), noise.to(x0)
+        ab = alpha_bar(self.scheduler, timesteps).view(b, 1, 1, 1, 1)
+        noisy = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        v_pred = self.transformer(
+            hidden_states=noisy.to(text.dtype),
+            encoder_hidden_states=text,
+            timestep=timesteps,
+            cond_latents=clean if clean.shape[1] else None,
+            cond_indices=layout.clean_indices if clean.shape[1] else None,
+            motion_scale=batch["motion_scale"].to(self.device),
+        ).float()
+        x0_pred = ab.sqrt() * noisy - (1 - ab).sqrt() * v_pred
+        weight = training_loss_weight(ab)
+        return (weight * (x0_pred - x0) ** 2).flatten(1).mean(1)
+
+    def _first_index(self, batch: dict[str, Any]) -> int:
+        # The global index of this rank's first sample in the global batch: per-sample draws then match a
+        # single process holding the whole global batch.
+        return self.global_rank * len(batch["motion_scale"])
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        per_sample = self.compute_loss(batch, self.global_step)
+        loss = per_sample.mean()
+        b = per_sample.shape[0]
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=b)
+        # Ranks may hold different tasks: reduce (sum, count) per task over all ranks, then log each mean.
+        sums = torch.zeros(2, len(TASKS), device=self.device)
+        sums[0, TASKS.index(Task.parse(batch["task"]))] = per_sample.detach().sum()
+        sums[1, TASKS.index(Task.parse(batch["task"]))] = b
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum") if self.trainer.world_size > 1 else sums
+        for i, task in enumerate(TASKS):
+            if sums[1, i] > 0:
+                self.log(f"train/loss_{task.value}", sums[0, i] / sums[1, i], rank_zero_only=True, batch_size=b)
+        return loss
+
+    # -- optimisation ----------------------------------------------------------------------------------------
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        params = dict(self.transformer.named_parameters())
+        return [params[n] for n in self.trainable_names]
+
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        lr = cfg.lr if cfg.lr is not None else self.spec.lr
+        optimizer = torch.optim.AdamW(
+            self.trainable_parameters(), lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, eps=cfg.eps
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupLR(cfg.warmup_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
