@@ -48,7 +48,7 @@ train: $(STAMP)
 	$(PY) -m trainer --stage $(STAGE) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 generate: $(STAMP)
-	$(PY) -m model.generate $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+	$(PY) -m model.generate --config $(or $(CONFIG),infra/configs/generate/tiny.yaml) $(ARGS)
 
 eval: $(STAMP)
 	$(PY) -m evaluation generation $(if $(CONFIG),--config $(CONFIG)) $(ARGS)

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 EXIT_USAGE = 2
 
@@ -33,15 +32,13 @@ def _weights(args: argparse.Namespace, console: Console) -> int:
 
     registry = weights.load_registry()
     if args.action == "check":
-        table = Table("model", "status", "expected at", "hub id")
         missing_any = False
         for name, spec in sorted(registry.items()):
             missing = weights.missing_files(name)
             missing_any |= bool(missing)
-            status = "[green]present[/]" if not missing else f"[red]missing[/] ({len(missing)} file(s))"
-            table.add_row(name, status, str(weights.model_dir(name)), spec.hub_id)
-        console.print(table)
-        console.print(f"root: {weights.weights_root()} (set {weights.ENV_VAR} to change it)")
+            status = "present" if not missing else f"missing ({len(missing)} file(s), first: {missing[0]})"
+            print(f"{name}: {status}; expected at {weights.model_dir(name)}; hub id {spec.hub_id}")
+        print(f"weights root: {weights.weights_root()} (set {weights.ENV_VAR} to change it)")
         return 1 if missing_any else 0
     names = sorted(registry) if args.all else args.names
     if not names:

@@ -15,7 +15,7 @@ CAPTIONED_LAYERS: tuple[str, ...] = ("fg", "bg", "blend")
 # Where alpha = 0 the official data shows the foreground over mid-grey (rgb * alpha in [-1, 1] space).
 MID_GREY = 127
 ENGINE_VERSION = "0.1.0"
-ORIGINS = ("engine", "copy_paste", "image", "official_import", "synthetic")
+ORIGINS = ("engine", "copy_paste", "image", "official_import", "synthetic", "generated")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 

@@ -24,7 +24,7 @@ import yaml
 from data_engine.schema import Captions, LayeredClip
 from data_engine.video_io import decode_video, read_image
 from model.export import RGBA_FORMATS, ExportOptions, export_clip
-from model.layout import LayoutError, Task, TaskSpec, task_spec
+from model.layout import LayoutError, TaskSpec, task_spec
 
 FRAME_EXTS = (".png", ".jpg", ".jpeg")
 CONDITION_FLAGS = {"fg": "foreground", "alpha": "alpha", "bg": "background", "blend": "blend"}
@@ -214,7 +214,8 @@ def load_pipeline(args: argparse.Namespace, spec: TaskSpec):
         pipe = LayerFlowPipeline.from_pretrained(args.model_dir, torch_dtype=dtype, sampler=args.sampler)
     elif args.preset == "tiny":
         pipe = build_tiny_pipeline(num_prompts=len(spec.prompt_layers), sampler=args.sampler or "dpm")
-        pipe.to(dtype=dtype)
+        if dtype != torch.float32:  # built in float32
+            pipe.to(dtype=dtype)
     else:
         raise GenerateError(
             f"--preset {args.preset} needs --model-dir: a local folder with vae/ text_encoder/ tokenizer/ "

@@ -345,9 +345,10 @@ def _condition_array(layer: str, arg: str, item: Condition, frames: int, height:
 def _with_placeholders(conditions: dict[str, np.ndarray], frames: int, height: int, width: int) -> dict[str, np.ndarray]:
     """Fill the layers the task generates with stand-in frames for the joint VAE pass.
 
-    They reach the condition latents only through the causal VAE's short time context at a layer boundary,
-    so each takes the value closest to what it would be: alpha transparent, fg mid-grey (its empty value),
-    and an unknown bg or blend the other one's frames when given (a background looks like its blend).
+    The VAE is causal in time, so layers after the conditions do not change their latents at all, and
+    layers before them only through the VAE's time context; each stand-in is the value closest to what it
+    would be: alpha transparent, fg mid-grey (its empty value), and an unknown bg or blend the other one's
+    frames when given (a background looks like its blend).
     """
     grey = np.full((frames, height, width, 3), MID_GREY, np.uint8)
     layers = dict(conditions)

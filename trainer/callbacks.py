@@ -76,7 +76,7 @@ class ValidationCallback(L.Callback):
             self._examples = trainer.datamodule.stream().first_examples(self.num_examples)
         out = {}
         for task in Task:
-            batch = collate(self._examples, task, pl_module.frames_per_layer)
+            batch = collate(self._examples, task, trainer.datamodule.cfg.frames_per_layer)
             b = len(self._examples)
             timesteps = torch.full((b,), self.fixed_timestep, dtype=torch.long)
             per_sample = pl_module.compute_loss(batch, 0, timesteps=timesteps, noise=None)
@@ -94,6 +94,6 @@ class ValidationCallback(L.Callback):
         cfg = pl_module.trainer.datamodule.cfg
         fg, bg, blend = (list(p) for p in zip(*self.sample.prompts))
         generator = torch.Generator().manual_seed(self.sample.seed)
-        return pipe(fg, bg, blend, num_frames=pl_module.frames_per_layer, height=cfg.height, width=cfg.width,
+        return pipe(fg, bg, blend, num_frames=cfg.frames_per_layer, height=cfg.height, width=cfg.width,
                     num_inference_steps=self.sample.num_inference_steps, guidance_scale=self.sample.guidance_scale,
                     generator=generator).clips

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
@@ -23,10 +24,9 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "infra" / "configs" / "train"
 class LayerFlowCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.stage", "data.stage")
-        parser.link_arguments("data.stream.frames_per_layer", "model.frames_per_layer")
 
-    def instantiate_trainer(self, **kwargs):
-        return super().instantiate_trainer(**with_run_essentials(kwargs))
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        return super()._instantiate_trainer(with_run_essentials(dict(config)), callbacks)
 
 
 def with_run_essentials(kwargs: dict) -> dict:
@@ -61,6 +61,8 @@ def build_args(argv: list[str]) -> list[str]:
 
 
 def run(argv: list[str], **cli_kwargs) -> LayerFlowCLI:
+    # The arguments are ours (rewritten from sys.argv), not a mix of both as Lightning fears.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     return LayerFlowCLI(
         LayerFlowModule,
         LayerFlowDataModule,

@@ -147,14 +147,16 @@ def sample_task(rng: random.Random, weights: dict[Task, float]) -> Task:
     return rng.choices(tasks, weights=[weights[t] for t in tasks])[0]
 
 
-def collate(examples: list[dict[str, Any]], task: Task, frames_per_layer: int) -> dict[str, Any]:
+def collate(examples: list[dict[str, Any]], task: Task | str, frames_per_layer: int) -> dict[str, Any]:
     """Examples of one micro-batch packed in `task`'s layout.
 
     video [B, T, 3, H, W] in [-1, 1] (or latents [B, T', C, h, w] and T5 embeddings from the cache); prompts of
     all captioned layers (fg, bg, blend) with prompt_keep [B, 3]: the module keeps the ones its model reads.
     """
+    task = Task.parse(task)
     out: dict[str, Any] = {
         "task": task.value,
+        "frames_per_layer": frames_per_layer,
         "keys": [e["key"] for e in examples],
         "motion_scale": torch.tensor([e["motion_scale"] for e in examples], dtype=torch.float32),
         "prompt_keep": torch.tensor([[e["keep"][l] for l in CAPTIONED_LAYERS] for e in examples]),

@@ -79,17 +79,14 @@ class LayerFlowModule(L.LightningModule):
         network: ModelConfig | None = None,
         optim: OptimConfig | None = None,
         seed: int = 0,
-        frames_per_layer: int = 16,
     ) -> None:
         super().__init__()
         self.spec = stage_spec(stage)
         self.model_cfg = network or ModelConfig()
         self.optim_cfg = optim or OptimConfig()
         self.seed = seed
-        self.frames_per_layer = frames_per_layer
         self.save_hyperparameters(
-            {"stage": stage, "network": asdict(self.model_cfg), "optim": asdict(self.optim_cfg), "seed": seed,
-             "frames_per_layer": frames_per_layer}
+            {"stage": stage, "network": asdict(self.model_cfg), "optim": asdict(self.optim_cfg), "seed": seed}
         )
         # Checkpoints hold only the trainable weights; the frozen rest comes from `model.pretrained`.
         self.strict_loading = False
@@ -115,6 +112,7 @@ class LayerFlowModule(L.LightningModule):
 
         self.tokenizer = parts.tokenizer
         self.transformer, self.vae, self.text_encoder = parts.transformer, parts.vae, parts.text_encoder
+        self.transformer.train()
         for frozen in (self.vae, self.text_encoder):
             frozen.requires_grad_(False).eval()
         if self.model_cfg.init_weights:
@@ -194,7 +192,7 @@ class LayerFlowModule(L.LightningModule):
         task = Task.parse(batch["task"])
         latents, text = self.encode_batch(batch, step)
         temporal = int(getattr(self.vae.config, "temporal_compression_ratio", 4))
-        layout = SequenceLayout.for_task(task, self.frames_per_layer, temporal)
+        layout = SequenceLayout.for_task(task, int(batch["frames_per_layer"]), temporal)
         clean, x0 = layout.split_latents(latents)
         b = x0.shape[0]
         first = self._first_index(batch)

@@ -168,7 +168,8 @@ class SourceStage(Stage):
         if kind == "synthetic_videos":
             folder = Path(self.options["work_dir"]) / "synthetic_videos"
             path = write_synthetic_video(self.opts_by_index[index], int(item), folder)
-            return [{**row, "key": row["_input"], "source_id": str(path.resolve())}]
+            # Keyed by generator settings, not by path: the same synthetic video gets the same keys anywhere.
+            return [{**row, "key": row["_input"], "source_id": str(path.resolve()), "source_name": path.stem}]
         clips = self._layered(index).load(item)
         return [{**row, "key": c.key, "source_id": c.source_id, "clip": c} for c in clips]
 

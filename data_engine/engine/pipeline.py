@@ -148,18 +148,19 @@ class StageActor:
         return row, [marker]
 
     def _group(self, seen: list[Row], outputs: list[Row]) -> list[tuple[Row, list[Row]]]:
+        units = {r[UNIT] for r in seen}
         groups: dict[int, list[Row]] = defaultdict(list)
         for row in outputs:
             unit = row.get(UNIT)
-            if unit is None:
-                if len(seen) != 1:
-                    raise StageProtocolError(
-                        f"stage {self.plan.name!r} returned a row without the engine's fields; build output rows "
-                        f"from the input row ({{**row, ...}}) as data_engine/stages/base.py says"
-                    )
-                unit = 0
+            if unit is None and len(seen) == 1:
+                unit = seen[0][UNIT]
+            if unit not in units:
+                raise StageProtocolError(
+                    f"stage {self.plan.name!r} returned a row without the engine's fields; build output rows "
+                    f"from the input row ({{**row, ...}}) as data_engine/stages/base.py says"
+                )
             groups[unit].append(row)
-        return [(row, groups.get(i, [])) for i, row in enumerate(seen)]
+        return [(row, groups.get(row[UNIT], [])) for row in seen]
 
     def _attribute(self, rows: list[Row], results: list[tuple[Row, list[Row]]]) -> list[Row]:
         by_unit = {r[UNIT]: r for r in rows}
@@ -206,8 +207,11 @@ class EngineMetrics:
 def build_dataset(items: list[Row], plans: list[StagePlan], options: dict[str, dict[str, Any]],
                   metrics_name: str | None):
     """The lazy dataset: work items -> one actor pool per planned stage. Nothing runs until it is iterated."""
+    import logging
+
     import ray.data
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = False

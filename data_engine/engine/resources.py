@@ -44,6 +44,29 @@ class StagePlan:
         return max(1, math.floor(self.num_cpus + 1e-9))
 
 
+def fit_cpus(requests: dict[str, float], budget: float) -> dict[str, float]:
+    """One actor's CPU per stage, scaled so one actor of every stage fits in `budget` together.
+
+    Requests that would scale below MIN_CPU_FRACTION are pinned there and the rest share what is left.
+    """
+    pinned: dict[str, float] = {}
+    free = {n: c for n, c in requests.items() if c > 0}
+    scale = 1.0
+    while True:
+        need = sum(free.values())
+        scale = min(1.0, (budget - sum(pinned.values())) / need) if need else 1.0
+        small = [n for n, c in free.items() if c * scale < MIN_CPU_FRACTION]
+        if not small:
+            break
+        for n in small:
+            pinned[n] = MIN_CPU_FRACTION
+            del free[n]
+    fitted = {n: 0.0 for n in requests} | pinned | {n: math.floor(c * scale * 1000) / 1000 for n, c in free.items()}
+    if sum(fitted.values()) > budget + 1e-9 or any(c <= 0 for n, c in fitted.items() if requests[n] > 0):
+        raise PlanError(f"{len(requests)} stages cannot share {budget:g} CPU(s); use fewer stages or a bigger cluster")
+    return fitted
+
+
 def plan_stages(stages: list[tuple[str, Resources]], cluster: ClusterResources) -> list[StagePlan]:
     if cluster.cpus <= 0:
         raise PlanError("the cluster reports no CPUs; check `ray status` or run.num_cpus")
@@ -59,9 +82,7 @@ def plan_stages(stages: list[tuple[str, Resources]], cluster: ClusterResources) 
             f"the stages ask for {gpu_need:g} GPU with one actor each but the cluster has {cluster.gpus:g}; "
             f"lower their num_gpus (e.g. --set stages.<name>.num_gpus=0.5)"
         )
-    cpu_need = sum(r.num_cpus for _, r in stages)
-    scale = min(1.0, cluster.cpus / cpu_need) if cpu_need > 0 else 1.0
-    cpus = {name: max(MIN_CPU_FRACTION, math.floor(r.num_cpus * scale * 1000) / 1000) if r.num_cpus > 0 else 0.0 for name, r in stages}
+    cpus = fit_cpus({name: r.num_cpus for name, r in stages}, cluster.cpus)
     actors = {name: 1 for name, _ in stages}
     limits = {name: (r.max_actors if r.max_actors is not None else math.inf) for name, r in stages}
     cpu_left = cluster.cpus - sum(cpus.values())

@@ -133,7 +133,6 @@ def connect(cfg: EngineConfig) -> tuple[ClusterResources, bool]:
     """Join the configured cluster or start a local one; returns its resources and whether we started Ray."""
     import ray
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     started = False
     if not ray.is_initialized():
         address = ray_address(cfg)

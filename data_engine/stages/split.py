@@ -173,15 +173,20 @@ def decode_clips(src: Any, label: str, policy: ClipPolicy) -> tuple[list[np.ndar
     return [np.stack([frames[i] for i in w]) for w in complete], complete, fps, geo
 
 
-def clip_key(source_id: str, clip: int) -> str:
-    """`{stem}_{hash}-{clip:05d}`: readable, and unique even when two folders hold files of the same name."""
+def source_name(source_id: str) -> str:
+    """`{stem}_{hash}`: readable, and unique even when two folders hold files of the same name."""
     stem = source_id.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    digest = hashlib.sha1(source_id.encode()).hexdigest()[:6]
-    return sample_key(f"{stem}_{digest}", clip).rsplit("-", 1)[0]
+    return f"{stem}_{hashlib.sha1(source_id.encode()).hexdigest()[:6]}"
+
+
+def clip_key(name: str, clip: int) -> str:
+    """`{source}-{clip:05d}`: the sample key without the object suffix."""
+    return sample_key(name, clip).rsplit("-", 1)[0]
 
 
 class SplitStage(Stage):
-    """Reads `source_id`, `probe`; writes one row per clip with `key`, `clip_key`, `frames`, `fps`, `frame_range`,
+    """Reads `source_id`, `probe`, `source_name` (optional: the key prefix, default `source_name(source_id)`);
+    writes one row per clip with `key`, `clip_key`, `frames`, `fps`, `frame_range`,
     `frame_indices`, `geometry`, and `scores['split']`."""
 
     name = "split"
@@ -206,7 +211,7 @@ class SplitStage(Stage):
                 continue
             vfr = bool(row.get("probe", {}).get("variable_frame_rate", False))
             for n, (frames, window) in enumerate(zip(clips, windows)):
-                key = clip_key(uri, n)
+                key = clip_key(row.get("source_name") or source_name(uri), n)
                 scores = {**row.get("scores", {}), "split": {"clip": n, "fps": fps, "variable_frame_rate": vfr}}
                 out.append({
                     **row,

@@ -65,7 +65,7 @@ def _decomposer(cfg: DecompositionConfig, preset: str):
 
     from evaluation.runners.generation import load_pipeline
 
-    pipe = load_pipeline(cfg.pipeline, preset, cfg.seed)
+    pipe = load_pipeline(cfg.pipeline, preset, cfg.seed, task="decompose")
 
     def decompose(gt: LayerSet) -> LayerSet:
         blend = gt.layers["blend"][: cfg.num_frames]

@@ -58,15 +58,16 @@ def read_prompts(path: str | Path) -> list[Prompt]:
     return prompts
 
 
-def load_pipeline(folder: Path | None, preset: str, seed: int):
-    """The real pipeline from a local folder, or (tiny preset, no folder) the tiny random one."""
+def load_pipeline(folder: Path | None, preset: str, seed: int, task: str = "generate"):
+    """The real pipeline from a local folder, or (tiny preset, no folder) the tiny random one for `task`
+    (decomposition checkpoints read two prompts, the others three)."""
     from model.pipeline import LayerFlowPipeline, build_tiny_pipeline
 
     if folder is not None:
         return LayerFlowPipeline.from_pretrained(folder)
     if preset != "tiny":
         raise EvaluationError("the full preset needs --pipeline DIR (a LayerFlowPipeline folder with local weights)")
-    return build_tiny_pipeline(seed=seed)
+    return build_tiny_pipeline(seed=seed, num_prompts=2 if task == "decompose" else 3)
 
 
 def run_generation(cfg: GenerationConfig, out: str | Path,

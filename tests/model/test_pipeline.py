@@ -13,6 +13,7 @@ from data_engine.schema import LAYERS, Captions, LayeredClip, composite, over_gr
 from model.layout import SequenceLayout, Task
 from model.pipeline import LayerFlowPipeline, PipelineInputError, build_tiny_pipeline
 from model.schedule import guidance_scale as cfg_scale
+from model.schedule import make_scheduler
 from model.transformer import _diffusers_kwargs
 
 F, H, W = 4, 32, 48
@@ -56,12 +57,14 @@ def _stock_diffusers_transformer(ours) -> CogVideoXTransformer3DModel:
     return stock.eval()
 
 
-@pytest.mark.parametrize("guidance", [1.0, 6.0])
-def test_latents_match_diffusers_cogvideox_pipeline(pipe, guidance):
+@pytest.mark.parametrize("sampler,guidance", [("dpm", 1.0), ("dpm", 6.0), ("ddim", 6.0)])
+def test_latents_match_diffusers_cogvideox_pipeline(pipe, sampler, guidance):
     """With layer features off, generation is CogVideoX sampling: same latents as diffusers' pipeline, whose
     unconditional branch we feed our all-zero embeddings; and its dynamic CFG scale equals ours at every step."""
     steps = 3
     pipe.transformer.set_layer_features(False)
+    dpm_scheduler = pipe.scheduler
+    pipe.scheduler = make_scheduler(sampler)
     try:
         ours = pipe(*PROMPTS, num_frames=F, height=H, width=W, num_inference_steps=steps,
                     guidance_scale=guidance, generator=_generator(), output_type="latent")
@@ -95,6 +98,7 @@ def test_latents_match_diffusers_cogvideox_pipeline(pipe, guidance):
         ).frames
     finally:
         pipe.transformer.set_layer_features(True)
+        pipe.scheduler = dpm_scheduler
     assert ours.latents.shape == theirs.shape == (1, 4, 16, H // 4, W // 4)
     torch.testing.assert_close(ours.latents, theirs, rtol=1e-5, atol=1e-5)
     if guidance > 1:
@@ -106,7 +110,8 @@ def test_prompt_encoding_matches_diffusers_t5(pipe):
     reference = CogVideoXPipeline(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler)
     ours = pipe.encode_prompt([Captions(*PROMPTS)], "generate")
     parts = [reference._get_t5_prompt_embeds(f"{i}, {p}", device="cpu") for i, p in enumerate(PROMPTS)]
-    torch.testing.assert_close(ours, torch.cat(parts, dim=1), rtol=0, atol=0)
+    # Batched vs one-at-a-time matmuls differ in the last float bits only.
+    torch.testing.assert_close(ours, torch.cat(parts, dim=1), rtol=1e-5, atol=1e-5)
     assert ours.shape == (1, 3 * 226, 32)
 
 
@@ -195,7 +200,7 @@ def test_save_and_load_round_trip(pipe, tmp_path):
     a = pipe(*PROMPTS, generator=_generator(), **kwargs)
     b = loaded(*PROMPTS, generator=_generator(), **kwargs)
     assert torch.equal(a.latents, b.latents)
-    with pytest.raises(PipelineInputError, match="missing transformer/"):
+    with pytest.raises(PipelineInputError, match="missing vae/, text_encoder/, tokenizer/, transformer/"):
         LayerFlowPipeline.from_pretrained(tmp_path / "tiny" / "vae")
 
 
@@ -209,8 +214,23 @@ def test_bad_inputs_name_the_problem(pipe):
     with pytest.raises(PipelineInputError, match=r"expected \(4, 32, 48, 3\)"):
         pipe(*PROMPTS, task="bg_conditioned", background=source.bg[:, :16], **common)
     with pytest.raises(PipelineInputError, match="must be uint8"):
-        pipe(*PROMPTS, task="decompose", blend=source.blend.astype(np.float32), **common)
+        pipe(*PROMPTS, task="bg_conditioned", background=source.bg.astype(np.float32), **common)
     with pytest.raises(PipelineInputError, match="multiples of 8"):
         pipe(*PROMPTS, num_frames=F, height=30, width=W)
     with pytest.raises(PipelineInputError, match="built for 3"):
         pipe(*PROMPTS, task="decompose", blend=source, **common)
+
+
+def test_vae_slicing_and_tiling_switches(pipe):
+    latents = torch.randn(2, 4, 16, H // 4, W // 4, generator=_generator())
+    whole = pipe.decode_latents(latents)
+    pipe.enable_vae_slicing()
+    try:
+        sliced = pipe.decode_latents(latents)
+    finally:
+        pipe.disable_vae_slicing()
+    torch.testing.assert_close(sliced, whole, rtol=1e-4, atol=1e-4)  # one sample at a time, same frames
+    pipe.enable_vae_tiling()
+    assert pipe.vae.use_tiling
+    pipe.disable_vae_tiling()
+    assert not pipe.vae.use_tiling

@@ -41,10 +41,38 @@ def shard_dir(tmp_path_factory):
     return write_shards(tmp_path_factory.mktemp("trainer_shards"))
 
 
-def tiny_data(shards, **changes) -> DataConfig:
+def _tiny_data(shards, **changes) -> DataConfig:
     cfg = DataConfig(shards=str(shards), frames_per_layer=4, height=32, width=48, batch_size=2, num_workers=0,
                      shuffle_buffer=4, seed=11)
     return replace(cfg, **changes)
 
 
 TINY_MODEL = ModelConfig(preset="tiny", gradient_checkpointing=False, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_parts():
+    from trainer.components import build_components
+
+    return build_components(TINY_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    """tiny_data(shards, **changes) -> a DataConfig at the tiny model's size."""
+    return _tiny_data
+
+
+@pytest.fixture(scope="session")
+def tiny_module(tiny_parts):
+    """tiny_module(stage, **kw) -> a LayerFlowModule on a private copy of the session's components (built once)."""
+    import copy
+
+    from trainer.module import LayerFlowModule
+
+    def make(stage: int, **kw):
+        module = LayerFlowModule(stage=stage, network=TINY_MODEL, **kw)
+        module.use_components(copy.deepcopy(tiny_parts))
+        return module
+
+    return make

@@ -1,0 +1,165 @@
+"""Caption stage: one caption per layer (fg on mid-grey, bg, blend), each from its own video.
+
+Reads the layers from `clip` when `compose` has run (the chain's order: compose, then caption), else from
+`frames` (the blend), `mask` and `bg` (fg = `over_grey(frames, mask)`); writes `captions` = {"fg", "bg", "blend"},
+`scores["caption"]`, and the captions into `clip` when present. A layer whose caption comes back empty
+fails the row (a sample with a missing caption is worse than no sample).
+
+Backends:
+- `qwen2.5-vl` (default): transformers Qwen2.5-VL, each layer passed as a video of up to `max_frames` uniformly
+  sampled frames, with the layer's prompt from the options.
+- `cogvlm2`: THUDM's CogVLM2 video caption model from a local snapshot. Its modelling code ships with the weights,
+  so it loads only with `trust_remote_code: true`; frames are sampled as its demo does (`cogvlm2_frames`: 24
+  uniformly spaced frames for strategy "base", one per second up to 24 for "chat"). That code targets older
+  transformers releases: run this stage in its own Ray `runtime_env` if the shared environment is newer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from data_engine.schema import CAPTIONED_LAYERS, Captions, over_grey
+from data_engine.stages.base import Resources, Row, Stage, StageError
+from data_engine.stages.models import build_cogvlm2, build_qwen_vl, check_preset, device_for
+
+BACKENDS = ("qwen2.5-vl", "cogvlm2")
+DEFAULT_PROMPTS = {
+    "fg": "The video shows one object on a plain grey background. Describe the object, its appearance and its "
+          "motion in one or two sentences. Do not mention the grey background.",
+    "bg": "Describe the scene of this video in one or two sentences: the place, the environment and any camera "
+          "motion.",
+    "blend": "Describe this video in one or two sentences: the main subject, what it does, and the scene.",
+}
+COGVLM2_MAX_FRAMES = 24
+
+
+def uniform_indices(num_frames: int, count: int) -> list[int]:
+    return np.linspace(0, num_frames - 1, min(count, num_frames)).round().astype(int).tolist()
+
+
+def cogvlm2_frames(num_frames: int, fps: float, strategy: str = "base") -> list[int]:
+    """Frame indices as the CogVLM2 caption demo picks them ("base": 24 uniform; "chat": the frame nearest each
+    whole second, at most 24)."""
+    if strategy == "base":
+        return np.linspace(0, num_frames - 1, COGVLM2_MAX_FRAMES, dtype=int).tolist()
+    if strategy != "chat":
+        raise ValueError(f"cogvlm2 frame strategy must be 'base' or 'chat', got {strategy!r}")
+    times = np.arange(num_frames) / fps
+    picks = [int(np.argmin(np.abs(times - s))) for s in range(int(round(times[-1])) + 1)]
+    return picks[:COGVLM2_MAX_FRAMES]
+
+
+@dataclass(frozen=True)
+class CaptionOptions:
+    preset: str = "full"
+    backend: str = "qwen2.5-vl"
+    prompts: dict = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
+    max_frames: int = 16
+    max_new_tokens: int = 120
+    min_new_tokens: int = 1
+    trust_remote_code: bool = False
+    cogvlm2_strategy: str = "base"
+    dtype: str = "bfloat16"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_preset(self.preset)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"caption backend must be one of {BACKENDS}, got {self.backend!r}")
+        missing = [layer for layer in CAPTIONED_LAYERS if not self.prompts.get(layer)]
+        if missing:
+            raise ValueError(f"caption prompts need a prompt for each of {CAPTIONED_LAYERS}; missing {missing}")
+        if self.backend == "cogvlm2" and self.preset == "tiny":
+            raise ValueError("the cogvlm2 caption backend has no tiny preset; use backend: qwen2.5-vl")
+
+
+class CaptionStage(Stage):
+    name = "caption"
+    accepts_finished = True  # runs after compose: reads and completes the finished `clip`
+    default_resources = Resources(num_cpus=1.0, num_gpus=0.3, batch_size=2, retries=1)
+
+    def __init__(self, resources: Resources | None = None, **options) -> None:
+        super().__init__(resources, **options)
+        self.opts = CaptionOptions(**options)
+
+    def setup(self) -> None:
+        self.device = device_for(self.resources.num_gpus)
+        if self.opts.backend == "cogvlm2":
+            self.model, self.tokenizer = build_cogvlm2(self.opts.trust_remote_code, dtype=self.opts.dtype)
+        else:
+            self.model, self.processor = build_qwen_vl(self.opts.preset, dtype=self.opts.dtype, seed=self.opts.seed)
+        self.model.to(self.device)
+
+    def _qwen(self, video: np.ndarray, prompt: str) -> str:
+        import torch
+
+        clip = video[uniform_indices(len(video), self.opts.max_frames)]
+        if len(clip) % 2:  # Qwen2.5-VL groups frames in temporal pairs
+            clip = np.concatenate([clip, clip[-1:]])
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = self.processor(text=[text], videos=[clip], return_tensors="pt",
+                                videos_kwargs={"do_sample_frames": False}).to(self.device)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=self.opts.max_new_tokens,
+                                      min_new_tokens=self.opts.min_new_tokens, do_sample=False)
+        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+
+    def _cogvlm2(self, video: np.ndarray, prompt: str, fps: float) -> str:
+        import torch
+
+        frames = torch.from_numpy(video[cogvlm2_frames(len(video), fps, self.opts.cogvlm2_strategy)])
+        inputs = self.model.build_conversation_input_ids(tokenizer=self.tokenizer, query=prompt,
+                                                         images=[frames.permute(3, 0, 1, 2)], history=[],
+                                                         template_version=self.opts.cogvlm2_strategy)
+        dtype = next(self.model.parameters()).dtype
+        batch = {
+            "input_ids": inputs["input_ids"].unsqueeze(0).to(self.device),
+            "token_type_ids": inputs["token_type_ids"].unsqueeze(0).to(self.device),
+            "attention_mask": inputs["attention_mask"].unsqueeze(0).to(self.device),
+            "images": [[inputs["images"][0].to(self.device, dtype)]],
+        }
+        with torch.inference_mode():
+            out = self.model.generate(**batch, max_new_tokens=self.opts.max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+        return self.tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def caption(self, video: np.ndarray, layer: str, fps: float) -> str:
+        prompt = self.opts.prompts[layer]
+        text = self._cogvlm2(video, prompt, fps) if self.opts.backend == "cogvlm2" else self._qwen(video, prompt)
+        return " ".join(text.split())
+
+    @staticmethod
+    def layers(row: Row) -> dict[str, np.ndarray]:
+        clip = row.get("clip")
+        if clip is not None:
+            return {"fg": clip.fg, "bg": clip.bg, "blend": clip.blend}
+        frames, mask, bg = row.get("frames"), row.get("mask"), row.get("bg")
+        if frames is None or mask is None or bg is None:
+            raise StageError("caption needs a composed clip, or frames, mask and bg (run segment and inpaint)")
+        fg = row.get("fg")
+        return {"fg": fg if fg is not None else over_grey(frames, mask), "bg": bg, "blend": frames}
+
+    def process_batch(self, rows: list[Row]) -> list[Row]:
+        out = []
+        for row in rows:
+            try:
+                layers = self.layers(row)
+            except StageError as exc:
+                out.append(self.failed(row, exc))
+                continue
+            fps = float(row.get("fps", 8.0))
+            captions = {layer: self.caption(video, layer, fps) for layer, video in layers.items()}
+            empty = [layer for layer, text in captions.items() if not text]
+            if empty:
+                out.append(self.failed(row, StageError(f"caption: empty caption for layer(s) {empty}")))
+                continue
+            done = {**row, "captions": captions,
+                    "scores": {**row.get("scores", {}), "caption": {"backend": self.opts.backend}}}
+            if row.get("clip") is not None:
+                clip = row["clip"]
+                done["clip"] = replace(clip, captions=Captions(**captions),
+                                       scores={**clip.scores, "caption": {"backend": self.opts.backend}})
+            out.append(done)
+        return out

@@ -1,0 +1,144 @@
+"""Foreground check: Qwen2.5-VL answers whether a segmented object is a real foreground object, not background
+stuff (sky, lake, road, wall...).
+
+Reads `frames`, `mask`, `tag`; writes `scores["fg_check"]` = {"verdict", "answer"}. The model sees `num_frames`
+frames (spread over the frames where the object is visible) with everything outside the mask darkened, and the
+prompt from the options (`{tag}` is filled in). The answer is parsed by `parse_yes_no`:
+- yes -> the row passes; no -> the row is dropped with the reason (or kept and annotated with `on_reject: keep`);
+- anything else -> the row fails with the unparseable answer as the reason: never a silent yes.
+`constrain_answer: true` restricts decoding to the yes/no answer tokens (`prefix_allowed_tokens_fn`); the tiny
+preset needs it, since random weights never produce a parseable answer on their own.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_engine.stages.base import Resources, Row, Stage, StageError
+from data_engine.stages.models import build_qwen_vl, check_preset, device_for
+
+DEFAULT_PROMPT = (
+    "These frames come from one video; the bright region is the object tagged '{tag}', everything else is dimmed. "
+    "Is the bright region a distinct foreground object that could be cut out and moved (a person, animal, vehicle "
+    "or thing), rather than part of the background or scenery such as sky, water, ground, road, grass, wall or "
+    "floor? Answer with yes or no."
+)
+ANSWER_WORDS = ("Yes", "No", "yes", "no")
+_YES = frozenset({"yes", "yeah", "yep", "true", "correct"})
+_NO = frozenset({"no", "nope", "false", "incorrect"})
+_ANSWER_IS = re.compile(r"\banswer\s*(?:is|:)\s*\W*(yes|no)\b", re.IGNORECASE)
+
+
+def parse_yes_no(text: str) -> bool | None:
+    """True for a yes, False for a no, None when the answer says neither clearly ("yes/no", "maybe", noise).
+
+    The first word decides ("Yes, it is a dog." / "No."), unless the second word contradicts it; otherwise an
+    explicit "the answer is yes|no" counts.
+    """
+    words = re.findall(r"[a-z]+", (text or "").lower())
+    if words:
+        first, second = words[0], words[1] if len(words) > 1 else ""
+        if first in _YES and second not in _NO:
+            return True
+        if first in _NO and second not in _YES:
+            return False
+    stated = _ANSWER_IS.search(text or "")
+    return stated.group(1).lower() == "yes" if stated else None
+
+
+@dataclass(frozen=True)
+class ForegroundOptions:
+    preset: str = "full"
+    prompt: str = DEFAULT_PROMPT
+    num_frames: int = 3
+    dim: float = 0.25  # brightness kept outside the mask
+    max_new_tokens: int = 8
+    constrain_answer: bool = False
+    on_reject: str = "drop"
+    dtype: str = "bfloat16"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_preset(self.preset)
+        if self.on_reject not in ("drop", "keep"):
+            raise ValueError(f"fg_check on_reject must be 'drop' or 'keep', got {self.on_reject!r}")
+        if self.num_frames < 1:
+            raise ValueError("fg_check num_frames must be >= 1")
+
+
+def highlight(frame: np.ndarray, mask: np.ndarray, dim: float) -> np.ndarray:
+    """The frame with everything outside the mask darkened to `dim` of its brightness."""
+    keep = (mask.astype(np.float32) / 255.0)[..., None]
+    return np.clip(frame * (keep + (1 - keep) * dim), 0, 255).astype(np.uint8)
+
+
+def visible_frames(mask: np.ndarray, count: int) -> list[int]:
+    visible = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    if not visible.size:
+        return []
+    return sorted({int(visible[int(round(i))]) for i in np.linspace(0, visible.size - 1, min(count, visible.size))})
+
+
+class ForegroundCheckStage(Stage):
+    name = "fg_check"
+    default_resources = Resources(num_cpus=1.0, num_gpus=0.25, batch_size=4, retries=1)
+
+    def __init__(self, resources: Resources | None = None, **options) -> None:
+        super().__init__(resources, **options)
+        self.opts = ForegroundOptions(**options)
+
+    def setup(self) -> None:
+        self.device = device_for(self.resources.num_gpus)
+        self.model, self.processor = build_qwen_vl(self.opts.preset, dtype=self.opts.dtype, seed=self.opts.seed)
+        self.model.to(self.device)
+        tok = self.processor.tokenizer
+        self._answers = [tok.encode(w, add_special_tokens=False) for w in ANSWER_WORDS]
+        self._eos = tok.convert_tokens_to_ids("<|im_end|>")
+
+    def _allowed(self, prompt_len: int):
+        def allowed(_batch_id: int, ids) -> list[int]:
+            sofar = ids[prompt_len:].tolist()
+            nxt = {a[len(sofar)] for a in self._answers if a[: len(sofar)] == sofar and len(a) > len(sofar)}
+            done = any(a == sofar for a in self._answers)
+            return sorted(nxt | ({self._eos} if done else set())) or [self._eos]
+        return allowed
+
+    def ask(self, images: list[np.ndarray], tag: str) -> str:
+        import torch
+
+        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": self.opts.prompt.format(tag=tag)}]
+        text = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                                  tokenize=False)
+        inputs = self.processor(text=[text], images=images, return_tensors="pt").to(self.device)
+        prompt_len = inputs["input_ids"].shape[1]
+        extra = {"prefix_allowed_tokens_fn": self._allowed(prompt_len)} if self.opts.constrain_answer else {}
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=self.opts.max_new_tokens, do_sample=False, **extra)
+        return self.processor.batch_decode(out[:, prompt_len:], skip_special_tokens=True)[0].strip()
+
+    def process_batch(self, rows: list[Row]) -> list[Row]:
+        out = []
+        for row in rows:
+            frames, mask = row.get("frames"), row.get("mask")
+            if frames is None or mask is None:
+                out.append(self.failed(row, StageError("fg_check needs frames and mask (run segment first)")))
+                continue
+            idx = visible_frames(mask, self.opts.num_frames)
+            if not idx:
+                out.append(self.failed(row, StageError("fg_check: the mask is empty on every frame")))
+                continue
+            tag = row.get("tag") or "object"
+            answer = self.ask([highlight(frames[i], mask[i], self.opts.dim) for i in idx], tag)
+            verdict = parse_yes_no(answer)
+            if verdict is None:
+                out.append(self.failed(row, StageError(f"fg_check: unparseable answer {answer!r} for tag {tag!r}")))
+                continue
+            check = {"verdict": "yes" if verdict else "no", "answer": answer}
+            if not verdict and self.opts.on_reject == "drop":
+                row.setdefault("scores", {})["fg_check"] = check
+                self.drop(row, f"fg_check: {tag!r} is not a foreground object (answer {answer!r})")
+                continue
+            out.append({**row, "scores": {**row.get("scores", {}), "fg_check": check}})
+        return out

@@ -1,0 +1,168 @@
+"""Engine config, overrides, stage registry, resource planning, fail-fast checks and the CLI (no Ray started)."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from data_engine.cli import main
+from data_engine.engine.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+from data_engine.engine.resources import ClusterResources, PlanError, plan_stages
+from data_engine.engine.runner import prepare, stage_setup
+from data_engine.stages import STAGES, stage_class
+from data_engine.stages.base import Resources
+from data_engine.video_io import write_video
+
+import numpy as np
+
+
+def test_default_config_is_the_paper_clip_policy_on_synthetic_videos():
+    cfg = load_config()
+    assert (cfg.clip.num_frames, cfg.clip.height, cfg.clip.width, cfg.clip.fps) == (16, 480, 720, 8.0)
+    assert [s.type for s in cfg.sources] == ["synthetic_videos"]
+    assert [s.name for s in cfg.stages] == ["probe", "split", "synthetic_layers", "compose", "encode"]
+    assert cfg.out == Path("outputs/dataset")
+
+
+def test_overrides_reach_typed_fields(tmp_path):
+    cfg = load_config(DEFAULT_CONFIG, ["stages.split.num_cpus=0.5", "clip.fps=12", "sources.0.num_clips=3",
+                                       "stages.encode.options.lossless_alpha=true", "run.maxcount=7"],
+                      out=str(tmp_path), limit=2)
+    split = next(s for s in cfg.stages if s.name == "split")
+    assert split.resources == {"num_cpus": 0.5}
+    assert cfg.clip.fps == 12.0 and cfg.sources[0].options["num_clips"] == 3
+    assert cfg.run.maxcount == 7 and cfg.run.limit == 2 and cfg.run.out == str(tmp_path)
+    resources, options = stage_setup(cfg)
+    assert dict(resources)["split"].num_cpus == 0.5 and dict(resources)["split"].batch_size == 1
+    assert options["encode"] == {"lossless_alpha": True}
+    assert options["split"]["fps"] == 12.0  # the clip policy reaches the stages that use it
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["stages.split.num_cpu=1"], "unknown key(s) ['num_cpu']"),
+        (["stages.nope.num_gpus=0.5"], "no stage named 'nope'"),
+        (["clip.fsp=3"], "clip: unknown key(s) ['fsp']"),
+        (["runn.limit=3"], "unknown section 'runn'"),
+        (["run.limit"], "expected KEY=VALUE"),
+        (["stages.split.options.fpss=3"], "stage 'split': unknown option(s) ['fpss']"),
+        (["clip.resize=squash"], "clip.resize must be 'cover' or 'stretch'"),
+        (["sources.0.type=tape"], "unknown source type"),
+        (["sources.0.colour=red"], "unknown key(s) ['colour']"),
+        (["sources.3.num_clips=1"], "use the entry's index"),
+    ],
+)
+def test_bad_config_is_one_clear_line(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        cfg = load_config(DEFAULT_CONFIG, overrides, out=str(tmp_path))
+        prepare(cfg)
+    text = str(err.value)
+    assert message in text and "\n" not in text
+
+
+def test_stage_list_errors(tmp_path):
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["run"]["out"] = str(tmp_path)
+    with pytest.raises(ConfigError, match="unknown stage 'tagg'"):
+        stage_setup(parse_config({**raw, "stages": ["tagg"] + raw["stages"]}))
+    with pytest.raises(ConfigError, match="'encode' must be the last stage"):
+        stage_setup(parse_config({**raw, "stages": ["probe", "encode", "split", "compose"]}))
+    with pytest.raises(ConfigError, match="listed twice"):
+        parse_config({**raw, "stages": ["probe", "probe"]})
+
+
+def test_registry_names_every_stage_lazily():
+    for name in ("probe", "split", "compose", "encode", "synthetic_layers"):
+        assert stage_class(name).name == name
+    assert {"tag", "segment", "dedup", "fg_check", "inpaint", "caption"} <= set(STAGES)
+    assert STAGES["segment"] == "data_engine.stages.segment_track:SegmentTrackStage"
+
+
+# -- resource planning ------------------------------------------------------------------------------------------------
+def test_plan_fits_two_cpus_with_fractions():
+    stages = [("source", Resources(num_cpus=0.25)), ("a", Resources(num_cpus=1)), ("b", Resources(num_cpus=1))]
+    plans = plan_stages(stages, ClusterResources(cpus=2, gpus=0))
+    assert all(p.actors == 1 for p in plans)  # 2.25 CPUs asked of 2: scaled, never over-asked
+    assert sum(p.num_cpus * p.actors for p in plans) <= 2
+    assert plans[1].num_cpus == pytest.approx(2 / 2.25, abs=1e-3)
+
+
+def test_plan_spends_spare_cpus_and_respects_max_actors():
+    plans = plan_stages([("enc", Resources(num_cpus=1)), ("cap", Resources(num_cpus=1, max_actors=2))],
+                        ClusterResources(cpus=8, gpus=0))
+    assert {p.name: p.actors for p in plans} == {"enc": 6, "cap": 2}
+
+
+def test_plan_random_configs_never_exceed_the_cluster():
+    rng = random.Random(0)
+    for _ in range(300):
+        cluster = ClusterResources(cpus=rng.choice([1, 2, 3, 16]), gpus=rng.choice([0, 1, 4]))
+        stages = []
+        for i in range(rng.randint(1, 7)):
+            gpu = rng.choice([0, 0, 0.25, 0.5, 1]) if cluster.gpus else 0
+            stages.append((f"s{i}", Resources(num_cpus=rng.choice([0.1, 0.25, 1, 2, 4]), num_gpus=gpu,
+                                              max_actors=rng.choice([None, 1, 3]))))
+        if sum(r.num_gpus for _, r in stages) > cluster.gpus:
+            continue
+        plans = plan_stages(stages, cluster)
+        assert all(p.actors >= 1 for p in plans)
+        assert sum(p.num_cpus * p.actors for p in plans) <= cluster.cpus + 1e-6
+        assert sum(p.num_gpus * p.actors for p in plans) <= cluster.gpus + 1e-6
+        assert all(p.actors <= (r.max_actors or 10**6) for p, (_, r) in zip(plans, stages))
+
+
+def test_plan_gpu_stage_without_gpus_says_how_to_fix():
+    with pytest.raises(PlanError, match=r"--set stages.tag.num_gpus=0"):
+        plan_stages([("tag", Resources(num_gpus=0.5))], ClusterResources(cpus=4, gpus=0))
+    with pytest.raises(PlanError, match="ask for 1.5 GPU"):
+        plan_stages([("a", Resources(num_gpus=1)), ("b", Resources(num_gpus=0.5))], ClusterResources(4, 1))
+
+
+# -- fail fast, dry run, CLI -----------------------------------------------------------------------------------------------
+def test_model_free_config_on_arbitrary_videos_fails_fast(tmp_path):
+    write_video(tmp_path / "videos" / "clip.mp4", np.zeros((20, 32, 48, 3), np.uint8), 8)
+    cfg = load_config(input=str(tmp_path / "videos"), out=str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match="perception config"):
+        prepare(cfg)
+
+
+def test_cli_dry_run_prints_plan_and_starts_nothing(tmp_path, capsys):
+    import ray
+
+    code = main(["dataset", "--dry-run", "--out", str(tmp_path / "out"), "--set", "sources.0.num_clips=3",
+                 "--limit", "2", "--set", "run.num_cpus=2"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "3 listed, 0 done in earlier runs, 2 to process" in err and "2 CPU" in err
+    for stage in ("source", "probe", "split", "synthetic_layers", "compose", "encode"):
+        assert stage in err
+    assert not ray.is_initialized() and not (tmp_path / "out" / "_work").exists()
+
+
+def test_cli_bad_override_exits_with_one_line(tmp_path, capsys):
+    code = main(["dataset", "--dry-run", "--out", str(tmp_path), "--set", "stages.tag.num_gpus=0.5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --set stages.tag.num_gpus")
+
+
+def test_cli_weights_check_lists_present_and_missing(tmp_path, monkeypatch, capsys):
+    from data_engine import weights
+
+    monkeypatch.setenv(weights.ENV_VAR, str(tmp_path))
+    registry = weights.load_registry()
+    assert main(["weights", "check"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    for name, spec in registry.items():
+        [line] = [ln for ln in lines if ln.startswith(f"{name}: ")]
+        assert "missing" in line and spec.hub_id in line and str(tmp_path / spec.subdir) in line
+    for name, spec in registry.items():
+        for f in spec.files or ("",):
+            target = tmp_path / spec.subdir / f
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if f:
+                target.write_text("{}")
+    assert main(["weights", "check"]) == 0
+    assert "missing" not in capsys.readouterr().out

@@ -1,0 +1,70 @@
+"""Frame consistency: VBench's formula by hand, identical frames -> 1, VBench's pair-weighted aggregate, and
+DINO's position-embedding interpolation on timm's blocks."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.errors import EvaluationError
+from evaluation.metrics.base import VideoScore
+from evaluation.metrics.frame_consistency import FrameConsistency, consistency_from_features
+from evaluation.models.dino import build_dino, dino_pos_embed
+
+
+def test_formula_hand_computed():
+    f = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [-1.0, 0.0]])
+    sims = consistency_from_features(f)
+    r = math.sqrt(0.5)
+    # i=1: cos(f0,f1)=0, cos(f0,f1)=0 -> 0; i=2: (r + r)/2; i=3: cos(f2,f3)=-r -> 0, cos(f0,f3)=-1 -> 0
+    assert sims["pair"] == pytest.approx([0.0, r, 0.0])
+    assert sims["cos_first"] == pytest.approx([0.0, r, -1.0])
+
+
+@pytest.mark.parametrize("backbone", ["clip", "dino"])
+def test_identical_frames_score_one(backbone):
+    metric = FrameConsistency(backbone, random_init=True, tiny=True)
+    frame = np.random.default_rng(0).integers(0, 256, (1, 96, 144, 3), dtype=np.uint8)
+    s = metric.score_video(np.repeat(frame, 5, axis=0))
+    assert s.value == pytest.approx(1.0, abs=1e-6) and s.details["pairs"] == 4
+    noisy = np.random.default_rng(1).integers(0, 256, (5, 96, 144, 3), dtype=np.uint8)
+    assert metric.score_video(noisy).value < 1.0 - 1e-4
+    assert ("background_consistency" if backbone == "clip" else "subject_consistency") in metric.variant
+
+
+def test_aggregate_is_over_all_pairs_not_videos():
+    metric = FrameConsistency.__new__(FrameConsistency)
+    a = VideoScore(1.0, {"sum": 2.0, "pairs": 2})
+    b = VideoScore(0.0, {"sum": 0.0, "pairs": 1})
+    assert metric.aggregate([a, b]) == pytest.approx(2 / 3)
+
+
+def test_one_frame_is_rejected():
+    metric = FrameConsistency("clip", random_init=True, tiny=True)
+    with pytest.raises(EvaluationError, match="at least 2 frames"):
+        metric.score_video(np.zeros((1, 64, 64, 3), np.uint8))
+
+
+def test_dino_pos_embed_follows_dino_not_timm():
+    from timm.layers import resample_abs_pos_embed
+
+    pos = torch.randn(1, 197, 8, generator=torch.Generator().manual_seed(0))
+    assert dino_pos_embed(pos, 224, 224, 16) is pos
+    ours = dino_pos_embed(pos, 224, 336, 16)
+    assert ours.shape == (1, 1 + 14 * 21, 8)
+    torch.testing.assert_close(ours[:, 0], pos[:, 0])
+    timm_way = resample_abs_pos_embed(pos, (14, 21), num_prefix_tokens=1)
+    assert (ours - timm_way).abs().max() > 1e-3  # the two resamplers differ; VBench's numbers need DINO's
+    flat = torch.ones(1, 197, 4)
+    torch.testing.assert_close(dino_pos_embed(flat, 224, 336, 16), torch.ones(1, 295, 4))  # bicubic keeps constants
+    # DINO resamples even a same-size grid when the input is not square (its scale is (14.1 / 14))
+    assert not torch.equal(dino_pos_embed(pos, 224, 230, 16), pos)
+
+
+def test_dino_forward_equals_timm_at_square_input():
+    model = build_dino(tiny=True, seed=1)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model.vit.forward_features(x)[:, 0], atol=1e-5, rtol=1e-5)
