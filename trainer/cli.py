@@ -89,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+SPECIFIC = ("not accepted", "not expected", "unrecognized", "does not exist", "invalid", "expected a")
+
+
 def first_line(exc: BaseException) -> str:
-    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
-    return lines[0] if lines else type(exc).__name__
+    """The error as one line: its first line, plus the specific cause when the parser nests it deeper."""
+    lines = [l.strip(" -") for l in str(exc).splitlines() if l.strip(" -")]
+    if not lines:
+        return type(exc).__name__
+    cause = next((l for l in lines[1:] if any(s in l.lower() for s in SPECIFIC)), None)
+    return f"{lines[0]} {cause}" if cause else lines[0]

@@ -28,15 +28,16 @@ class Components:
 
 
 def build_components(cfg: ModelConfig) -> Components:
+    """From `pretrained` when given (stock CogVideoX-2B or an earlier stage's export); else the tiny preset."""
+    if cfg.pretrained:
+        return _load_pretrained(Path(cfg.pretrained), cfg)
     if cfg.preset == "tiny":
         from model.pipeline import build_tiny_pipeline
 
         pipe = build_tiny_pipeline(seed=cfg.seed)
         return Components(pipe.transformer, pipe.vae, pipe.text_encoder, pipe.tokenizer)
-    if not cfg.pretrained:
-        raise TrainConfigError(f"model.pretrained is empty; preset {cfg.preset!r} loads its weights from a local "
-                               "folder with transformer/, vae/, text_encoder/, tokenizer/ (see README: weights)")
-    return _load_pretrained(Path(cfg.pretrained), cfg)
+    raise TrainConfigError(f"model.network.pretrained is empty; preset {cfg.preset!r} loads its weights from a "
+                           "local folder with transformer/, vae/, text_encoder/, tokenizer/ (see README: weights)")
 
 
 def _load_pretrained(root: Path, cfg: ModelConfig) -> Components:
@@ -51,7 +52,9 @@ def _load_pretrained(root: Path, cfg: ModelConfig) -> Components:
         raise TrainConfigError(f"model.pretrained={root}: missing {', '.join(d + '/' for d in missing)}")
     config = json.loads((root / "transformer" / "config.json").read_text())
     if config.get("_class_name") == "CogVideoXTransformer3DModel":
-        transformer = LayerFlowTransformer.from_diffusers(root / "transformer", config=get_preset(cfg.preset))
+        preset = get_preset(cfg.preset)
+        transformer = LayerFlowTransformer.from_diffusers(root / "transformer", motion_rank=preset.motion_rank,
+                                                          content_rank=preset.content_rank)
     else:
         transformer = LayerFlowTransformer.from_pretrained(root / "transformer")
     vae = AutoencoderKLCogVideoX.from_pretrained(root / "vae", use_safetensors=True)

@@ -62,12 +62,10 @@ class DataConfig:
     # None: the stage decides (stage 2 trains on static videos).
     static_videos: bool | None = None
     crop: Literal["random", "center"] = "random"
-    # Precomputed latents / T5 embeddings (`python -m trainer.precompute`); used instead of the shards when set.
-    cache: str | None = None
     seed: int = 0
 
     def validate(self) -> None:
-        if not self.shards and not self.cache:
+        if not self.shards:
             raise TrainConfigError("data.shards is empty; point it at a shard directory (make dataset writes one)")
         if self.batch_size < 1 or self.num_workers < 0:
             raise TrainConfigError(f"data.batch_size must be >= 1 and data.num_workers >= 0, got "

@@ -261,24 +261,11 @@ class LayerFlowDataModule(L.LightningDataModule):
         self.cfg.validate()
         spec = stage_spec(stage)
         self.static_videos = spec.static_videos if self.cfg.static_videos is None else self.cfg.static_videos
-        self.groups = self._groups()
-
-    def _groups(self) -> list[SourceGroup]:
-        if self.cfg.cache:
-            from trainer.precompute import check_cache
-
-            check_cache(self.cfg.cache, self.cfg, self.static_videos)
-            return source_groups(self.cfg.cache, self.cfg.mix)
-        return source_groups(self.cfg.shards, self.cfg.mix)
+        self.groups = source_groups(self.cfg.shards, self.cfg.mix)
 
     def stream(self, rank: int = 0, start_batch: int = 0, num_batches: int = 1 << 40) -> TrainStream:
-        decode = None
-        if self.cfg.cache:
-            from trainer.precompute import decode_cached
-
-            decode = partial(decode_cached, cfg=self.cfg, static_videos=self.static_videos)
         return TrainStream(self.cfg, self.groups, static_videos=self.static_videos, rank=rank,
-                           start_batch=start_batch, num_batches=num_batches, decode=decode)
+                           start_batch=start_batch, num_batches=num_batches)
 
     def loader(self, rank: int = 0, start_batch: int = 0, num_batches: int = 1 << 40) -> DataLoader:
         workers = self.cfg.num_workers

@@ -24,9 +24,27 @@ class ClusterResources:
     cpus: float
     gpus: float
     nodes: int = 1
+    node_cpus: tuple[float, ...] = ()  # per alive node; empty = one node holding all CPUs
 
     def describe(self) -> str:
         return f"{self.cpus:g} CPU, {self.gpus:g} GPU on {self.nodes} node(s)"
+
+    @property
+    def bins(self) -> list[float]:
+        return list(self.node_cpus) or [self.cpus]
+
+
+def packs(actor_cpus: list[float], bins: list[float]) -> bool:
+    """Whether the actors fit on the nodes (first fit, largest first): a pool Ray cannot place waits forever."""
+    free = sorted(bins, reverse=True)
+    for need in sorted(actor_cpus, reverse=True):
+        for i, room in enumerate(free):
+            if need <= room + 1e-9:
+                free[i] = room - need
+                break
+        else:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -82,7 +100,12 @@ def plan_stages(stages: list[tuple[str, Resources]], cluster: ClusterResources) 
             f"the stages ask for {gpu_need:g} GPU with one actor each but the cluster has {cluster.gpus:g}; "
             f"lower their num_gpus (e.g. --set stages.<name>.num_gpus=0.5)"
         )
-    cpus = fit_cpus({name: r.num_cpus for name, r in stages}, cluster.cpus)
+    requests = {name: r.num_cpus for name, r in stages}
+    budget = cluster.cpus
+    cpus = fit_cpus(requests, budget)
+    while not packs(list(cpus.values()), cluster.bins):  # spread over several nodes: shrink until it packs
+        budget *= 0.9
+        cpus = fit_cpus(requests, budget)
     actors = {name: 1 for name, _ in stages}
     limits = {name: (r.max_actors if r.max_actors is not None else math.inf) for name, r in stages}
     cpu_left = cluster.cpus - sum(cpus.values())
@@ -96,7 +119,8 @@ def plan_stages(stages: list[tuple[str, Resources]], cluster: ClusterResources) 
             c, g = cpus[name], r.num_gpus
             if actors[name] >= limits[name] or (c <= 0 and g <= 0):
                 continue
-            if c <= cpu_left + 1e-9 and g <= gpu_left + 1e-9:
+            placed = [cpus[n] for n in actors for _ in range(actors[n])] + [c]
+            if c <= cpu_left + 1e-9 and g <= gpu_left + 1e-9 and packs(placed, cluster.bins):
                 actors[name] += 1
                 cpu_left -= c
                 gpu_left -= g

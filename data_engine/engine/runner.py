@@ -143,8 +143,8 @@ def connect(cfg: EngineConfig) -> tuple[ClusterResources, bool]:
                      logging_level=logging.WARNING, log_to_driver=False)
         started = True
     res = ray.cluster_resources()
-    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-    return ClusterResources(float(res.get("CPU", 0)), float(res.get("GPU", 0)), nodes), started
+    node_cpus = tuple(float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive"))
+    return ClusterResources(float(res.get("CPU", 0)), float(res.get("GPU", 0)), len(node_cpus), node_cpus), started
 
 
 def local_resources(cfg: EngineConfig) -> ClusterResources:

@@ -47,7 +47,7 @@ def mask_to_png(mask: np.ndarray) -> list[bytes]:
 
 
 def png_to_mask(frames: list[bytes]) -> np.ndarray:
-    return np.stack([decode_png(b) for b in frames]).astype(np.uint8)
+    return np.stack([decode_png(b, grey=True) for b in frames]).astype(np.uint8)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

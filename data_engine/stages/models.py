@@ -26,7 +26,7 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 RAM_INSTALL = "pip install git+https://github.com/xinyu1205/recognize-anything.git"
 
 # Weight registry names (infra/weights/perception.yaml).
-CLIP_WEIGHTS = "clip-vit-l-14"
+CLIP_WEIGHTS = "clip-vit-l14-openai"  # shared with evaluation (infra/weights/evaluation.yaml)
 RAM_WEIGHTS = "ram-plus"
 GDINO_WEIGHTS = "grounding-dino-base"
 SAM_WEIGHTS = "sam-vit-h"

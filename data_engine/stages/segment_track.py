@@ -130,12 +130,13 @@ class SegmentTrackStage(Stage):
 
     @staticmethod
     def _tag_of(label: str, tags: list[str]) -> str:
-        """The tag a Grounding DINO phrase came from (phrases are sub-spans of the prompt)."""
+        """The tag a Grounding DINO phrase came from: phrases are spans of the "tag1. tag2." prompt and may be
+        a part of one tag or run over several; the earliest tag the phrase contains (or is part of) wins."""
         label = label.strip().lower()
-        for tag in tags:
-            if tag.lower() == label:
-                return tag
-        return next((t for t in tags if label and label in t.lower()), label or tags[0])
+        inside = [(label.find(t.lower()), i) for i, t in enumerate(tags) if t.lower() in label]
+        if inside:
+            return tags[min(inside)[1]]
+        return next((t for t in tags if label and label in t.lower()), tags[0])
 
     def segment(self, frame: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """SAM masks bool [N, H, W] and predicted IoU scores [N] for N boxes on one frame."""

@@ -9,7 +9,7 @@ import yaml
 
 from data_engine.cli import main
 from data_engine.engine.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
-from data_engine.engine.resources import ClusterResources, PlanError, plan_stages
+from data_engine.engine.resources import ClusterResources, PlanError, packs, plan_stages
 from data_engine.engine.runner import prepare, stage_setup
 from data_engine.stages import STAGES, stage_class
 from data_engine.stages.base import Resources
@@ -99,7 +99,8 @@ def test_plan_spends_spare_cpus_and_respects_max_actors():
 def test_plan_random_configs_never_exceed_the_cluster():
     rng = random.Random(0)
     for _ in range(300):
-        cluster = ClusterResources(cpus=rng.choice([1, 2, 3, 16]), gpus=rng.choice([0, 1, 4]))
+        node_cpus = tuple(rng.choice([1, 2, 3, 8]) for _ in range(rng.randint(1, 3)))
+        cluster = ClusterResources(cpus=sum(node_cpus), gpus=rng.choice([0, 1, 4]), node_cpus=node_cpus)
         stages = []
         for i in range(rng.randint(1, 7)):
             gpu = rng.choice([0, 0, 0.25, 0.5, 1]) if cluster.gpus else 0
@@ -110,8 +111,17 @@ def test_plan_random_configs_never_exceed_the_cluster():
         plans = plan_stages(stages, cluster)
         assert all(p.actors >= 1 for p in plans)
         assert sum(p.num_cpus * p.actors for p in plans) <= cluster.cpus + 1e-6
+        assert packs([p.num_cpus for p in plans for _ in range(p.actors)], list(node_cpus))
         assert sum(p.num_gpus * p.actors for p in plans) <= cluster.gpus + 1e-6
         assert all(p.actors <= (r.max_actors or 10**6) for p, (_, r) in zip(plans, stages))
+
+
+def test_plan_packs_actors_onto_nodes():
+    stages = [(f"s{i}", Resources(num_cpus=1)) for i in range(3)]
+    cluster = ClusterResources(cpus=3, gpus=0, nodes=2, node_cpus=(1.5, 1.5))  # 3 x 1 CPU fits the sum, not the nodes
+    plans = plan_stages(stages, cluster)
+    assert packs([p.num_cpus for p in plans for _ in range(p.actors)], [1.5, 1.5])
+    assert not packs([1, 1, 1], [1.5, 1.5]) and packs([1, 0.5, 1, 0.5], [1.5, 1.5])
 
 
 def test_plan_gpu_stage_without_gpus_says_how_to_fix():

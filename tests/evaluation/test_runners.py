@@ -73,7 +73,7 @@ def _write_samples(root: Path, n: int, frames: int = 6, size: int = 128) -> None
 
 
 def test_score_runner_reports_table1_layers(tmp_path):
-    _write_samples(tmp_path / "gen", 2)
+    _write_samples(tmp_path / "gen", 2, frames=2)
     cfg = SuiteConfig(metrics=("dynamic_degree", "frame_consistency", "text_alignment"))
     run, files = run_score(tmp_path / "gen", tmp_path / "out", cfg)
     assert run.samples == ["s0", "s1"]
@@ -107,3 +107,26 @@ def test_prompt_files(tmp_path):
     bad.write_text('{"id": "a", "fg": "x", "bg": "y", "blend": "z"}\n{"id": "b", "fg": "x"}\n')
     with pytest.raises(EvaluationError, match=r"p.jsonl:2: missing bg, blend"):
         read_prompts(bad)
+
+
+def test_generation_runner_with_tiny_pipeline(tmp_path):
+    from evaluation.runners.generation import GenerationConfig, run_generation
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(DEFAULT_PROMPTS.read_text().splitlines()[0] + "\n")
+    cfg = GenerationConfig(prompts=prompts, num_frames=8, height=32, width=32, steps=1)
+    run, files = run_generation(cfg, tmp_path / "out", SuiteConfig(metrics=("aesthetic", "frame_consistency")))
+    sample = read_sample(tmp_path / "out" / "samples" / "corgi_beach")
+    assert set(sample.layers) == {"fg", "alpha", "bg", "blend"} and sample.num_frames == 8
+    assert sample.captions.blend.startswith("A corgi trots along")
+    assert run.samples == ["corgi_beach"] and set(run.aggregates["aesthetic"]) == {"fg", "bg", "blend"}
+    report = files["markdown"].read_text()
+    assert "cf. paper Table 1" in report and "## Paper, Table 1" in report and "0.4859" in report
+
+
+@pytest.mark.slow
+def test_decomposition_runner_with_tiny_pipeline(davis_root, tmp_path):
+    cfg = DecompositionConfig(davis_root, num_frames=8, height=32, width=48, steps=1, limit=1)
+    run, _ = run_decomposition(cfg, tmp_path, SuiteConfig(metrics=("aesthetic",)))
+    row = run.accuracy["dog"]
+    assert 0.0 <= row["alpha_iou"] <= 1.0 and np.isfinite(row["bg_psnr_visible"])

@@ -1,0 +1,60 @@
+"""Missing weights, packages and remote-code opt-in each give one clear line."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from data_engine.stages import models
+from data_engine.weights import MissingWeightsError, spec
+
+FULL_BUILDERS = [
+    (models.build_clip, models.CLIP_WEIGHTS),
+    (models.build_grounding_dino, models.GDINO_WEIGHTS),
+    (models.build_sam, models.SAM_WEIGHTS),
+    (models.build_sam2_video, models.SAM2_WEIGHTS),
+    (models.build_qwen_vl, models.QWEN_WEIGHTS),
+    (models.build_propainter, models.PROPAINTER_WEIGHTS),
+]
+
+
+@pytest.mark.parametrize("builder,name", FULL_BUILDERS, ids=[n for _, n in FULL_BUILDERS])
+def test_missing_weights_name_model_path_and_hub_id(builder, name, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERFLOW_WEIGHTS", str(tmp_path))
+    with pytest.raises(MissingWeightsError) as info:
+        builder("full")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{name}:")
+    assert str(tmp_path / spec(name).subdir) in message
+    assert spec(name).hub_id in message
+
+
+def test_missing_ram_package_gives_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ram", None)  # makes `import ram` raise ImportError
+    monkeypatch.setitem(sys.modules, "ram.models", None)
+    with pytest.raises(models.MissingPackageError) as info:
+        models.build_ram("full")
+    assert "pip install git+https://github.com/xinyu1205/recognize-anything.git" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_cogvlm2_needs_an_explicit_remote_code_opt_in(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERFLOW_WEIGHTS", str(tmp_path))
+    folder = tmp_path / spec(models.COGVLM2_WEIGHTS).subdir
+    folder.mkdir()
+    for f in spec(models.COGVLM2_WEIGHTS).files:
+        (folder / f).write_text("{}")
+    with pytest.raises(models.RemoteCodeNotAllowed, match="trust_remote_code: true"):
+        models.build_cogvlm2(trust_remote_code=False)
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(ValueError, match="unknown model preset 'huge'"):
+        models.check_preset("huge")
+
+
+def test_tag_list_is_the_ram_plus_vocabulary():
+    tags = models.tag_list()
+    assert len(tags) == 4585 and len(set(tags)) == 4585
+    assert tags[:2] == ["3D CG rendering", "3D glasses"] and tags[-1] == "zoo"
