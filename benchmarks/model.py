@@ -2,12 +2,16 @@
 
     python benchmarks/model.py [--repeats 5]      # CPU: figures from the config + a tiny-size speed ratio
     python benchmarks/model.py --gpu [--steps 3]  # CUDA: full size, random bf16 weights, one CFG step
+    python benchmarks/model.py --gpu --pipeline   # CUDA: whole 50-step generation, eager vs optimised
 
 CPU mode builds the real-size (cogvideox-2b) model on the meta device (no memory, no weights) and prints its
 parameter count, token count, analytic FLOPs per forward and activation memory per sample; then times our
 forward against diffusers' stock CogVideoXTransformer3DModel of the same tiny size, interleaved in one run,
 and prints the ratio. GPU mode measures one transformer forward per denoising step for a classifier-free-guided
-batch of 2 at 16 latent frames x 60 x 90 + 678 text tokens, and the peak GPU memory.
+batch of 2 at 16 latent frames x 60 x 90 + 678 text tokens, and the peak GPU memory. With --pipeline it
+times the whole LayerFlowPipeline generation (50 DPM steps, guidance 6, joint VAE decode of the 64 frames, T5
+embeddings given) for each SDPA kernel and with regional torch.compile, checks that each variant's latents
+match the eager default's, and times a T5-v1.1-XXL encoder of the real size once.
 """
 from __future__ import annotations
 
@@ -24,10 +28,12 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from diffusers import CogVideoXTransformer3DModel  # noqa: E402
+from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel  # noqa: E402
 
 from model.config import TransformerConfig, get_preset  # noqa: E402
 from model.lora import lora_parameters  # noqa: E402
+from model.pipeline import LayerFlowPipeline  # noqa: E402
+from model.schedule import make_scheduler  # noqa: E402
 from model.transformer import LayerFlowTransformer, _diffusers_kwargs  # noqa: E402
 
 # Bytes a CogVideoXBlock keeps for backward per token and hidden unit, counting the tensors autograd saves
@@ -175,15 +181,117 @@ def gpu_report(steps: int) -> Table:
     return table
 
 
+def _timed(fn):
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def full_size_pipeline(device: torch.device) -> LayerFlowPipeline:
+    """CogVideoX-2B-sized transformer and VAE (diffusers' AutoencoderKLCogVideoX defaults are the 2B VAE's
+    config), random bf16 weights; no text encoder, prompt embeddings are given."""
+    torch.manual_seed(0)
+    with device:
+        transformer = LayerFlowTransformer.from_config(get_preset("cogvideox-2b")).to(torch.bfloat16).eval()
+        vae = AutoencoderKLCogVideoX().to(torch.bfloat16).eval()
+    pipe = LayerFlowPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
+                             scheduler=make_scheduler("dpm"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def t5_xxl_seconds(device: torch.device, repeats: int = 5) -> tuple[float, int]:
+    """Median seconds to encode the 3 prompts (3 x 226 tokens) with a random-weight T5-v1.1-XXL encoder."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                      feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with device:
+            t5 = T5EncoderModel(config).eval()
+    finally:
+        torch.set_default_dtype(default)
+    ids = torch.randint(0, 32000, (3, 226), device=device)
+    times = []
+    with torch.no_grad():
+        t5(input_ids=ids)
+        for _ in range(repeats):
+            times.append(_timed(lambda: t5(input_ids=ids))[1])
+    params = sum(p.numel() for p in t5.parameters())
+    del t5
+    torch.cuda.empty_cache()
+    return statistics.median(times), params
+
+
+def pipeline_report(check_steps: int, attention: list[str], compile_mode: str | None) -> Table:
+    """Whole-generation time per variant; every variant's `check_steps`-step latents against the eager default's."""
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu --pipeline needs CUDA; run without --gpu for the CPU figures")
+    device = torch.device("cuda")
+    pipe = full_size_pipeline(device)
+    pipe.enable_vae_tiling()
+    embeds = torch.randn(1, 678, 4096, device=device, dtype=torch.bfloat16, generator=torch.Generator(device).manual_seed(1))
+
+    def generate(steps: int, output_type: str):
+        return pipe(prompt_embeds=embeds, num_inference_steps=steps, guidance_scale=6.0, output_type=output_type,
+                    generator=torch.Generator(device).manual_seed(0))
+
+    table = Table(title=f"GPU: {torch.cuda.get_device_name()}: 50-step generation, 480x720, 16 frames per layer "
+                        "(64 frames), CFG 6 (batch 2), DPM, bf16, VAE tiling, T5 embeddings given")
+    for column in ("variant", "latents vs eager default (rel. L2)", "50 steps + decode", "of which decode",
+                   "peak GPU memory"):
+        table.add_column(column, justify="right")
+    variants = [("eager, PyTorch's SDPA choice", None, False)]
+    variants += [(f"eager, SDPA {name}", [name], False) for name in attention]
+    if compile_mode is not None:
+        variants.append((f"compiled blocks ({compile_mode}), SDPA {attention[0]}", attention[:1], True))
+    reference = None
+    for label, backends, compiled in variants:
+        pipe.transformer.set_attention_backends(backends)
+        if compiled:
+            pipe.transformer.compile_repeated_blocks(mode=compile_mode)
+        # Warm-up: kernels, cuBLAS/cuDNN plans and, when compiled, the graphs themselves.
+        _, warm = _timed(lambda: generate(2, "latent"))
+        check = generate(check_steps, "latent").latents.float()
+        if reference is None:
+            reference = check
+        rel = ((check - reference).norm() / reference.norm()).item()
+        torch.cuda.reset_peak_memory_stats()
+        out, total = _timed(lambda: generate(50, "clip"))
+        peak = torch.cuda.max_memory_allocated()
+        _, decode = _timed(lambda: pipe.decode_latents(out.latents))
+        finite = bool(torch.isfinite(out.latents).all())
+        table.add_row(label, f"{rel:.2e}", f"{total:.1f} s", f"{decode:.1f} s", f"{peak / 2**30:.1f} GiB")
+        print(f"{label}: warm-up {warm:.1f} s, rel {rel:.3e}, total {total:.2f} s, decode {decode:.2f} s, "
+              f"peak {peak / 2**30:.2f} GiB, clips {len(out.clips)} latents finite {finite}", flush=True)
+    t5_s, t5_params = t5_xxl_seconds(device)
+    table.add_row(f"T5-v1.1-XXL encoder ({t5_params / 1e9:.2f} B params), 3 prompts x 226 tokens", "",
+                  f"{t5_s * 1e3:.0f} ms", "", "")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=9, help="interleaved CPU repeats")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 keeps a shared machine's noise low)")
     parser.add_argument("--gpu", action="store_true", help="full-size timing and memory on CUDA")
     parser.add_argument("--steps", type=int, default=3, help="timed GPU steps after one warm-up")
+    parser.add_argument("--pipeline", action="store_true", help="with --gpu: whole 50-step generation per variant")
+    parser.add_argument("--check-steps", type=int, default=5, help="steps whose latents each variant must match")
+    parser.add_argument("--attention", default="flash,cudnn", help="SDPA kernels to time, comma-separated")
+    parser.add_argument("--compile-mode", default="default", help="torch.compile mode for the blocks; 'none' skips")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    Console().print(gpu_report(args.steps) if args.gpu else cpu_report(args.repeats))
+    if args.gpu and args.pipeline:
+        mode = None if args.compile_mode == "none" else args.compile_mode
+        table = pipeline_report(args.check_steps, args.attention.split(","), mode)
+    else:
+        table = gpu_report(args.steps) if args.gpu else cpu_report(args.repeats)
+    Console().print(table)
 
 
 if __name__ == "__main__":

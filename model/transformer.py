@@ -19,6 +19,7 @@ config.json (our `TransformerConfig` under the key "layerflow") and safetensors 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ import torch
 from diffusers import CogVideoXTransformer3DModel
 from diffusers.configuration_utils import register_to_config
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from model.config import TransformerConfig
 from model.lora import DualLoRALinear, apply_dual_lora, lora_layers, motion_scale_applied
@@ -35,6 +37,14 @@ from model.lora import DualLoRALinear, apply_dual_lora, lora_layers, motion_scal
 
 class TransformerInputError(ValueError):
     """Inputs whose shapes do not fit the transformer; the message says what was expected."""
+
+
+SDPA_BACKENDS = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
 
 
 # Stock CogVideoX-2B settings this port relies on; a diffusers checkpoint that differs is refused.
@@ -77,6 +87,10 @@ def _diffusers_kwargs(cfg: TransformerConfig) -> dict[str, Any]:
 
 
 class LayerFlowTransformer(CogVideoXTransformer3DModel):
+    # Regional compilation (diffusers' `compile_repeated_blocks`): the 30 blocks share one compiled graph (two
+    # with the LoRA blocks), so compiling takes seconds per graph instead of minutes for the whole model.
+    _repeated_blocks = ["CogVideoXBlock"]
+
     @register_to_config
     def __init__(self, layerflow: dict[str, Any] | None = None) -> None:
         cfg = TransformerConfig.from_dict(layerflow or {})
@@ -89,6 +103,7 @@ class LayerFlowTransformer(CogVideoXTransformer3DModel):
 
         self.layer_embedder = nn.Sequential(nn.Linear(1, hidden), nn.LayerNorm(hidden)) if cfg.layer_embedding else None
         self.layer_embedding_enabled = cfg.layer_embedding
+        self.sdpa_backends: list[SDPBackend] | None = None
 
         if cfg.learned_pos_embedding:
             # Initialised as the official reinit does (sin-cos video part, zero text part), then trained.
@@ -164,6 +179,25 @@ class LayerFlowTransformer(CogVideoXTransformer3DModel):
             self.set_layer_embedding(enabled)
         self.set_lora_enabled(enabled)
 
+    def set_attention_backends(self, names: Sequence[str] | None) -> None:
+        """Restrict attention to these SDPA kernels, tried in the given order (e.g. ["cudnn", "flash"]); None
+        leaves the choice to PyTorch. Attention is two thirds of a full-size step's FLOPs, and on Hopper
+        PyTorch's default pick (flash) is slower than cuDNN's kernel (see BENCHMARKS.md)."""
+        if names is None:
+            self.sdpa_backends = None
+            return
+        unknown = [n for n in names if n not in SDPA_BACKENDS]
+        if unknown or not names:
+            raise TransformerInputError(
+                f"attention backends must be a non-empty list of {', '.join(SDPA_BACKENDS)}, got {list(names)}"
+            )
+        self.sdpa_backends = [SDPA_BACKENDS[n] for n in names]
+
+    def _attention_context(self) -> contextlib.AbstractContextManager:
+        if self.sdpa_backends is None:
+            return contextlib.nullcontext()
+        return sdpa_kernel(self.sdpa_backends, set_priority=True)
+
     # ---- forward ------------------------------------------------------------------------------------------
     def forward(  # type: ignore[override]
         self,
@@ -206,12 +240,13 @@ class LayerFlowTransformer(CogVideoXTransformer3DModel):
         tokens = self.embedding_dropout(tokens)
         encoder_states, states = tokens[:, :text_len], tokens[:, text_len:]
 
-        for block in self.transformer_blocks:
-            run = functools.partial(self._run_block, block)
-            if torch.is_grad_enabled() and self.gradient_checkpointing:
-                states, encoder_states = self._gradient_checkpointing_func(run, states, encoder_states, emb, scale)
-            else:
-                states, encoder_states = run(states, encoder_states, emb, scale)
+        with self._attention_context():
+            for block in self.transformer_blocks:
+                run = functools.partial(self._run_block, block)
+                if torch.is_grad_enabled() and self.gradient_checkpointing:
+                    states, encoder_states = self._gradient_checkpointing_func(run, states, encoder_states, emb, scale)
+                else:
+                    states, encoder_states = run(states, encoder_states, emb, scale)
 
         states = self.norm_final(states)
         states = self.norm_out(states, temb=emb)

@@ -150,7 +150,7 @@ def sample_task(rng: random.Random, weights: dict[Task, float]) -> Task:
 def collate(examples: list[dict[str, Any]], task: Task | str, frames_per_layer: int) -> dict[str, Any]:
     """Examples of one micro-batch packed in `task`'s layout.
 
-    video [B, T, 3, H, W] in [-1, 1] (or latents [B, T', C, h, w] and T5 embeddings from the cache); prompts of
+    video [B, T, 3, H, W] in [-1, 1] (or pre-encoded latents [B, T', C, h, w] and T5 embeddings); prompts of
     all captioned layers (fg, bg, blend) with prompt_keep [B, 3]: the module keeps the ones its model reads.
     """
     task = Task.parse(task)

@@ -155,7 +155,7 @@ class LayerFlowModule(L.LightningModule):
                                f"{len(spec.prompt_layers)} ({', '.join(spec.prompt_layers)}); drop it from data.tasks")
 
     def encode_batch(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(latents [B, T', C, h, w], text [B, P*226, d]) from pixels and prompts, or straight from the cache."""
+        """(latents [B, T', C, h, w], text [B, P*226, d]) from pixels and prompts, or as given pre-encoded (latents + all three prompts' embeddings)."""
         first = self._first_index(batch)
         slots, used = self.prompt_slots(Task.parse(batch["task"]))
         tokens = MAX_PROMPT_TOKENS

@@ -197,6 +197,7 @@ class EngineMetrics:
         s["failed"] += failed
         s["busy_s"] += seconds
         s["batches"] += 1
+        s["first_start"] = min(s.get("first_start", float("inf")), time.time() - seconds)
         if node not in s["nodes"]:
             s["nodes"].append(node)
 

@@ -22,6 +22,13 @@ class DriverCounts:
     dropped: int = 0
     arrived: int = 0
     started: float = field(default_factory=time.time)
+    first_sample_at: float | None = None
+    last_sample_at: float | None = None
+
+    def sample_arrived(self) -> None:
+        now = time.time()
+        self.first_sample_at = self.first_sample_at or now
+        self.last_sample_at = now
 
 
 def stage_table(order: list[str], stages: dict[str, dict[str, Any]], actors: dict[str, int], elapsed: float) -> Table:

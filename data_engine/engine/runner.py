@@ -181,6 +181,7 @@ class Driver:
             self.counts.dropped += 1
             self.ledger.account(input_id, weight, dropped=[f"{row[DROPPED]['stage']}: {r}" for r in row[DROPPED]["reasons"]])
         elif "sample" in row:
+            self.counts.sample_arrived()
             meta = row["meta"]
             if self.sink.write_encoded(clip_header(meta), row["sample"]):
                 self.counts.written += 1
@@ -199,6 +200,16 @@ class Driver:
                              attempts=failure.get("attempts", 1))
         self.counts.quarantined += 1
         self.ledger.account(row[INPUT], row[WEIGHT], failed=True)
+
+
+def processing_rate(counts: DriverCounts, stages: dict[str, dict[str, Any]]) -> float | None:
+    """Samples/s from the first batch any stage started to the last sample at the sink: the pipeline's rate
+    without Ray's actor start-up (which `wall_s` includes)."""
+    starts = [s["first_start"] for s in stages.values() if "first_start" in s]
+    n = counts.written + counts.skipped_existing
+    if not starts or not counts.last_sample_at or n == 0:
+        return None
+    return round(n / max(1e-9, counts.last_sample_at - min(starts)), 3)
 
 
 def _update_run_stats(out: Path, engine: dict[str, Any]) -> dict[str, Any]:
@@ -269,6 +280,8 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
         "samples_written": counts.written, "samples_already_present": counts.skipped_existing,
         "quarantined_this_run": counts.quarantined, "dropped_this_run": counts.dropped,
         "wall_s": round(wall, 3),
+        "first_sample_after_s": round(counts.first_sample_at - started, 3) if counts.first_sample_at else None,
+        "processing_clips_per_s": processing_rate(counts, stages),
     }
     stats = _update_run_stats(cfg.out, engine_stats)
     summary = RunSummary(cfg.out, stats, counts, stages, plans, cluster, wall)

@@ -124,7 +124,7 @@ class SegmentTrackStage(Stage):
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         keep = nms(boxes, scores, self.opts.nms_iou).tolist()
-        labels = result.get("text_labels", result.get("labels"))
+        labels = result["text_labels"] if "text_labels" in result else result["labels"]
         return [Detection(boxes[i].numpy(), float(scores[i]), self._tag_of(str(labels[i]), tags)) for i in keep
                 if boxes[i, 2] > boxes[i, 0] and boxes[i, 3] > boxes[i, 1]]
 
