@@ -19,7 +19,7 @@ help:
 	@echo "make dataset   build layered shards (CONFIG=infra/configs/engine/<name>.yaml, ARGS='--limit 10')"
 	@echo "make train     train a stage (STAGE=1|2|3, CONFIG=..., ARGS=...)"
 	@echo "make generate  generate / decompose layered videos (ARGS=...)"
-	@echo "make eval      VBench-style evaluation per layer (ARGS=...)"
+	@echo "make eval      VBench-style evaluation per layer (TASK=generation|decomposition|score|compare ARGS=...)"
 	@echo "make bench     the benchmark scripts (figures go in BENCHMARKS.md)"
 	@echo "make weights   check which model weights are present under LAYERFLOW_WEIGHTS"
 
@@ -51,7 +51,7 @@ generate: $(STAMP)
 	$(PY) -m model.generate --config $(or $(CONFIG),infra/configs/generate/tiny.yaml) $(ARGS)
 
 eval: $(STAMP)
-	$(PY) -m evaluation generation $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+	$(PY) -m evaluation $(or $(TASK),generation) $(ARGS)
 
 weights: $(STAMP)
 	$(PY) -m data_engine.cli weights check $(ARGS)

@@ -2,7 +2,7 @@
 memory estimate (parameters x dtype, from the real architectures built on the meta device, plus an activation
 estimate per stage). Prints two tables.
 
-    python benchmarks/perception.py [--frames 8] [--size 128] [--repeats 2]
+    python benchmarks/perception.py [--frames 8] [--size 128] [--repeats 2] [--gpu]
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
+from data_engine.stages.base import Resources
 from data_engine.stages.caption import CaptionStage
 from data_engine.stages.compose import ComposeStage
 from data_engine.stages.dedup import DedupStage
@@ -92,16 +93,17 @@ def memory_table() -> None:
         print(f"  activations {stage}: {basis}")
 
 
-def timing_table(frames: int, size: int, repeats: int) -> None:
+def timing_table(frames: int, size: int, repeats: int, gpu: bool) -> None:
     clip = synthetic_clip(SyntheticConfig(num_frames=frames, height=size, width=size), 0)
+    res = Resources(num_gpus=1.0 if gpu else 0.0)
     stages = [
-        TagStage(preset="tiny", num_keyframes=2, top_k=3),
-        SegmentTrackStage(preset="tiny", sam_gap=4, box_threshold=0.0, text_threshold=0.0, max_objects=1),
+        TagStage(res, preset="tiny", num_keyframes=2, top_k=3),
+        SegmentTrackStage(res, preset="tiny", sam_gap=4, box_threshold=0.0, text_threshold=0.0, max_objects=1),
         DedupStage(min_area=0.0, max_area=1.0, max_missing=1.0),
-        ForegroundCheckStage(preset="tiny", num_frames=2, constrain_answer=True, on_reject="keep", dtype="float32"),
-        InpaintStage(preset="tiny", dilate_px=3),
+        ForegroundCheckStage(res, preset="tiny", num_frames=2, constrain_answer=True, on_reject="keep", dtype="float32"),
+        InpaintStage(res, preset="tiny", dilate_px=3),
         ComposeStage(),
-        CaptionStage(preset="tiny", max_frames=4, max_new_tokens=8, min_new_tokens=8, dtype="float32"),
+        CaptionStage(res, preset="tiny", max_frames=4, max_new_tokens=8, min_new_tokens=8, dtype="float32"),
     ]
     setup, times = {}, {s.name: [] for s in stages}
     for s in stages:
@@ -116,7 +118,8 @@ def timing_table(frames: int, size: int, repeats: int) -> None:
             rows = s.process_batch(rows)
             times[s.name].append(time.perf_counter() - t0)
     total = sum(np.median(v) for v in times.values())
-    print(f"Tiny preset, CPU ({torch.get_num_threads()} threads), one {frames}x{size}x{size} clip, "
+    where = f"GPU ({torch.cuda.get_device_name()})" if gpu else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"Tiny preset, {where}, one {frames}x{size}x{size} clip, "
           f"median of {repeats}; rows out: {len(rows)}")
     print(f"{'stage':<10}{'setup s':>9}{'s/clip':>9}{'share':>8}")
     for name, v in times.items():
@@ -130,8 +133,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--gpu", action="store_true", help="give every model stage the GPU (needs CUDA)")
     args = parser.parse_args()
-    timing_table(args.frames, args.size, args.repeats)
+    if args.gpu and not torch.cuda.is_available():
+        parser.error("--gpu needs a CUDA device; none is visible")
+    timing_table(args.frames, args.size, args.repeats, args.gpu)
     memory_table()
 
 

@@ -38,7 +38,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-frames", type=int, default=16)
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default 50; tiny preset 4)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="first N prompts / sequences (generation, tiny preset: 2)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -89,7 +89,8 @@ def run(argv: list[str] | None = None) -> dict[str, Path]:
     if a.command == "generation":
         from evaluation.runners.generation import GenerationConfig, run_generation
 
-        cfg = GenerationConfig(num_frames=a.num_frames, steps=steps, seed=a.seed, limit=a.limit, pipeline=a.pipeline,
+        limit = a.limit or (2 if tiny else None)
+        cfg = GenerationConfig(num_frames=a.num_frames, steps=steps, seed=a.seed, limit=limit, pipeline=a.pipeline,
                                height=a.height or (128 if tiny else 480), width=a.width or (128 if tiny else 720),
                                **({"prompts": a.prompts} if a.prompts else {}))
         return run_generation(cfg, out, suite)[1]

@@ -31,7 +31,7 @@ from data_engine.stages.base import FAILED, Resources
 from data_engine.stages.encode import clip_header
 from data_engine.stages.split import ClipPolicy
 
-PERCEPTION_HINT = "run a perception config instead, e.g. --config infra/configs/engine/tiny.yaml"
+PERCEPTION_HINT = "run a perception config instead, e.g. --config infra/configs/engine/perception_tiny.yaml"
 
 
 @dataclass

@@ -19,7 +19,7 @@ from data_engine.stages.split import apply_geometry
 
 NO_LAYERS = (
     "no known layers for this video: the model-free stages only handle the built-in synthetic videos; "
-    "run a perception config (e.g. --config infra/configs/engine/tiny.yaml) to get layers for real videos"
+    "run a perception config (e.g. --config infra/configs/engine/perception_tiny.yaml) to get layers for real videos"
 )
 
 

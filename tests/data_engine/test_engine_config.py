@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -14,8 +15,6 @@ from data_engine.engine.runner import prepare, stage_setup
 from data_engine.stages import STAGES, stage_class
 from data_engine.stages.base import Resources
 from data_engine.video_io import write_video
-
-import numpy as np
 
 
 def test_default_config_is_the_paper_clip_policy_on_synthetic_videos():
