@@ -227,7 +227,7 @@ def t5_xxl_seconds(device: torch.device, repeats: int = 5) -> tuple[float, int]:
     return statistics.median(times), params
 
 
-def pipeline_report(check_steps: int, attention: list[str], compile_mode: str | None) -> Table:
+def pipeline_report(check_steps: int, attention: list[str], compile_modes: list[str]) -> Table:
     """Whole-generation time per variant; every variant's `check_steps`-step latents against the eager default's."""
     if not torch.cuda.is_available():
         raise SystemExit("--gpu --pipeline needs CUDA; run without --gpu for the CPU figures")
@@ -247,12 +247,12 @@ def pipeline_report(check_steps: int, attention: list[str], compile_mode: str | 
         table.add_column(column, justify="right")
     variants = [("eager, PyTorch's SDPA choice", None, False)]
     variants += [(f"eager, SDPA {name}", [name], False) for name in attention]
-    if compile_mode is not None:
-        variants.append((f"compiled blocks ({compile_mode}), SDPA {attention[0]}", attention[:1], True))
+    variants += [(f"compiled blocks ({mode}), PyTorch's SDPA choice", None, mode) for mode in compile_modes]
     reference = None
-    for label, backends, compiled in variants:
+    for label, backends, compile_mode in variants:
         pipe.transformer.set_attention_backends(backends)
-        if compiled:
+        if compile_mode:
+            torch._dynamo.reset()
             pipe.transformer.compile_repeated_blocks(mode=compile_mode)
         # Warm-up: kernels, cuBLAS/cuDNN plans and, when compiled, the graphs themselves.
         _, warm = _timed(lambda: generate(2, "latent"))
@@ -268,7 +268,16 @@ def pipeline_report(check_steps: int, attention: list[str], compile_mode: str | 
         table.add_row(label, f"{rel:.2e}", f"{total:.1f} s", f"{decode:.1f} s", f"{peak / 2**30:.1f} GiB")
         print(f"{label}: warm-up {warm:.1f} s, rel {rel:.3e}, total {total:.2f} s, decode {decode:.2f} s, "
               f"peak {peak / 2**30:.2f} GiB, clips {len(out.clips)} latents finite {finite}", flush=True)
+        if label == variants[0][0]:  # the decoder does not depend on the variant: once
+            pipe.disable_vae_tiling()
+            torch.cuda.reset_peak_memory_stats()
+            _, untiled = _timed(lambda: pipe.decode_latents(out.latents))
+            untiled_peak = torch.cuda.max_memory_allocated()
+            pipe.enable_vae_tiling()
+            table.add_row("VAE decode without tiling", "", "", f"{untiled:.1f} s", f"{untiled_peak / 2**30:.1f} GiB")
+            print(f"untiled decode {untiled:.2f} s, peak {untiled_peak / 2**30:.2f} GiB", flush=True)
     t5_s, t5_params = t5_xxl_seconds(device)
+    print(f"T5-XXL {t5_s * 1e3:.1f} ms", flush=True)
     table.add_row(f"T5-v1.1-XXL encoder ({t5_params / 1e9:.2f} B params), 3 prompts x 226 tokens", "",
                   f"{t5_s * 1e3:.0f} ms", "", "")
     return table
@@ -283,12 +292,13 @@ def main() -> None:
     parser.add_argument("--pipeline", action="store_true", help="with --gpu: whole 50-step generation per variant")
     parser.add_argument("--check-steps", type=int, default=5, help="steps whose latents each variant must match")
     parser.add_argument("--attention", default="flash,cudnn", help="SDPA kernels to time, comma-separated")
-    parser.add_argument("--compile-mode", default="default", help="torch.compile mode for the blocks; 'none' skips")
+    parser.add_argument("--compile-modes", default="default",
+                        help="torch.compile modes for the blocks, comma-separated, each timed in turn; '' skips")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.gpu and args.pipeline:
-        mode = None if args.compile_mode == "none" else args.compile_mode
-        table = pipeline_report(args.check_steps, args.attention.split(","), mode)
+        modes = [m for m in args.compile_modes.split(",") if m]
+        table = pipeline_report(args.check_steps, [a for a in args.attention.split(",") if a], modes)
     else:
         table = gpu_report(args.steps) if args.gpu else cpu_report(args.repeats)
     Console().print(table)

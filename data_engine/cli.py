@@ -57,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="layerflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("dataset", help="build layered shards with the Ray data engine")
-    d.add_argument("--config", type=Path, default=None, help="engine YAML (default infra/configs/engine/default.yaml)")
+    d.add_argument("--config", type=Path, default=None, help="engine YAML (default infra/configs/engine/perception_tiny.yaml)")
     d.add_argument("--input", default=None, help="videos: folder, glob, list file, file or URI (replaces the config's sources)")
     d.add_argument("--out", default=None, help="output folder (run.out)")
     d.add_argument("--limit", type=int, default=None, help="process at most N inputs not yet done")

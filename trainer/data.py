@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset.utils import make_seed
 
 from data_engine.schema import CAPTIONED_LAYERS, LAYERS, LayeredClip
 from data_engine.shards import MANIFEST_NAME, decode_sample, shard_urls
 from model.layout import SequenceLayout, Task, task_spec
 from model.text import indexed_prompts
 from trainer.config import DataConfig, TrainConfigError, stage_spec, task_weights
+from trainer.seeding import stable_seed
 
 
 @dataclass(frozen=True)
@@ -72,12 +72,8 @@ def source_groups(shards: str | Path, mix: dict[str, float] | None) -> list[Sour
     return [g for g in groups if g.urls]
 
 
-def _seed(*parts: Any) -> int:
-    return make_seed(*parts)
-
-
 def _fixed_worker_seed(rank: int, worker: int, group: int) -> int:
-    return _seed(rank, worker, group)
+    return stable_seed(rank, worker, group)
 
 
 def _has_origin(origin: str, sample: dict[str, Any]) -> bool:
@@ -201,13 +197,13 @@ class TrainStream(IterableDataset):
             wds.tarfile_to_samples(),
             wds.select(partial(_has_origin, group.origin)),
             wds.shuffle(self.cfg.shuffle_buffer, initial=self.cfg.shuffle_buffer,
-                        rng=random.Random(_seed(seed, self.rank, worker, index, "shuffle"))),
+                        rng=random.Random(stable_seed(seed, self.rank, worker, index, "shuffle"))),
         )
 
     def _raw(self, worker: int) -> Iterator[dict[str, Any]]:
         """This worker's raw samples: the source groups' streams mixed by weight."""
         streams = [self._group_pipeline(i, g, worker) for i, g in enumerate(self.groups)]
-        rng = random.Random(_seed(self.cfg.seed, self.rank, worker, "mix"))
+        rng = random.Random(stable_seed(self.cfg.seed, self.rank, worker, "mix"))
         return _mix(streams, [g.weight for g in self.groups], rng)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -228,7 +224,7 @@ class TrainStream(IterableDataset):
         examples = self._examples(raw, worker, first * b)
         for batch_no in itertools.count(first):
             batch = [next(examples) for _ in range(b)]
-            rng = random.Random(_seed(self.cfg.seed, self.rank, worker, batch_no, "task"))
+            rng = random.Random(stable_seed(self.cfg.seed, self.rank, worker, batch_no, "task"))
             yield collate(batch, sample_task(rng, self.tasks), self.cfg.frames_per_layer)
 
     def _examples(self, raw: Iterator[dict[str, Any]], worker: int, position: int) -> Iterator[dict[str, Any]]:

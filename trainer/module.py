@@ -23,7 +23,7 @@ from model.lora import is_lora_param
 from model.schedule import alpha_bar, make_scheduler, training_loss_weight
 from model.text import MAX_PROMPT_TOKENS, encode_prompts
 from trainer.config import ModelConfig, OptimConfig, TrainConfigError, stage_spec
-from webdataset.utils import make_seed
+from trainer.seeding import sample_generator
 
 _BLOCK = re.compile(r"(?:^|\.)transformer_blocks\.(\d+)\.")
 TRAINABLE_BLOCK_EVERY = 6  # blocks with index % 6 == 5: "1/6 of the blocks" of the paper
@@ -64,10 +64,6 @@ class WarmupLR:
 
     def __call__(self, step: int) -> float:
         return min(1.0, (step + 1) / self.steps) if self.steps > 0 else 1.0
-
-
-def sample_generator(seed: int, step: int, index: int, what: str) -> torch.Generator:
-    return torch.Generator().manual_seed(make_seed(seed, step, index, what))
 
 
 class LayerFlowModule(L.LightningModule):

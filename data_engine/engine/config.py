@@ -21,7 +21,8 @@ from data_engine.stages.base import Resources
 from data_engine.stages.split import ClipPolicy
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO / "infra" / "configs" / "engine" / "default.yaml"
+DEFAULT_CONFIG = REPO / "infra" / "configs" / "engine" / "perception_tiny.yaml"
+SYNTHETIC_CONFIG = REPO / "infra" / "configs" / "engine" / "synthetic.yaml"
 SECTIONS = ("run", "clip", "sources", "stages")
 
 
@@ -190,7 +191,7 @@ def load_config(
     out: str | None = None,
     limit: int | None = None,
 ) -> EngineConfig:
-    """Read a YAML config (default: infra/configs/engine/default.yaml), apply `--set` overrides and CLI shortcuts."""
+    """Read a YAML config (default: infra/configs/engine/perception_tiny.yaml), apply `--set` overrides and CLI shortcuts."""
     cfg_path = Path(path) if path else DEFAULT_CONFIG
     if not cfg_path.is_file():
         raise ConfigError(f"config {cfg_path} not found; configs live in infra/configs/engine/")

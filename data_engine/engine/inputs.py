@@ -4,6 +4,7 @@ stable input id for resume), and the `source` stage that turns a work item into 
 Source types:
     videos            raw videos: `input` is a folder, glob, list file, file or URI (or a list of those)
     synthetic_videos  the built-in synthetic videos: blends written as mp4 into the work dir, true layers known
+    frames            folders of frames as raw videos (e.g. the official samples' `bl/`), encoded into the work dir
     synthetic         synthetic layered clips, straight to shards
     official          the official sample layout (DAVIS / YouTube-VOS style folders)
     layered_images    folders of fg/alpha/bg(/blend) PNGs -> image samples
@@ -18,7 +19,14 @@ from typing import Any
 from data_engine.engine.config import ConfigError, EngineConfig, SourceSpec
 from data_engine.sources.base import Source, SourceError
 from data_engine.sources.synthetic import SyntheticConfig
-from data_engine.sources.videos import VIDEO_EXTENSIONS, list_videos, synthetic_video_name, write_synthetic_video
+from data_engine.sources.videos import (
+    VIDEO_EXTENSIONS,
+    list_frame_folders,
+    list_videos,
+    synthetic_video_name,
+    write_frames_video,
+    write_synthetic_video,
+)
 from data_engine.stages.base import Resources, Row, Stage
 
 
@@ -26,6 +34,13 @@ from data_engine.stages.base import Resources, Row, Stage
 class VideosOptions:
     input: str | list[str] = ""
     extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class FramesOptions:
+    input: str | list[str] = ""  # a folder or a glob of folders, each holding one frame sequence
+    fps: float = 8.0
+    optional: bool = False  # when nothing matches, contribute no inputs instead of failing
 
 
 @dataclass(frozen=True)
@@ -49,12 +64,13 @@ class CopyPasteOptions:
 SOURCE_TYPES: dict[str, type] = {
     "videos": VideosOptions,
     "synthetic_videos": SyntheticConfig,
+    "frames": FramesOptions,
     "synthetic": SyntheticConfig,
     "official": OfficialOptions,
     "layered_images": FolderOptions,
     "copy_paste": CopyPasteOptions,
 }
-VIDEO_TYPES = ("videos", "synthetic_videos")
+VIDEO_TYPES = ("videos", "synthetic_videos", "frames")
 
 
 def source_options(spec: SourceSpec, index: int) -> Any:
@@ -73,7 +89,7 @@ def source_options(spec: SourceSpec, index: int) -> Any:
         parsed = cls(**opts)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
-    required = {"videos": "input", "official": "root", "layered_images": "root", "copy_paste": "shards"}.get(spec.type)
+    required = {"videos": "input", "frames": "input", "official": "root", "layered_images": "root", "copy_paste": "shards"}.get(spec.type)
     if required and not getattr(parsed, required):
         raise ConfigError(f"{where}: '{required}' is required")
     return parsed
@@ -129,6 +145,11 @@ def work_items(cfg: EngineConfig) -> list[WorkItem]:
                 WorkItem(index, spec.type, str(i), str((folder / synthetic_video_name(opts, i)).resolve()))
                 for i in range(opts.num_clips)
             ]
+        elif spec.type == "frames":
+            folders = list_frame_folders(opts.input)
+            if not folders and not opts.optional:
+                raise ConfigError(f"sources[{index}] (frames): no folder of frames matches {opts.input!r}")
+            items += [WorkItem(index, spec.type, f, f) for f in folders]
         elif spec.type == "synthetic":
             items += [WorkItem(index, spec.type, str(i), f"synthetic:seed={opts.seed}:index={i}") for i in range(opts.num_clips)]
         else:
@@ -169,6 +190,9 @@ class SourceStage(Stage):
             folder = Path(self.options["work_dir"]) / "synthetic_videos"
             path = write_synthetic_video(self.opts_by_index[index], int(item), folder)
             # Keyed by generator settings, not by path: the same synthetic video gets the same keys anywhere.
+            return [{**row, "key": row["_input"], "source_id": str(path.resolve()), "source_name": path.stem}]
+        if kind == "frames":
+            path = write_frames_video(item, self.opts_by_index[index].fps, Path(self.options["work_dir"]) / "frames")
             return [{**row, "key": row["_input"], "source_id": str(path.resolve()), "source_name": path.stem}]
         clips = self._layered(index).load(item)
         return [{**row, "key": c.key, "source_id": c.source_id, "clip": c} for c in clips]

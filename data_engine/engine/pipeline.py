@@ -216,6 +216,10 @@ def build_dataset(items: list[Row], plans: list[StagePlan], options: dict[str, d
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = False
+    # Model actors legitimately hold hundreds of MB; Ray's high-memory detector would repeat that every 30 s.
+    ctx.issue_detectors_config.detectors = [
+        d for d in ctx.issue_detectors_config.detectors if d.__name__ != "HighMemoryIssueDetector"
+    ]
     # from_items puts the blocks in the object store from the driver: no read task competes for CPUs.
     rows = [{PAYLOAD: pickle.dumps(r, protocol=5)} for r in items]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(items)))

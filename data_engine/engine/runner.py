@@ -100,7 +100,7 @@ def check_layers(cfg: EngineConfig, items: list[WorkItem]) -> None:
         raise ConfigError(f"video sources need the stages {missing}; add them to the config's stages")
     if not all(n in MODEL_FREE for n in names):
         return
-    videos = [it for it in items if it.kind == "videos"]
+    videos = [it for it in items if it.kind in ("videos", "frames")]
     if videos and not any(has_known_layers(it.item) for it in videos):
         raise ConfigError(
             f"the model-free stages cannot make layers for arbitrary videos (none of the {len(videos)} input "

@@ -155,3 +155,50 @@ def known_layers(uri: str) -> LayeredClip | None:
         return synthetic_clip(SyntheticConfig(**meta["config"]), int(meta["index"]))
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise SourceError(f"{sidecar}: not a valid layers sidecar ({exc})") from exc
+
+
+# -- folders of frames as raw videos ---------------------------------------------------------------------------------
+FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+def list_frame_folders(spec: str | list[str]) -> list[str]:
+    """Folders (or a glob of folders) that hold a frame sequence, sorted; folders without frames are left out."""
+    specs = spec if isinstance(spec, (list, tuple)) else [spec]
+    found: list[str] = []
+    for s in specs:
+        matches = globlib.glob(str(Path(s).expanduser()), recursive=True) if _has_glob(s) else [s]
+        for m in sorted(matches):
+            p = Path(m)
+            if p.is_dir() and any(f.suffix.lower() in FRAME_EXTENSIONS for f in p.iterdir()):
+                found.append(str(p.resolve()))
+    return found
+
+
+def frame_video_name(folder: str | Path) -> str:
+    """`<sequence>_<folder>.mp4`, e.g. `dog_bl.mp4` for `.../dog/bl`."""
+    p = Path(folder)
+    return f"{p.parent.name}_{p.name}.mp4"
+
+
+def write_frames_video(folder: str | Path, fps: float, out_folder: str | Path) -> Path:
+    """Encode a folder of frames as an mp4 (crash-safe: appears by rename); a bad frame raises naming the file."""
+    from data_engine.video_io import read_image
+
+    out = Path(out_folder)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / frame_video_name(folder)
+    if path.exists():
+        return path
+    files = sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in FRAME_EXTENSIONS)
+    try:
+        frames = [read_image(f) for f in files]
+    except VideoDecodeError as exc:
+        raise SourceError(str(exc)) from exc
+    if len({f.shape for f in frames}) != 1:
+        raise SourceError(f"{folder}: frames differ in size")
+    import numpy as np
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(encode_video(np.stack(frames), fps))
+    os.replace(tmp, path)
+    return path

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from data_engine.cli import main
-from data_engine.engine.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+from data_engine.engine.config import DEFAULT_CONFIG, SYNTHETIC_CONFIG, ConfigError, load_config, parse_config
 from data_engine.engine.resources import ClusterResources, PlanError, packs, plan_stages
 from data_engine.engine.runner import prepare, stage_setup
 from data_engine.stages import STAGES, stage_class
@@ -17,16 +17,25 @@ from data_engine.stages.base import Resources
 from data_engine.video_io import write_video
 
 
-def test_default_config_is_the_paper_clip_policy_on_synthetic_videos():
+def test_default_config_is_the_tiny_perception_chain():
     cfg = load_config()
+    assert [s.type for s in cfg.sources] == ["synthetic_videos", "frames"]
+    assert [s.name for s in cfg.stages] == [
+        "probe", "split", "tag", "segment", "dedup", "fg_check", "inpaint", "compose", "caption", "encode"
+    ]
+    assert all(s.resources.get("num_gpus", 0) == 0 for s in cfg.stages)  # tiny models run anywhere
+
+
+def test_synthetic_config_is_the_paper_clip_policy_on_synthetic_videos():
+    cfg = load_config(SYNTHETIC_CONFIG)
     assert (cfg.clip.num_frames, cfg.clip.height, cfg.clip.width, cfg.clip.fps) == (16, 480, 720, 8.0)
     assert [s.type for s in cfg.sources] == ["synthetic_videos"]
     assert [s.name for s in cfg.stages] == ["probe", "split", "synthetic_layers", "compose", "encode"]
-    assert cfg.out == Path("outputs/dataset")
+    assert cfg.out == Path("outputs/dataset_synthetic")
 
 
 def test_overrides_reach_typed_fields(tmp_path):
-    cfg = load_config(DEFAULT_CONFIG, ["stages.split.num_cpus=0.5", "clip.fps=12", "sources.0.num_clips=3",
+    cfg = load_config(SYNTHETIC_CONFIG, ["stages.split.num_cpus=0.5", "clip.fps=12", "sources.0.num_clips=3",
                                        "stages.encode.options.lossless_alpha=true", "run.maxcount=7"],
                       out=str(tmp_path), limit=2)
     split = next(s for s in cfg.stages if s.name == "split")
@@ -56,14 +65,14 @@ def test_overrides_reach_typed_fields(tmp_path):
 )
 def test_bad_config_is_one_clear_line(tmp_path, overrides, message):
     with pytest.raises(ConfigError) as err:
-        cfg = load_config(DEFAULT_CONFIG, overrides, out=str(tmp_path))
+        cfg = load_config(SYNTHETIC_CONFIG, overrides, out=str(tmp_path))
         prepare(cfg)
     text = str(err.value)
     assert message in text and "\n" not in text
 
 
 def test_stage_list_errors(tmp_path):
-    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw = yaml.safe_load(SYNTHETIC_CONFIG.read_text())
     raw["run"]["out"] = str(tmp_path)
     with pytest.raises(ConfigError, match="unknown stage 'tagg'"):
         stage_setup(parse_config({**raw, "stages": ["tagg"] + raw["stages"]}))
@@ -133,7 +142,7 @@ def test_plan_gpu_stage_without_gpus_says_how_to_fix():
 # -- fail fast, dry run, CLI -----------------------------------------------------------------------------------------------
 def test_model_free_config_on_arbitrary_videos_fails_fast(tmp_path):
     write_video(tmp_path / "videos" / "clip.mp4", np.zeros((20, 32, 48, 3), np.uint8), 8)
-    cfg = load_config(input=str(tmp_path / "videos"), out=str(tmp_path / "out"))
+    cfg = load_config(SYNTHETIC_CONFIG, input=str(tmp_path / "videos"), out=str(tmp_path / "out"))
     with pytest.raises(ConfigError, match="perception config"):
         prepare(cfg)
 
@@ -141,7 +150,7 @@ def test_model_free_config_on_arbitrary_videos_fails_fast(tmp_path):
 def test_cli_dry_run_prints_plan_and_starts_nothing(tmp_path, capsys):
     import ray
 
-    code = main(["dataset", "--dry-run", "--out", str(tmp_path / "out"), "--set", "sources.0.num_clips=3",
+    code = main(["dataset", "--dry-run", "--config", str(SYNTHETIC_CONFIG), "--out", str(tmp_path / "out"), "--set", "sources.0.num_clips=3",
                  "--limit", "2", "--set", "run.num_cpus=2"])
     err = capsys.readouterr().err
     assert code == 0
@@ -152,7 +161,7 @@ def test_cli_dry_run_prints_plan_and_starts_nothing(tmp_path, capsys):
 
 
 def test_cli_bad_override_exits_with_one_line(tmp_path, capsys):
-    code = main(["dataset", "--dry-run", "--out", str(tmp_path), "--set", "stages.tag.num_gpus=0.5"])
+    code = main(["dataset", "--dry-run", "--config", str(SYNTHETIC_CONFIG), "--out", str(tmp_path), "--set", "stages.tag.num_gpus=0.5"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: --set stages.tag.num_gpus")
 
