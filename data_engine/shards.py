@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
 
 from data_engine.schema import LAYERS, LayeredClip
 from data_engine.video_io import (
@@ -217,7 +216,7 @@ class ShardSink:
         self._cleanup_partial()
         self.done_keys: set[str] = self._load_done_keys()
         self._current = _OpenShard()
-        self._writer: wds.ShardWriter | None = None
+        self._writer = None
         self._written_this_run = 0
         self._skipped_this_run = 0
         self._bytes_this_run = 0
@@ -248,7 +247,10 @@ class ShardSink:
         existing = [int(p.stem.split("-")[1]) for p in complete_shards(self.out_dir)]
         return max(existing, default=-1) + 1
 
-    def _open_writer(self) -> wds.ShardWriter:
+    def _open_writer(self):
+        # webdataset imports torch (seconds); only a process that writes pays for it.
+        import webdataset as wds
+
         pattern = str(self.out_dir / f"{SHARD_PREFIX}-%06d.tar{TMP_SUFFIX}")
         return wds.ShardWriter(
             pattern,
@@ -426,6 +428,8 @@ def shard_urls(path: str | Path) -> list[str]:
 
 def iter_raw_samples(path: str | Path) -> Iterator[dict[str, Any]]:
     """Raw samples (bytes members) with plain webdataset, in shard order."""
+    import webdataset as wds
+
     yield from wds.WebDataset(shard_urls(path), shardshuffle=False, empty_check=False)
 
 
