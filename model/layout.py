@@ -76,6 +76,23 @@ def task_spec(task: Task | str) -> TaskSpec:
     return TASKS[Task.parse(task)]
 
 
+def prompt_slots(task: Task | str, num_prompts: int) -> tuple[list[int], list[bool]]:
+    """Which captioned layers (indices into fg, bg, blend) fill a `num_prompts`-slot model's text, and which of
+    those slots the task uses. A 3-slot (unified) model always reads all three; a prompt the task does not use
+    (decomposition's blend) is fed as zeros, the dropped-prompt input it was trained with. A model with as many
+    slots as the task has prompts (the official 2-prompt decomposition) reads the task's prompts only.
+    """
+    spec = task_spec(task)
+    if num_prompts == len(CAPTIONED_LAYERS):
+        return list(range(num_prompts)), [layer in spec.prompt_layers for layer in CAPTIONED_LAYERS]
+    if num_prompts == len(spec.prompt_layers):
+        return [CAPTIONED_LAYERS.index(layer) for layer in spec.prompt_layers], [True] * num_prompts
+    raise LayoutError(
+        f"task {spec.task.value} uses {len(spec.prompt_layers)} prompts ({', '.join(spec.prompt_layers)}) but the "
+        f"model reads {num_prompts}; load the checkpoint trained for {spec.task.value}"
+    )
+
+
 @dataclass(frozen=True)
 class SequenceLayout:
     """Frame and latent positions of each layer for one task."""

@@ -23,11 +23,11 @@ from diffusers import AutoencoderKLCogVideoX, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from data_engine.schema import LAYERS, MID_GREY, Captions, LayeredClip, sample_key
-from model.layout import SequenceLayout, Task, TaskSpec, task_spec
+from data_engine.schema import CAPTIONED_LAYERS, LAYERS, MID_GREY, Captions, LayeredClip, sample_key
+from model.layout import LayoutError, SequenceLayout, Task, TaskSpec, prompt_slots, task_spec
 from model.schedule import DEFAULT_STEPS, GuidanceSchedule, make_scheduler, sampler_name
 from model.schedule import guidance_scale as cfg_scale
-from model.text import encode_prompts, indexed_prompts, unconditional_embeddings
+from model.text import MAX_PROMPT_TOKENS, encode_prompts, indexed_prompts, unconditional_embeddings
 
 CONDITION_ARGS = {"fg": "foreground", "alpha": "alpha", "bg": "background", "blend": "blend"}
 PIPELINE_FILE = "layerflow_pipeline.json"
@@ -125,12 +125,16 @@ class LayerFlowPipeline(DiffusionPipeline):
 
     # -- building blocks -----------------------------------------------------------------------------------
     def encode_prompt(self, captions: Sequence[Captions], task: Task | str) -> torch.Tensor:
-        """[B, P * 226, d] T5 embeddings of the task's prompts (fg, bg, blend; decomposition: fg, bg)."""
-        spec = task_spec(task)
-        prompts = [indexed_prompts(c.as_dict(), spec.prompt_layers) for c in captions]
-        return encode_prompts(
+        """[B, P * 226, d] T5 embeddings for the transformer's P prompt slots (fg, bg, blend; the official
+        decomposition model: fg, bg). A slot the task does not use is zeros."""
+        slots, used = prompt_slots(task, self.transformer.layerflow_config.num_prompts)
+        layers = tuple(CAPTIONED_LAYERS[i] for i in slots)
+        prompts = [indexed_prompts(c.as_dict(), layers) for c in captions]
+        embeds = encode_prompts(
             self.tokenizer, self.text_encoder, prompts, device=self._execution_device, dtype=self.transformer.dtype
         )
+        keep = torch.tensor(used, device=embeds.device).repeat_interleave(MAX_PROMPT_TOKENS)
+        return embeds * keep[None, :, None].to(embeds.dtype)
 
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor, generator: torch.Generator | list | None = None) -> torch.Tensor:
@@ -272,11 +276,10 @@ class LayerFlowPipeline(DiffusionPipeline):
     # -- input checks --------------------------------------------------------------------------------------
     def _check_model(self, spec: TaskSpec, height: int, width: int) -> None:
         config = self.transformer.layerflow_config
-        if config.num_prompts != len(spec.prompt_layers):
-            raise PipelineInputError(
-                f"task {spec.task.value} reads {len(spec.prompt_layers)} prompts but this transformer was built for "
-                f"{config.num_prompts}; load the checkpoint trained for {spec.task.value}"
-            )
+        try:
+            prompt_slots(spec.task, config.num_prompts)
+        except LayoutError as exc:
+            raise PipelineInputError(str(exc)) from exc
         multiple = self.vae_scale_factor_spatial * config.patch_size
         if height <= 0 or width <= 0 or height % multiple or width % multiple:
             raise PipelineInputError(
@@ -284,11 +287,12 @@ class LayerFlowPipeline(DiffusionPipeline):
             )
 
     def _check_embeds(self, embeds: torch.Tensor, spec: TaskSpec, batch: int) -> None:
-        tokens = len(spec.prompt_layers) * 226
+        slots = self.transformer.layerflow_config.num_prompts
+        tokens = slots * MAX_PROMPT_TOKENS
         if embeds.ndim != 3 or embeds.shape[0] != batch or embeds.shape[1] != tokens:
             raise PipelineInputError(
                 f"prompt_embeds for task {spec.task.value} must be [{batch}, {tokens}, d] "
-                f"({len(spec.prompt_layers)} prompts x 226 tokens), got {tuple(embeds.shape)}"
+                f"({slots} prompts x {MAX_PROMPT_TOKENS} tokens), got {tuple(embeds.shape)}"
             )
 
     def _conditions(

@@ -217,8 +217,21 @@ def test_bad_inputs_name_the_problem(pipe):
         pipe(*PROMPTS, task="bg_conditioned", background=source.bg.astype(np.float32), **common)
     with pytest.raises(PipelineInputError, match="multiples of 8"):
         pipe(*PROMPTS, num_frames=F, height=30, width=W)
-    with pytest.raises(PipelineInputError, match="built for 3"):
-        pipe(*PROMPTS, task="decompose", blend=source, **common)
+
+
+def test_prompt_slots_follow_the_model(pipe, decompose_pipe):
+    source = _source_clip()
+    common = dict(num_frames=F, height=H, width=W, num_inference_steps=1)
+    with pytest.raises(PipelineInputError, match="model reads 2"):
+        decompose_pipe(*PROMPTS, task="generate", **common)
+    # The unified 3-slot model decomposes too: fg and bg prompts in their slots, the unused blend slot zeros.
+    caps = [Captions(*PROMPTS)]
+    embeds = pipe.encode_prompt(caps, "decompose")
+    full = pipe.encode_prompt(caps, "generate")
+    torch.testing.assert_close(embeds[:, :452], full[:, :452], rtol=0, atol=0)
+    assert embeds[:, 452:].abs().max() == 0 and full[:, 452:].abs().max() > 0
+    out = pipe(*PROMPTS, task="decompose", blend=source.blend, **common)
+    assert np.array_equal(out.clips[0].blend, source.blend)
 
 
 def test_vae_slicing_and_tiling_switches(pipe):
