@@ -62,6 +62,8 @@ class CaptionOptions:
     cogvlm2_strategy: str = "base"
     dtype: str = "bfloat16"
     seed: int = 0
+    # Layered sources (synthetic, official import, copy-paste) arrive with their own captions: keep them.
+    keep_existing: bool = True
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
@@ -144,6 +146,10 @@ class CaptionStage(Stage):
     def process_batch(self, rows: list[Row]) -> list[Row]:
         out = []
         for row in rows:
+            clip = row.get("clip")
+            if self.opts.keep_existing and clip is not None and all(clip.captions.as_dict().values()):
+                out.append(row)
+                continue
             try:
                 layers = self.layers(row)
             except StageError as exc:

@@ -111,3 +111,15 @@ def test_cogvlm2_frame_sampling_follows_its_demo():
     assert cogvlm2_frames(49, 8.0, "base") == np.linspace(0, 48, 24, dtype=int).tolist()
     assert cogvlm2_frames(49, 8.0, "chat") == [0, 8, 16, 24, 32, 40, 48]
     assert len(cogvlm2_frames(400, 8.0, "chat")) == 24
+
+
+def test_caption_keeps_the_captions_a_layered_source_brings(clip):
+    stage = CaptionStage(preset="tiny", max_frames=4, max_new_tokens=6, min_new_tokens=3, dtype="float32")
+    stage.ensure_setup()
+    row = {"key": clip.key, "clip": clip, "fps": clip.fps}
+    assert stage.process_batch([row])[0]["clip"].captions == clip.captions
+    recaption = CaptionStage(preset="tiny", max_frames=4, max_new_tokens=6, min_new_tokens=3, dtype="float32",
+                             keep_existing=False)
+    recaption.ensure_setup()
+    new = recaption.process_batch([row])[0]["clip"].captions
+    assert new != clip.captions and all(new.as_dict().values())
