@@ -227,13 +227,14 @@ def t5_xxl_seconds(device: torch.device, repeats: int = 5) -> tuple[float, int]:
     return statistics.median(times), params
 
 
-def pipeline_report(check_steps: int, attention: list[str], compile_modes: list[str]) -> Table:
+def pipeline_report(check_steps: int, attention: list[str], compile_modes: list[str], vae_tiling: bool) -> Table:
     """Whole-generation time per variant; every variant's `check_steps`-step latents against the eager default's."""
     if not torch.cuda.is_available():
         raise SystemExit("--gpu --pipeline needs CUDA; run without --gpu for the CPU figures")
     device = torch.device("cuda")
     pipe = full_size_pipeline(device)
-    pipe.enable_vae_tiling()
+    if vae_tiling:
+        pipe.enable_vae_tiling()
     embeds = torch.randn(1, 678, 4096, device=device, dtype=torch.bfloat16, generator=torch.Generator(device).manual_seed(1))
 
     def generate(steps: int, output_type: str):
@@ -241,7 +242,7 @@ def pipeline_report(check_steps: int, attention: list[str], compile_modes: list[
                     generator=torch.Generator(device).manual_seed(0))
 
     table = Table(title=f"GPU: {torch.cuda.get_device_name()}: 50-step generation, 480x720, 16 frames per layer "
-                        "(64 frames), CFG 6 (batch 2), DPM, bf16, VAE tiling, T5 embeddings given")
+                        f"(64 frames), CFG 6 (batch 2), DPM, bf16, VAE tiling {'on' if vae_tiling else 'off'}, T5 embeddings given")
     for column in ("variant", "latents vs eager default (rel. L2)", "50 steps + decode", "of which decode",
                    "peak GPU memory"):
         table.add_column(column, justify="right")
@@ -268,7 +269,7 @@ def pipeline_report(check_steps: int, attention: list[str], compile_modes: list[
         table.add_row(label, f"{rel:.2e}", f"{total:.1f} s", f"{decode:.1f} s", f"{peak / 2**30:.1f} GiB")
         print(f"{label}: warm-up {warm:.1f} s, rel {rel:.3e}, total {total:.2f} s, decode {decode:.2f} s, "
               f"peak {peak / 2**30:.2f} GiB, clips {len(out.clips)} latents finite {finite}", flush=True)
-        if label == variants[0][0]:  # the decoder does not depend on the variant: once
+        if vae_tiling and label == variants[0][0]:  # the decoder does not depend on the variant: once
             pipe.disable_vae_tiling()
             torch.cuda.reset_peak_memory_stats()
             _, untiled = _timed(lambda: pipe.decode_latents(out.latents))
@@ -292,13 +293,15 @@ def main() -> None:
     parser.add_argument("--pipeline", action="store_true", help="with --gpu: whole 50-step generation per variant")
     parser.add_argument("--check-steps", type=int, default=5, help="steps whose latents each variant must match")
     parser.add_argument("--attention", default="flash,cudnn", help="SDPA kernels to time, comma-separated")
+    parser.add_argument("--no-vae-tiling", action="store_true", help="decode the 64 frames in one untiled pass")
     parser.add_argument("--compile-modes", default="default",
                         help="torch.compile modes for the blocks, comma-separated, each timed in turn; '' skips")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.gpu and args.pipeline:
         modes = [m for m in args.compile_modes.split(",") if m]
-        table = pipeline_report(args.check_steps, [a for a in args.attention.split(",") if a], modes)
+        table = pipeline_report(args.check_steps, [a for a in args.attention.split(",") if a], modes,
+                               not args.no_vae_tiling)
     else:
         table = gpu_report(args.steps) if args.gpu else cpu_report(args.repeats)
     Console().print(table)

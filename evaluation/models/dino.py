@@ -43,6 +43,9 @@ class DinoViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
+        # DINO's stride-16 conv silently drops a partial last patch (VBench's 240x320 -> 224x298 frames);
+        # timm's patch embed refuses such sizes, and cropping to whole patches gives DINO's exact conv output.
+        x = x[..., : h - h % self.patch, : w - w % self.patch]
         tokens = self.vit.patch_embed(x).flatten(1, 2)  # dynamic_img_size: NHWC out
         tokens = torch.cat((self.vit.cls_token.expand(b, -1, -1), tokens), dim=1)
         tokens = tokens + dino_pos_embed(self.vit.pos_embed, h, w, self.patch)

@@ -1,4 +1,5 @@
-"""The demo's shards read back with plain webdataset, wids (through the index) and Ray Data, without our code."""
+"""The demo's shards (its step 1: the Ray engine on the demo config) read back with plain webdataset, wids
+(through the index) and Ray Data, without our code."""
 import importlib.util
 import json
 
@@ -14,9 +15,9 @@ def demo_shards(tmp_path_factory, repo_root):
     spec = importlib.util.spec_from_file_location("demo", repo_root / "infra" / "demo.py")
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    out = tmp_path_factory.mktemp("demo") / "shards"
-    stats = demo.build_shards(out, clips=10, seed=0)
-    assert stats["samples"] == 10 and stats["shards"] == 2
+    out = demo.build_dataset(tmp_path_factory.mktemp("demo") / "dataset")
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["samples"] == 10 and stats["shards"] == 2 and stats["quarantined"] == 0
     (out / "shard-000007.tar.tmp").write_bytes(b"half a shard")  # what a killed writer leaves behind
     return out
 
