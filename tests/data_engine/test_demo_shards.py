@@ -26,9 +26,14 @@ def test_plain_webdataset(demo_shards):
     urls = sorted(str(p) for p in demo_shards.glob("shard-*.tar"))
     samples = list(wds.WebDataset(urls, shardshuffle=False))
     assert len(samples) == 10 == len({s["__key__"] for s in samples})
+    origins = set()
     for s in samples:
         assert MEMBERS <= set(s)
-        assert set(json.loads(s["json"])["captions"]) == {"fg", "bg", "blend"}
+        meta = json.loads(s["json"])
+        assert set(meta["captions"]) == {"fg", "bg", "blend"} and all(meta["captions"].values())
+        origins.add(meta["origin"])
+    # The tiny perception chain (engine) made some samples, the synthetic layered source the rest.
+    assert origins == {"engine", "synthetic"}
 
 
 def test_wids_through_the_index(demo_shards):
