@@ -68,3 +68,17 @@ def test_dino_forward_equals_timm_at_square_input():
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(model(x), model.vit.forward_features(x)[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_dino_drops_a_partial_patch_like_its_stride_16_conv():
+    """VBench turns 240x320 frames into 224x298; DINO's conv ignores the last 10 columns instead of failing."""
+    model = build_dino(tiny=True, seed=1)
+    vit = model.vit
+    x = torch.randn(2, 3, 224, 298, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        patches = torch.nn.functional.conv2d(x, vit.patch_embed.proj.weight, vit.patch_embed.proj.bias, stride=16)
+        tokens = torch.cat((vit.cls_token.expand(2, -1, -1), patches.flatten(2).transpose(1, 2)), dim=1)
+        want = vit.norm(vit.blocks(tokens + dino_pos_embed(vit.pos_embed, 224, 298, 16)))[:, 0]
+        torch.testing.assert_close(model(x), want)
+    frames = np.random.default_rng(4).integers(0, 256, (3, 240, 320, 3), dtype=np.uint8)
+    assert 0.0 < FrameConsistency("dino", random_init=True, tiny=True).score_video(frames).value < 1.0

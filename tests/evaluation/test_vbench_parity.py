@@ -1,14 +1,21 @@
 """Number-for-number parity with VBench's own scores (vbench_ref/scores.json), opt-in.
 
 Needs the weights written by `python vbench_ref/make_weights.py DIR` (4.3 GB); set LAYERFLOW_VBENCH_WEIGHTS=DIR
-and run `pytest -m slow tests/evaluation/test_vbench_parity.py`.
+(the folder holding `modern/`) and run `pytest -m slow tests/evaluation/test_vbench_parity.py`.
+
+Tolerances: our ports agree with VBench to float32 rounding (measured: <= 2.4e-7 on cosines, <= 2.4e-6 on raw
+aesthetic head outputs of ~5, <= 2.8e-7 relative on flow scores), accumulation-order differences such as batched
+vs per-frame inference and fused vs explicit attention. The bounds below leave ~40x headroom over that residue
+for other CPUs and thread counts.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from data_engine.video_io import decode_video
@@ -18,6 +25,10 @@ from evaluation.metrics.frame_consistency import FrameConsistency
 
 pytestmark = pytest.mark.slow
 
+COS_ABS = 1e-5
+AESTHETIC_RAW_REL = 1e-5
+FLOW_REL = 1e-5
+
 
 @pytest.fixture(scope="module")
 def ref(vbench_ref):
@@ -26,18 +37,32 @@ def ref(vbench_ref):
         pytest.skip("set LAYERFLOW_VBENCH_WEIGHTS to a folder written by vbench_ref/make_weights.py")
     scores = json.loads((vbench_ref / "scores.json").read_text())
     videos = {name: decode_video(vbench_ref / info["file"]) for name, info in scores["videos"].items()}
-    return Path(weights) / "modern", scores["metrics"], videos
+    return Path(weights) / "modern", scores, videos
+
+
+def test_decoded_frames_are_the_ones_vbench_scored(ref):
+    _, scores, videos = ref
+    for name, frames in videos.items():
+        assert hashlib.sha256(frames.tobytes()).hexdigest() == scores["videos"][name]["decoded_rgb_uint8_sha256_decord"], name
 
 
 def test_aesthetic_matches_vbench(ref):
-    w, metrics, videos = ref
+    w, scores, videos = ref
     m = AestheticQuality(w / "clip_vit_l14_openai_keys.safetensors", w / "aesthetic_head_linear768.safetensors")
-    want = metrics["aesthetic_quality"]
+    want = scores["metrics"]["aesthetic_quality"]
+    got = {}
     for name, frames in videos.items():
-        s = m.score_video(frames)
+        got[name] = s = m.score_video(frames)
         raw = want["diagnostics"]["per_frame_head_output_raw(before_/10)"][name]
-        assert [10 * v for v in s.details["per_frame"]] == pytest.approx(raw, abs=1e-4), name
-        assert s.value == pytest.approx(want["per_video"][name], abs=1e-5), name
+        assert [10 * v for v in s.details["per_frame"]] == pytest.approx(raw, rel=AESTHETIC_RAW_REL), name
+        assert s.value == pytest.approx(want["per_video"][name], abs=COS_ABS), name
+    assert m.aggregate(list(got.values())) == pytest.approx(np.mean(list(want["per_video"].values())), abs=COS_ABS)
+
+
+def vbench_pair_aggregate(per_pair: dict) -> float:
+    """VBench's consistency aggregate rebuilt from its per-pair cosines: all pair scores over all pairs."""
+    sims = [(max(0.0, p) + max(0.0, q)) / 2 for v in per_pair.values() for p, q in zip(v["cos_prev"], v["cos_first"])]
+    return sum(sims) / len(sims)
 
 
 @pytest.mark.parametrize("backbone, key, file", [
@@ -45,23 +70,31 @@ def test_aesthetic_matches_vbench(ref):
     ("dino", "subject_consistency", "dino_vitb16.safetensors"),
 ])
 def test_consistency_matches_vbench(ref, backbone, key, file):
-    w, metrics, videos = ref
+    w, scores, videos = ref
+    want = scores["metrics"][key]
     m = FrameConsistency(backbone, w / file)
+    got = []
     for name, frames in videos.items():
         s = m.score_video(frames)
-        pairs = metrics[key]["diagnostics"]["per_pair"][name]
-        assert s.details["cos_prev"] == pytest.approx(pairs["cos_prev"], abs=1e-4), name
-        assert s.details["cos_first"] == pytest.approx(pairs["cos_first"], abs=1e-4), name
-        assert s.value == pytest.approx(metrics[key]["per_video"][name], abs=1e-5), name
+        got.append(s)
+        pairs = want["diagnostics"]["per_pair"][name]
+        assert s.details["cos_prev"] == pytest.approx(pairs["cos_prev"], abs=COS_ABS), name
+        assert s.details["cos_first"] == pytest.approx(pairs["cos_first"], abs=COS_ABS), name
+        assert s.value == pytest.approx(want["per_video"][name], abs=COS_ABS), name
+    assert m.aggregate(got) == pytest.approx(vbench_pair_aggregate(want["diagnostics"]["per_pair"]), abs=COS_ABS)
 
 
 def test_dynamic_degree_matches_vbench(ref):
-    w, metrics, videos = ref
+    w, scores, videos = ref
     m = DynamicDegree(w / "raft_large_torchvision.safetensors")
-    want = metrics["dynamic_degree"]
+    want = scores["metrics"]["dynamic_degree"]
+    got = []
     for name, frames in videos.items():
-        s = m.score_video(frames, fps=8.0)
+        s = m.score_video(frames, fps=scores["videos"][name]["fps"])
+        got.append(s)
         diag = want["diagnostics"][name]
         assert s.details["threshold"] == diag["thres"] and s.details["count_needed"] == diag["count_num"], name
-        assert s.details["pair_scores"] == pytest.approx(diag["pair_max_rad_top5pct"], rel=1e-4), name
+        assert s.details["pair_scores"] == pytest.approx(diag["pair_max_rad_top5pct"], rel=FLOW_REL), name
+        assert s.details["pairs_above"] == diag["n_pairs_above_thres"], name
         assert bool(s.value) == want["per_video"][name], name
+    assert m.aggregate(got) == np.mean([float(v) for v in want["per_video"].values()])
