@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from data_engine.schema import LAYERS, Captions
+from data_engine.sources.base import SourceError
+from data_engine.sources.official import meta_prompts
 from data_engine.video_io import VideoDecodeError, decode_video, probe_video, read_image
 from evaluation.errors import EvaluationError
 
@@ -87,17 +89,10 @@ def _captions_from_meta(folder: Path) -> Captions | None:
 
 def davis_captions(seq_dir: Path) -> Captions:
     """Prompts of a DAVIS-layout sequence from `meta*.json` in its parent or grandparent folder."""
-    for folder in (seq_dir.parent, seq_dir.parent.parent):
-        for meta in sorted(folder.glob("meta*.json")):
-            try:
-                videos = json.loads(meta.read_text()).get("videos", {})
-            except (json.JSONDecodeError, AttributeError) as exc:
-                raise EvaluationError(f"{meta}: not valid meta json ({exc})") from exc
-            if seq_dir.name in videos:
-                e = videos[seq_dir.name]
-                return Captions(e.get("fg_prompt", "").strip(), e.get("bg_prompt", "").strip(),
-                                e.get("bl_prompt", "").strip())
-    return Captions()
+    try:
+        return meta_prompts(seq_dir.name, (seq_dir.parent, seq_dir.parent.parent))
+    except SourceError as exc:
+        raise EvaluationError(str(exc)) from exc
 
 
 def read_sample(folder: str | Path, *, key: str | None = None, fps: float = 8.0,

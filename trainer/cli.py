@@ -48,8 +48,8 @@ def stage_config(stage: int, preset: str = "") -> Path:
     return CONFIG_DIR / f"{preset}stage{stage}.yaml"
 
 
-def build_args(argv: list[str]) -> list[str]:
-    """Our flags (--stage, --tiny) -> LightningCLI `fit` arguments with the stage's config first."""
+def build_args(argv: list[str], subcommand: str | None = "fit") -> list[str]:
+    """Our flags (--stage, --tiny) -> LightningCLI arguments (`fit` unless None) with the stage's config first."""
     pre = argparse.ArgumentParser(prog="python -m trainer", add_help=False)
     pre.add_argument("--stage", type=int, required=True)
     pre.add_argument("--tiny", action="store_true", help="the CPU-sized config of the stage")
@@ -57,16 +57,18 @@ def build_args(argv: list[str]) -> list[str]:
     stage_spec(ours.stage)
     if "--config" not in rest and not any(a.startswith("--config=") for a in rest):
         rest = ["--config", str(stage_config(ours.stage, "tiny_" if ours.tiny else ""))] + rest
-    return ["fit", *rest, f"--model.stage={ours.stage}"]
+    return [*([subcommand] if subcommand else []), *rest, f"--model.stage={ours.stage}"]
 
 
-def run(argv: list[str], **cli_kwargs) -> LayerFlowCLI:
+def run(argv: list[str], fit: bool = True, **cli_kwargs) -> LayerFlowCLI:
+    """Fit as configured by `argv`; with fit=False only build the module, data and trainer (cli.model, ...)."""
     # The arguments are ours (rewritten from sys.argv), not a mix of both as Lightning fears.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     return LayerFlowCLI(
         LayerFlowModule,
         LayerFlowDataModule,
-        args=build_args(argv),
+        args=build_args(argv, "fit" if fit else None),
+        run=fit,
         parser_kwargs={"exit_on_error": False},
         save_config_kwargs={"overwrite": True},
         **cli_kwargs,

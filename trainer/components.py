@@ -32,10 +32,18 @@ def build_components(cfg: ModelConfig) -> Components:
     if cfg.pretrained:
         return _load_pretrained(Path(cfg.pretrained), cfg)
     if cfg.preset == "tiny":
+        from model.config import get_preset
         from model.pipeline import build_tiny_pipeline
+        from model.transformer import LayerFlowTransformer
 
         pipe = build_tiny_pipeline(seed=cfg.seed)
-        return Components(pipe.transformer, pipe.vae, pipe.text_encoder, pipe.tokenizer)
+        transformer = pipe.transformer
+        if cfg.lora_overrides():
+            # The same seed as the pipeline's own transformer: only the LoRA shape differs.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                transformer = LayerFlowTransformer.from_config(get_preset("tiny", **cfg.lora_overrides()))
+        return Components(transformer, pipe.vae, pipe.text_encoder, pipe.tokenizer)
     raise TrainConfigError(f"model.network.pretrained is empty; preset {cfg.preset!r} loads its weights from a "
                            "local folder with transformer/, vae/, text_encoder/, tokenizer/ (see README: weights)")
 
@@ -52,11 +60,19 @@ def _load_pretrained(root: Path, cfg: ModelConfig) -> Components:
         raise TrainConfigError(f"model.pretrained={root}: missing {', '.join(d + '/' for d in missing)}")
     config = json.loads((root / "transformer" / "config.json").read_text())
     if config.get("_class_name") == "CogVideoXTransformer3DModel":
-        preset = get_preset(cfg.preset)
-        transformer = LayerFlowTransformer.from_diffusers(root / "transformer", motion_rank=preset.motion_rank,
-                                                          content_rank=preset.content_rank)
+        preset = get_preset(cfg.preset, **cfg.lora_overrides())
+        transformer = LayerFlowTransformer.from_diffusers(
+            root / "transformer", motion_rank=preset.motion_rank, content_rank=preset.content_rank,
+            lora_alpha=preset.lora_alpha, lora_blocks=preset.lora_blocks)
     else:
         transformer = LayerFlowTransformer.from_pretrained(root / "transformer")
+        have = transformer.layerflow_config.to_dict()
+        differ = {k: (v, have[k]) for k, v in cfg.lora_overrides().items()
+                  if (list(v) if isinstance(v, tuple) else v) != have[k]}
+        if differ:
+            raise TrainConfigError(f"model.network sets {', '.join(f'{k}={w!r}' for k, (w, _) in differ.items())} but "
+                                   f"{root} was trained with {', '.join(f'{k}={h!r}' for k, (_, h) in differ.items())}; "
+                                   "drop these keys (a LayerFlow folder keeps its LoRA shape)")
     vae = AutoencoderKLCogVideoX.from_pretrained(root / "vae", use_safetensors=True)
     text_encoder = T5EncoderModel.from_pretrained(root / "text_encoder", use_safetensors=True)
     tokenizer = T5Tokenizer.from_pretrained(root / "tokenizer")

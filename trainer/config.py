@@ -6,7 +6,7 @@ silently ignored option.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from model.layout import LayoutError, Task
 
@@ -63,6 +63,10 @@ class DataConfig:
     static_videos: bool | None = None
     crop: Literal["random", "center"] = "random"
     seed: int = 0
+    # The latent cache of `python -m trainer.precompute`; None: `<shards>/latent_cache` when it exists.
+    cache: str | None = None
+    # False: decode pixels and encode them on the fly even when a cache exists.
+    use_cache: bool = True
 
     def validate(self) -> None:
         if not self.shards:
@@ -102,6 +106,18 @@ class ModelConfig:
     gradient_checkpointing: bool = True
     # Seed of the random initialisation of the tiny preset.
     seed: int = 0
+    # Dual-LoRA shape; None keeps the preset's (official: motion 8, content 256, alpha 1, blocks "mod6").
+    # Applies when the LoRAs are created (tiny preset, stock CogVideoX-2B); a LayerFlow folder has its own.
+    motion_rank: int | None = None
+    content_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_blocks: str | list[int] | None = None
+
+    def lora_overrides(self) -> dict[str, Any]:
+        """The LoRA fields set here, as `model.config.TransformerConfig` overrides."""
+        fields = {"motion_rank": self.motion_rank, "content_rank": self.content_rank,
+                  "lora_alpha": self.lora_alpha, "lora_blocks": self.lora_blocks}
+        return {k: v for k, v in fields.items() if v is not None}
 
 
 @dataclass

@@ -17,7 +17,7 @@ import json
 import math
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from data_engine.schema import CAPTIONED_LAYERS, LAYERS, LayeredClip
 from data_engine.shards import MANIFEST_NAME, decode_sample, shard_urls
 from model.layout import SequenceLayout, Task, task_spec
 from model.text import indexed_prompts
+from trainer.cache import LatentCache, data_parts, decode_cached
 from trainer.config import DataConfig, TrainConfigError, stage_spec, task_weights
 from trainer.seeding import stable_seed
 
@@ -258,10 +259,18 @@ class LayerFlowDataModule(L.LightningDataModule):
         spec = stage_spec(stage)
         self.static_videos = spec.static_videos if self.cfg.static_videos is None else self.cfg.static_videos
         self.groups = source_groups(self.cfg.shards, self.cfg.mix)
+        self.cache = LatentCache.open(self.cfg) if self.cfg.use_cache else None
+        if self.cache is not None:
+            # Settings the latents depend on are checked here, the encoders once they are built (the module).
+            self.cache.check(data_parts(self.cfg, self.static_videos))
+            self.groups = [replace(g, urls=tuple(self.cache.urls(list(g.urls)))) for g in self.groups]
 
     def stream(self, rank: int = 0, start_batch: int = 0, num_batches: int = 1 << 40) -> TrainStream:
+        decode = None
+        if self.cache is not None:
+            decode = partial(decode_cached, static_videos=self.static_videos, prompt_dropout=self.cfg.prompt_dropout)
         return TrainStream(self.cfg, self.groups, static_videos=self.static_videos, rank=rank,
-                           start_batch=start_batch, num_batches=num_batches)
+                           start_batch=start_batch, num_batches=num_batches, decode=decode)
 
     def loader(self, rank: int = 0, start_batch: int = 0, num_batches: int = 1 << 40) -> DataLoader:
         workers = self.cfg.num_workers

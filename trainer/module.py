@@ -98,9 +98,13 @@ class LayerFlowModule(L.LightningModule):
         """Build (or load) the transformer, VAE, text encoder; called by Lightning after the data is checked."""
         if self.transformer is not None:
             return
+        from trainer.cache import encoder_parts
         from trainer.components import build_components
 
         self.use_components(build_components(self.model_cfg))
+        cache = getattr(self._trainer and self._trainer.datamodule, "cache", None)
+        if cache is not None:
+            cache.check(encoder_parts(self.vae, self.text_encoder))
 
     def use_components(self, parts) -> None:
         """Attach built models (`trainer.components.Components`) and select the stage's trainable set."""

@@ -9,6 +9,7 @@ local Ray instance starts.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -61,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--storage", default=None, help="Ray Train storage path (shared by all nodes)")
+    parser.add_argument("--num-cpus", type=int, default=None,
+                        help="CPUs of the local Ray instance started when RAY_ADDRESS is unset (default: all)")
     args = parser.parse_args(ours)
+    if args.num_cpus is not None and not os.environ.get("RAY_ADDRESS"):
+        import ray
+
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False)
     result = launch(rest, workers=args.workers, use_gpu=args.gpu, storage=args.storage)
     print(f"finished: {result.metrics}")
     return 0 if result.error is None else 1

@@ -63,15 +63,16 @@ def find_sequences(root: str | Path) -> list[SequenceDirs]:
     return found
 
 
-def _prompts(seq: SequenceDirs) -> Captions:
-    for folder in (seq.meta_root, seq.meta_root.parent):
+def meta_prompts(name: str, folders: tuple[Path, ...]) -> Captions:
+    """The fg/bg/blend prompts of sequence `name` from the first `meta*.json` in `folders` that lists it."""
+    for folder in folders:
         for meta_file in sorted(folder.glob("meta*.json")):
             try:
                 videos = json.loads(meta_file.read_text()).get("videos", {})
             except (json.JSONDecodeError, AttributeError) as exc:
                 raise SourceError(f"{meta_file}: not valid meta json ({exc})") from exc
-            if seq.name in videos:
-                entry = videos[seq.name]
+            if name in videos:
+                entry = videos[name]
                 return Captions(
                     fg=entry.get("fg_prompt", "").strip(),
                     bg=entry.get("bg_prompt", "").strip(),
@@ -133,7 +134,7 @@ class OfficialSampleSource(Source):
                 alpha=alpha,
                 bg=bg,
                 blend=blend,
-                captions=_prompts(seq),
+                captions=meta_prompts(seq.name, (seq.meta_root, seq.meta_root.parent)),
                 fps=self.fps,
                 kind="video",
                 origin="official_import",

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 
 from data_engine.schema import Captions, LayeredClip, composite, over_grey, sample_key
 from data_engine.shards import ShardSink
@@ -47,7 +50,26 @@ def _tiny_data(shards, **changes) -> DataConfig:
     return replace(cfg, **changes)
 
 
-TINY_MODEL = ModelConfig(preset="tiny", gradient_checkpointing=False, seed=0)
+CONFIGS = Path(__file__).resolve().parents[2] / "infra" / "configs" / "train"
+
+
+def tiny_config(stage: int) -> dict:
+    """The shipped tiny config of a stage (what `python -m trainer --stage N --tiny` runs)."""
+    return yaml.safe_load((CONFIGS / f"tiny_stage{stage}.yaml").read_text())
+
+
+# The tiny configs share one network (same LoRA shape in every stage, so a stage loads the previous one's export).
+TINY_MODEL = ModelConfig(**tiny_config(1)["model"]["network"], seed=0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: the tiny model's ops are too small to gain from two, and on a shared 2-core machine
+    two threads per process spin against each other (measured: 0.5 s vs 1-8 s per step under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +77,12 @@ def tiny_parts():
     from trainer.components import build_components
 
     return build_components(TINY_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_yaml():
+    """tiny_yaml(stage) -> the stage's shipped tiny config as a dict."""
+    return tiny_config
 
 
 @pytest.fixture(scope="session")

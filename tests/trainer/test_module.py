@@ -22,7 +22,7 @@ def examples(shard_dir, tiny_data):
     return images + videos
 
 
-def _train(module, batch, steps):
+def _train(module, batch, steps, clip=1.0):
     opt = module.configure_optimizers()["optimizer"]
     losses = []
     for _ in range(steps):
@@ -30,7 +30,7 @@ def _train(module, batch, steps):
         # step 0 for every update: the same timesteps and noise each time, so the curve measures fitting.
         loss = module.compute_loss(batch, 0).mean()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.trainable_parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(module.trainable_parameters(), clip)
         opt.step()
         losses.append(loss.item())
     return losses
@@ -80,7 +80,7 @@ def test_loss_is_the_weighted_x0_error_and_equals_v_mse(tiny_module, examples):
     # (1 - ab) of x0 = sqrt(ab) x_t - sqrt(1-ab) v).
     latents, text = module.encode_batch(batch, 0)
     from model.layout import SequenceLayout
-    from trainer.module import sample_generator
+    from trainer.seeding import sample_generator
     layout = SequenceLayout.for_task("bg_conditioned", 4)
     clean, x0 = layout.split_latents(latents)
     noise = torch.stack([torch.randn(x0.shape[1:], generator=sample_generator(0, 0, i, "noise")) for i in range(4)])
@@ -102,10 +102,22 @@ def _cached(module, batch):
     return {**out, "latents": latents, "prompt_embeds": text}
 
 
-# The tiny model's frozen random layers (final norms, output projection; everything outside a LoRA) put a
-# floor under what one trainable block can fit: measured 1.83 -> 1.45 / 1.67 / 1.52 after 20 steps.
-@pytest.mark.parametrize("stage,lr,ratio", [(1, 3e-2, 0.85), (2, 1e-1, 0.95), (3, 5e-2, 0.9)])
-def test_overfits_four_samples(tiny_module, examples, stage, lr, ratio):
-    module = tiny_module(stage, optim=OptimConfig(lr=lr, weight_decay=0.0))
-    losses = _train(module, _cached(module, collate(examples, "generate", 4)), steps=12)
-    assert losses[-1] <= ratio * losses[0], losses
+def _fixed_examples(shard_dir, tiny_data, stage):
+    """2 images + 2 videos as the stage's stream frames them (stage 2: all static), at 8x8 pixels: one token per
+    latent frame, so memorising them is a matter of steps, not of the tiny model's width."""
+    dm = LayerFlowDataModule(tiny_data(shard_dir, prompt_dropout=0.0, height=8, width=8), stage=stage)
+    pool = dm.stream().first_examples(12)
+    return ([e for e in pool if e["key"].startswith("image")][:2]
+            + [e for e in pool if not e["key"].startswith("image")][:2])
+
+
+# The shipped tiny config (ranks, LoRA blocks, lr, weight decay, clipping 0.1) and the real loss at one fixed draw
+# of timesteps and noise per sample; measured at 20/40/40 steps: 0.34 / 0.43 / 0.41 of the first loss.
+@pytest.mark.parametrize("stage,steps", [(1, 20), (2, 40), (3, 40)])
+def test_overfits_four_samples(tiny_module, shard_dir, tiny_data, tiny_yaml, stage, steps):
+    cfg = tiny_yaml(stage)
+    module = tiny_module(stage, optim=OptimConfig(**cfg["model"]["optim"]))
+    batch = _cached(module, collate(_fixed_examples(shard_dir, tiny_data, stage), "generate", 4))
+    assert batch["motion_scale"].tolist() == ([1.0] * 4 if stage == 2 else [1.0, 1.0, 0.0, 0.0])
+    losses = _train(module, batch, steps, clip=cfg["trainer"]["gradient_clip_val"])
+    assert losses[-1] <= 0.5 * losses[0], losses
