@@ -11,13 +11,14 @@ STAGE ?= 1
 ARGS ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install test test-all demo dataset train generate eval bench weights clean
+.PHONY: help install test test-all demo dataset train precompute generate eval bench weights clean
 
 help:
 	@echo "make demo      end-to-end demo on built-in synthetic videos (tiny preset, CPU, < 10 min)"
 	@echo "make test      the test suite (offline, CPU)"
 	@echo "make dataset   build layered shards (CONFIG=infra/configs/engine/<name>.yaml, ARGS='--limit 10')"
 	@echo "make train     train a stage (STAGE=1|2|3, CONFIG=..., ARGS=...)"
+	@echo "make precompute cache VAE latents + T5 embeddings for a stage (STAGE=, CONFIG=, ARGS=)"
 	@echo "make generate  generate / decompose layered videos (ARGS=...)"
 	@echo "make eval      VBench-style evaluation per layer (TASK=generation|decomposition|score|compare ARGS=...)"
 	@echo "make bench     the benchmark scripts (figures go in BENCHMARKS.md)"
@@ -46,6 +47,9 @@ dataset: $(STAMP)
 
 train: $(STAMP)
 	$(PY) -m trainer --stage $(STAGE) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+precompute: $(STAMP)
+	$(PY) -m trainer.precompute --stage $(STAGE) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 generate: $(STAMP)
 	$(PY) -m model.generate --config $(or $(CONFIG),infra/configs/generate/tiny.yaml) $(ARGS)

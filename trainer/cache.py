@@ -37,6 +37,8 @@ def model_fingerprint(model: nn.Module) -> str:
     h = hashlib.blake2b(digest_size=8)
     config = getattr(model, "config", {})
     config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    # Private keys are bookkeeping (diffusers' `_use_default_values` lists a set, in per-process order).
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
     h.update(type(model).__name__.encode())
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():

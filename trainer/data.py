@@ -6,6 +6,9 @@ shuffle buffer. The groups are mixed by configured weights, then each raw sample
 resized to cover the training size and cropped. Samples are batched and each micro-batch draws one task, packed
 in that task's layout (`model.layout`). Prompts are dropped independently with `prompt_dropout`.
 
+With a latent cache (`python -m trainer.precompute`, see `trainer.cache`) the same stream reads the cache's
+shards, which mirror the data shards, and yields VAE latents and T5 embeddings instead of pixels.
+
 Every random choice is seeded from (seed, rank, worker, position in the stream), so the stream is a pure function
 of the configuration and the training step: resuming at step S skips the raw samples already consumed (tar reads
 only, nothing is decoded) and continues with exactly the batches an uninterrupted run would have seen.

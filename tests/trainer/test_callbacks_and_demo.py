@@ -6,6 +6,7 @@ import time
 
 import lightning as L
 import numpy as np
+import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
@@ -14,6 +15,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from model.layout import Task
 from trainer.callbacks import SampleSpec, ValidationCallback
+from trainer.components import build_components
+from trainer.config import ModelConfig, TrainConfigError
 from trainer.data import LayerFlowDataModule
 
 
@@ -68,3 +71,8 @@ def test_train_all_stages_chains_the_three_stages(tmp_path, shard_dir):
     for stage, weights in trained.items():
         assert all(torch.equal(final[k], v) for k, v in weights.items()), stage
     assert any(v.abs().sum() > 0 for k, v in trained[3].items() if ".up." in k)
+
+    # A LayerFlow folder keeps the LoRA shape it was trained with: a config asking for another is refused.
+    with pytest.raises(TrainConfigError, match=r"motion_rank=8 but .* motion_rank=16") as exc:
+        build_components(ModelConfig(preset="tiny", pretrained=str(exports[1]), motion_rank=8))
+    assert "\n" not in str(exc.value)
