@@ -45,11 +45,19 @@ def _weights(args: argparse.Namespace, console: Console) -> int:
         raise ValueError("weights download: name one or more models, or pass --all")
     for name in names:
         spec = weights.spec(name)
-        from huggingface_hub import snapshot_download
-
         target = weights.model_dir(name)
         console.print(f"downloading {name} ({spec.hub_id}) -> {target}")
-        snapshot_download(repo_id=spec.hub_id, revision=spec.revision, local_dir=str(target))
+        if spec.hub_id.startswith(("http://", "https://")):
+            import urllib.request
+
+            target.mkdir(parents=True, exist_ok=True)
+            urllib.request.urlretrieve(spec.hub_id, target / spec.files[0])
+        elif ":" in spec.hub_id:  # e.g. github:owner/repo/file: not a hub repository
+            raise ValueError(f"{name} is not on the Hugging Face hub; fetch {spec.hub_id} into {target / spec.files[0]}")
+        else:
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(repo_id=spec.hub_id, revision=spec.revision, local_dir=str(target))
     return 0
 
 
