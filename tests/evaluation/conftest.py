@@ -1,29 +1,19 @@
 """Fixtures of the evaluation tests: the shared folder beside the repo, small synthetic videos."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SHARED = Path(os.environ.get("LAYERFLOW_SHARED", Path(__file__).resolve().parents[2] / ".." / "shared"))
+@pytest.fixture(scope="session")
+def davis_root(official_samples: Path) -> Path:
+    return official_samples / "DAVIS"
 
 
 @pytest.fixture(scope="session")
-def davis_root() -> Path:
-    root = SHARED / "samples" / "layerflow_official" / "DAVIS"
-    if not root.is_dir():
-        pytest.skip(f"official DAVIS samples not found at {root} (set LAYERFLOW_SHARED to the shared folder)")
-    return root
-
-
-@pytest.fixture(scope="session")
-def vbench_ref() -> Path:
-    root = SHARED / "reference" / "vbench_ref"
-    if not root.is_dir():
-        pytest.skip(f"VBench reference not found at {root} (set LAYERFLOW_SHARED to the shared folder)")
-    return root
+def vbench_ref(reference_dir: Path) -> Path:
+    return reference_dir / "vbench_ref"
 
 
 def textured(height: int, width: int, seed: int = 0) -> np.ndarray:
