@@ -11,6 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from trainer.checkpoint import RNGStateCallback, SafetensorsCheckpointIO
@@ -85,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         run(argv)
     except (TrainConfigError, FileNotFoundError, argparse.ArgumentError) as exc:
         print(f"error: {first_line(exc)}", file=sys.stderr)
+        return 2
+    except MisconfigurationException as exc:
+        print(f"error: {first_line(exc)} (the stage configs target GPUs; on a CPU add --tiny, or "
+              f"--trainer.accelerator=cpu --trainer.precision=32-true)", file=sys.stderr)
         return 2
     except SystemExit as exc:
         return int(exc.code or 0)
