@@ -41,11 +41,11 @@ class ConversionError(ValueError):
 
 
 # ---- reading ----------------------------------------------------------------------------------------------
-def load_official_state_dict(path: str | Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+def load_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The DiT weights of an official checkpoint under their bare SAT names (prefix stripped).
 
-    Accepts a .safetensors file, a torch file (.pt/.ckpt/.bin, loaded with weights_only=True unless
-    `allow_pickle`), or a SAT/DeepSpeed folder (`latest` + `<iter>/mp_rank_00_model_states.pt`).
+    Accepts a .safetensors file, a torch file (.pt/.ckpt/.bin, always loaded with weights_only=True), or a
+    SAT/DeepSpeed folder (`latest` + `<iter>/mp_rank_00_model_states.pt`).
     """
     path = Path(path)
     if path.is_dir():
@@ -59,10 +59,13 @@ def load_official_state_dict(path: str | Path, allow_pickle: bool = False) -> di
             raise ConversionError(f"{path} is not a valid safetensors file ({exc})") from None
     else:
         try:
-            raw = torch.load(path, map_location="cpu", weights_only=not allow_pickle, mmap=True)
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except pickle.UnpicklingError as exc:
-            hint = "" if allow_pickle else "; if you trust the file, pass --allow-pickle"
-            raise ConversionError(f"{path} cannot be loaded safely ({str(exc).splitlines()[0]}){hint}") from None
+            raise ConversionError(
+                f"{path} cannot be loaded safely ({str(exc).splitlines()[0]}); it holds Python objects besides "
+                "tensors: in an environment you trust, save its state dict with safetensors.torch.save_file and "
+                "convert that file"
+            ) from None
         except (RuntimeError, OSError, EOFError) as exc:
             raise ConversionError(f"{path} is not a readable torch checkpoint ({str(exc).splitlines()[0]})") from None
     for key in ("module", "state_dict", "model"):
@@ -327,9 +330,9 @@ def build_model(sd: dict[str, torch.Tensor], cfg: TransformerConfig) -> LayerFlo
 
 
 def convert_checkpoint(path: str | Path, *, name: str | None = None, latent_size: tuple[int, int] | None = None,
-                       official_config: dict[str, Any] | None = None, prune_zero_lora: bool = True,
-                       allow_pickle: bool = False) -> tuple[LayerFlowTransformer, Variant]:
-    sd = load_official_state_dict(path, allow_pickle=allow_pickle)
+                       official_config: dict[str, Any] | None = None,
+                       prune_zero_lora: bool = True) -> tuple[LayerFlowTransformer, Variant]:
+    sd = load_official_state_dict(path)
     cfg, variant = infer_config(sd, official_config, name or str(path), latent_size)
     if prune_zero_lora and cfg.has_lora:
         dead = zero_lora_layers(sd, list(cfg.lora_block_indices()))
@@ -459,13 +462,13 @@ def _latent_size(text: str) -> tuple[int, int]:
 
 
 def sat2ours(ckpt: Path, out_dir: Path, *, name: str | None, latent_size: tuple[int, int] | None,
-             config_path: Path | None, prune_zero_lora: bool, allow_pickle: bool, dtype: str | None) -> Variant:
+             config_path: Path | None, prune_zero_lora: bool, dtype: str | None) -> Variant:
     official_config = None
     if config_path is not None:
         data = json.loads(config_path.read_text())
         official_config = data.get("config", data)
     model, variant = convert_checkpoint(ckpt, name=name, latent_size=latent_size, official_config=official_config,
-                                        prune_zero_lora=prune_zero_lora, allow_pickle=allow_pickle)
+                                        prune_zero_lora=prune_zero_lora)
     if dtype:
         model = model.to(getattr(torch, dtype))
     model.save_pretrained(str(out_dir), safe_serialization=True)
@@ -488,7 +491,6 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--latent-size", type=_latent_size, help="latent HxW the position table was built for (60x90)")
     c.add_argument("--config", type=Path, help="JSON with the official network config (as in fixture.json)")
     c.add_argument("--keep-zero-lora", action="store_true", help="keep LoRAs whose up-matrices are all zero")
-    c.add_argument("--allow-pickle", action="store_true", help="load a trusted torch file without weights_only")
     c.add_argument("--dtype", choices=("float32", "bfloat16", "float16"))
     args = parser.parse_args(argv)
     try:
@@ -496,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if verify_fixture(args.folder, args.tol) else 1
         variant = sat2ours(args.checkpoint, args.out_dir, name=args.name, latent_size=args.latent_size,
                            config_path=args.config, prune_zero_lora=not args.keep_zero_lora,
-                           allow_pickle=args.allow_pickle, dtype=args.dtype)
+                           dtype=args.dtype)
         print(f"converted {args.checkpoint} ({variant.name}; {'; '.join(variant.evidence)}) -> {args.out_dir}")
         return 0
     except ConversionError as exc:

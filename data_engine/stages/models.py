@@ -334,9 +334,9 @@ def build_cogvlm2(trust_remote_code: bool, dtype: str = "bfloat16") -> tuple[Any
         raise RemoteCodeNotAllowed(
             f"{COGVLM2_WEIGHTS} runs model code shipped with its weights ({path}); review it, then set "
             "trust_remote_code: true in the caption stage options (or use backend: qwen2.5-vl)")
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), trust_remote_code=True,
-                                                 local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype),
+                                                 trust_remote_code=trust_remote_code, local_files_only=True)
     return model.eval(), tokenizer
 
 

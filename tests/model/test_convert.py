@@ -219,7 +219,7 @@ def test_bad_checkpoints_give_one_clear_line(tmp_path, capsys):
     pickled = tmp_path / "pickled.pt"
     torch.save({"module": {"x": torch.zeros(1)}, "args": _NotATensor()}, pickled)
     cases = [(junk, "not a valid safetensors file"), (torch_junk, "not a readable torch checkpoint"),
-             (wrong, "not an official LayerFlow"), (pickled, "--allow-pickle"), (tmp_path / "missing.pt", "does not exist")]
+             (wrong, "not an official LayerFlow"), (pickled, "safetensors.torch.save_file"), (tmp_path / "missing.pt", "does not exist")]
     for path, words in cases:
         with pytest.raises(ConversionError, match=re.escape(words)) as err:
             load_official_state_dict(path)
