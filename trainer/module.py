@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from data_engine.schema import CAPTIONED_LAYERS
-from model.layout import SequenceLayout, Task, task_spec
+from model.layout import LayoutError, SequenceLayout, Task, prompt_slots
 from model.lora import is_lora_param
 from model.schedule import alpha_bar, make_scheduler, training_loss_weight
 from model.text import MAX_PROMPT_TOKENS, encode_prompts
@@ -139,20 +139,12 @@ class LayerFlowModule(L.LightningModule):
 
     # -- loss ------------------------------------------------------------------------------------------------
     def prompt_slots(self, task: Task) -> tuple[list[int], torch.Tensor]:
-        """Which of the batch's (fg, bg, blend) prompts the transformer reads for `task`, and which stay in use.
-
-        A 3-prompt model reads all three; a prompt the task does not use (decomposition's blend) is zeros, the
-        dropped-prompt input. A 2-prompt model (the official decomposition layout) reads the task's prompts only.
-        """
-        spec = task_spec(task)
-        slots = self.transformer.layerflow_config.num_prompts
-        if slots == len(CAPTIONED_LAYERS):
-            used = torch.tensor([layer in spec.prompt_layers for layer in CAPTIONED_LAYERS])
-            return list(range(len(CAPTIONED_LAYERS))), used
-        if slots == len(spec.prompt_layers):
-            return [CAPTIONED_LAYERS.index(l) for l in spec.prompt_layers], torch.ones(slots, dtype=torch.bool)
-        raise TrainConfigError(f"the model reads {slots} prompts but task {task.value} uses "
-                               f"{len(spec.prompt_layers)} ({', '.join(spec.prompt_layers)}); drop it from data.tasks")
+        """`model.layout.prompt_slots` for this transformer, with the in-use mask as a tensor."""
+        try:
+            slots, used = prompt_slots(task, self.transformer.layerflow_config.num_prompts)
+        except LayoutError as exc:
+            raise TrainConfigError(f"{exc}; or drop the task from data.tasks") from exc
+        return slots, torch.tensor(used)
 
     def encode_batch(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(latents [B, T', C, h, w], text [B, P*226, d]) from pixels and prompts, or as given pre-encoded (latents + all three prompts' embeddings)."""
