@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from data_engine.engine.config import parse_config  # noqa: E402
 from data_engine.engine.pipeline import INPUT, WEIGHT, StageActor, build_dataset, unpack  # noqa: E402
-from data_engine.engine.resources import StagePlan  # noqa: E402
+from data_engine.engine.resources import PoolPlan, StagePlan  # noqa: E402
 from data_engine.engine.runner import run  # noqa: E402
 
 STAGES = ["probe", "split", "synthetic_layers", "compose", "encode"]
@@ -81,7 +81,7 @@ def scaling(rows: list[dict], actors: int, cpus: float) -> float:
 
     name = f"bench-metrics-{actors}"
     metrics = ray.remote(num_cpus=0)(EngineMetrics).options(name=name).remote()
-    plan = StagePlan("synthetic_layers", cpus, 0.0, actors, 1, 0)
+    plan = PoolPlan((StagePlan("synthetic_layers", cpus, 0.0, actors, 1, 0),))
     ds = build_dataset(rows, [plan], {"synthetic_layers": {}}, name)
     n = 0
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -41,6 +41,7 @@ class RunConfig:
     maxcount: int = 100  # samples per shard
     maxsize: float = 1e9  # bytes per shard
     retry_quarantined: bool = False  # redo inputs whose record says some of their clips failed
+    fuse: bool = True  # consecutive light CPU stages share one actor pool (see data_engine/engine/resources.py)
     progress: bool = True
 
 

@@ -1,10 +1,11 @@
-"""The streaming Ray Data pipeline: one `map_batches` actor pool per stage, rows as pickled dicts.
+"""The streaming Ray Data pipeline: one `map_batches` actor pool per planned pool of stages, rows as pickled dicts.
 
 Rows travel as one pickled bytes column: stages see plain dicts with numpy arrays of any shape, and rows of
 different kinds (a video path, a decoded clip, a failure marker) share one dataset without Arrow schema
 unification. `StageActor` wraps a `Stage`: it calls `setup()` once, feeds `process_batch` only the rows meant
-for the stage, retries a failing batch, then isolates the failing rows, and does the input accounting that
-resume relies on (see `state.py`).
+for the stage, in the stage's batch size, retries a failing batch, then isolates the failing rows, and does the
+input accounting that resume relies on (see `state.py`). `PoolActor` is what Ray Data runs: the `StageActor`s
+of a pool (one stage, or a run of fused light stages) applied in order to each batch.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from data_engine.engine.resources import StagePlan
+from data_engine.engine.resources import PoolPlan, StagePlan
 from data_engine.stages import stage_class
 from data_engine.stages.base import FAILED, Resources, Row, Stage, is_failed
 
@@ -76,7 +77,7 @@ def _fresh(row: Row) -> Row:
 
 
 class StageActor:
-    """One actor of a stage's pool (Ray Data calls `__init__` once per actor, then `__call__` per batch)."""
+    """A stage inside one pool actor: set up once, then `step` per batch of rows."""
 
     def __init__(self, plan: StagePlan, options: dict[str, Any], metrics_name: str | None = None) -> None:
         _limit_threads(plan.threads)
@@ -95,15 +96,20 @@ class StageActor:
             self.metrics = ray.get_actor(metrics_name)
             self.node = ray.get_runtime_context().get_node_id()
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = unpack(batch)
+    def step(self, rows: list[Row]) -> list[Row]:
+        """The rows meant for this stage processed in chunks of its batch size; the others pass through."""
         live = [r for r in rows if self._handles(r)]
-        passing = [r for r in rows if not self._handles(r)]
-        started = time.perf_counter()
-        out, counts = self.process(live) if live else ([], (0, 0, 0))
-        if self.metrics is not None and live:
-            self.metrics.report.remote(self.plan.name, self.node, len(live), *counts, time.perf_counter() - started)
-        return pack(passing + out)
+        out = [r for r in rows if not self._handles(r)]
+        size = max(1, self.plan.batch_size)
+        for start in range(0, len(live), size):
+            chunk = live[start:start + size]
+            began = time.perf_counter()
+            processed, counts = self.process(chunk)
+            out += processed
+            if self.metrics is not None:
+                self.metrics.report.remote(self.plan.name, self.node, len(chunk), *counts,
+                                           time.perf_counter() - began)
+        return out
 
     def _handles(self, row: Row) -> bool:
         if is_failed(row) or DROPPED in row:
@@ -181,6 +187,19 @@ class StageActor:
         return out
 
 
+class PoolActor:
+    """One actor of a pool (Ray Data calls `__init__` once per actor, then `__call__` per batch)."""
+
+    def __init__(self, plan: PoolPlan, options: dict[str, dict[str, Any]], metrics_name: str | None = None) -> None:
+        self.stages = [StageActor(s, options.get(s.name, {}), metrics_name) for s in plan.stages]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = unpack(batch)
+        for stage in self.stages:
+            rows = stage.step(rows)
+        return pack(rows)
+
+
 class EngineMetrics:
     """A zero-CPU actor the stage actors report to: per-stage rows in/out, drops, failures, busy time, nodes."""
 
@@ -205,9 +224,9 @@ class EngineMetrics:
         return self.stages
 
 
-def build_dataset(items: list[Row], plans: list[StagePlan], options: dict[str, dict[str, Any]],
+def build_dataset(items: list[Row], plans: list[PoolPlan], options: dict[str, dict[str, Any]],
                   metrics_name: str | None):
-    """The lazy dataset: work items -> one actor pool per planned stage. Nothing runs until it is iterated."""
+    """The lazy dataset: work items -> one actor pool per planned pool. Nothing runs until it is iterated."""
     import logging
 
     import ray.data
@@ -225,8 +244,8 @@ def build_dataset(items: list[Row], plans: list[StagePlan], options: dict[str, d
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(items)))
     for plan in plans:
         ds = ds.map_batches(
-            StageActor,
-            fn_constructor_kwargs={"plan": plan, "options": options.get(plan.name, {}), "metrics_name": metrics_name},
+            PoolActor,
+            fn_constructor_kwargs={"plan": plan, "options": options, "metrics_name": metrics_name},
             compute=ray.data.ActorPoolStrategy(size=plan.actors),
             batch_size=plan.batch_size,
             batch_format="numpy",

@@ -1,9 +1,15 @@
 """Size each stage's actor pool from the resources the cluster actually has.
 
-Every stage gets one actor first. When the stages' CPU requests add up to more than the cluster's CPUs, each
+Consecutive stages that need no GPU and at most one CPU are fused into one pool (`run.fuse`, on by default): each
+actor of the pool runs them in order on its batch, so a clip crosses the object store once per pool instead of
+once per stage, and a small machine runs one pool of light stages per core instead of a fraction of a core per
+stage. GPU stages keep a pool each, so a GPU never waits on CPU work.
+
+Every pool gets one actor first. When the stages' CPU requests add up to more than the cluster's CPUs, each
 request is scaled down to a fraction so all pools fit at once (Ray would otherwise wait forever for CPUs that
 do not exist: two one-CPU actors plus a read task deadlock a 2-CPU machine). Spare CPUs then go to extra actors
-of the heaviest CPU stages, spare GPU share to extra actors of GPU stages, within each stage's `max_actors`.
+of the heaviest CPU pools, spare GPU share to extra actors of GPU pools, within each pool's `max_actors` (the
+smallest of its stages').
 """
 from __future__ import annotations
 
@@ -62,6 +68,60 @@ class StagePlan:
         return max(1, math.floor(self.num_cpus + 1e-9))
 
 
+@dataclass(frozen=True)
+class PoolPlan:
+    """One actor pool: the stages each of its actors runs in order (several when fused), sharing its resources."""
+
+    stages: tuple[StagePlan, ...]
+
+    @property
+    def name(self) -> str:
+        return "+".join(s.name for s in self.stages)
+
+    @property
+    def num_cpus(self) -> float:
+        return self.stages[0].num_cpus
+
+    @property
+    def num_gpus(self) -> float:
+        return self.stages[0].num_gpus
+
+    @property
+    def actors(self) -> int:
+        return self.stages[0].actors
+
+    @property
+    def batch_size(self) -> int:
+        return self.stages[0].batch_size
+
+    @property
+    def threads(self) -> int:
+        return self.stages[0].threads
+
+
+def fusable(r: Resources) -> bool:
+    """A stage that can share an actor with its neighbours: no GPU, and no more than one core."""
+    return r.num_gpus == 0 and r.num_cpus <= 1
+
+
+def fuse_stages(stages: list[tuple[str, Resources]]) -> list[list[tuple[str, Resources]]]:
+    """Runs of consecutive fusable stages become one group; every other stage is a group of its own."""
+    groups: list[list[tuple[str, Resources]]] = []
+    for stage in stages:
+        if groups and fusable(stage[1]) and fusable(groups[-1][-1][1]):
+            groups[-1].append(stage)
+        else:
+            groups.append([stage])
+    return groups
+
+
+def pool_resources(group: list[tuple[str, Resources]]) -> Resources:
+    """An actor runs one member at a time, so it needs the largest member's share, and the tightest actor limit."""
+    limits = [r.max_actors for _, r in group if r.max_actors is not None]
+    return Resources(num_cpus=max(r.num_cpus for _, r in group), num_gpus=max(r.num_gpus for _, r in group),
+                     batch_size=group[0][1].batch_size, max_actors=min(limits) if limits else None)
+
+
 def fit_cpus(requests: dict[str, float], budget: float) -> dict[str, float]:
     """One actor's CPU per stage, scaled so one actor of every stage fits in `budget` together.
 
@@ -85,7 +145,18 @@ def fit_cpus(requests: dict[str, float], budget: float) -> dict[str, float]:
     return fitted
 
 
-def plan_stages(stages: list[tuple[str, Resources]], cluster: ClusterResources) -> list[StagePlan]:
+def plan_stages(stages: list[tuple[str, Resources]], cluster: ClusterResources, *, fuse: bool = False) -> list[PoolPlan]:
+    """The actor pools for `stages` (in order) on `cluster`; with `fuse`, runs of light CPU stages share a pool."""
+    groups = fuse_stages(stages) if fuse else [[s] for s in stages]
+    pools = plan_pools([("+".join(n for n, _ in g), pool_resources(g)) for g in groups], cluster)
+    return [
+        PoolPlan(tuple(StagePlan(name, pool.num_cpus, pool.num_gpus, pool.actors, r.batch_size, r.retries)
+                       for name, r in group))
+        for group, pool in zip(groups, pools)
+    ]
+
+
+def plan_pools(stages: list[tuple[str, Resources]], cluster: ClusterResources) -> list[StagePlan]:
     if cluster.cpus <= 0:
         raise PlanError("the cluster reports no CPUs; check `ray status` or run.num_cpus")
     gpu_need = sum(r.num_gpus for _, r in stages)

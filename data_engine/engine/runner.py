@@ -23,7 +23,7 @@ from data_engine.engine.config import ConfigError, EngineConfig
 from data_engine.engine.inputs import VIDEO_TYPES, WorkItem, describe_sources, source_stage_options, work_items
 from data_engine.engine.pipeline import DROPPED, INPUT, WEIGHT, resolve_stage, unpack
 from data_engine.engine.progress import DriverCounts, ProgressDisplay, stage_table
-from data_engine.engine.resources import ClusterResources, StagePlan, plan_stages
+from data_engine.engine.resources import ClusterResources, PoolPlan, plan_stages
 from data_engine.engine.state import InputLedger, load_records
 from data_engine.shards import RUN_STATS_NAME, ShardSink
 from data_engine.stages import MODEL_FREE
@@ -50,7 +50,7 @@ class RunSummary:
     stats: dict[str, Any]
     counts: DriverCounts
     stages: dict[str, dict[str, Any]]
-    plans: list[StagePlan]
+    plans: list[PoolPlan]
     cluster: ClusterResources | None
     wall_s: float
     dry_run: bool = False
@@ -229,14 +229,14 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
     counts = DriverCounts(inputs_total=len(plan.items), inputs_skipped_done=plan.done)
     if dry_run:
         cluster = local_resources(cfg) if not ray_address(cfg) else connect(cfg)[0]
-        plans = plan_stages(plan.resources, cluster)
+        plans = plan_stages(plan.resources, cluster, fuse=cfg.run.fuse)
         print_plan(console, plan, plans, cluster)
         return RunSummary(cfg.out, {}, counts, {}, plans, cluster, time.time() - started, dry_run=True)
 
     import ray
 
     cluster, we_started = connect(cfg)
-    plans = plan_stages(plan.resources, cluster)
+    plans = plan_stages(plan.resources, cluster, fuse=cfg.run.fuse)
     print_plan(console, plan, plans, cluster)
     from data_engine.engine.pipeline import EngineMetrics, build_dataset
 
@@ -244,8 +244,8 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
     metrics = ray.remote(num_cpus=0)(EngineMetrics).options(name=metrics_name).remote()
     items = [{INPUT: it.input_id, WEIGHT: Fraction(1), "key": it.input_id, "source_id": it.input_id,
               "source": it.source, "kind": it.kind, "item": it.item} for it in plan.pending]
-    order = [p.name for p in plans]
-    actors = {p.name: p.actors for p in plans}
+    order = [s.name for p in plans for s in p.stages]
+    actors = {s.name: s.actors for p in plans for s in p.stages}
     stages: dict[str, dict[str, Any]] = {}
     try:
         with ShardSink(cfg.out, maxcount=cfg.run.maxcount, maxsize=cfg.run.maxsize) as sink:
@@ -289,7 +289,7 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
     return summary
 
 
-def print_plan(console: Console, plan: EnginePlan, plans: list[StagePlan], cluster: ClusterResources) -> None:
+def print_plan(console: Console, plan: EnginePlan, plans: list[PoolPlan], cluster: ClusterResources) -> None:
     console.print(f"[bold]config[/] {plan.cfg.path}  [bold]out[/] {plan.cfg.out}")
     for line in describe_sources(plan.cfg):
         console.print(f"  source {line}")
@@ -299,9 +299,11 @@ def print_plan(console: Console, plan: EnginePlan, plans: list[StagePlan], clust
     )
     where = ray_address(plan.cfg) or "local Ray"
     console.print(f"resources: {cluster.describe()} ({where})")
-    table = Table("stage", "CPU/actor", "GPU/actor", "actors", "batch", "retries")
-    for p in plans:
-        table.add_row(p.name, f"{p.num_cpus:g}", f"{p.num_gpus:g}", str(p.actors), str(p.batch_size), str(p.retries))
+    table = Table("pool", "stage", "CPU/actor", "GPU/actor", "actors", "batch", "retries")
+    for i, p in enumerate(plans):
+        for s in p.stages:
+            table.add_row(str(i), s.name, f"{s.num_cpus:g}", f"{s.num_gpus:g}", str(s.actors), str(s.batch_size),
+                          str(s.retries))
     console.print(table)
 
 

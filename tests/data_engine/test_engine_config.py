@@ -10,7 +10,7 @@ import yaml
 
 from data_engine.cli import main
 from data_engine.engine.config import DEFAULT_CONFIG, SYNTHETIC_CONFIG, ConfigError, load_config, parse_config
-from data_engine.engine.resources import ClusterResources, PlanError, packs, plan_stages
+from data_engine.engine.resources import ClusterResources, PlanError, fuse_stages, packs, plan_stages
 from data_engine.engine.runner import prepare, stage_setup
 from data_engine.stages import STAGES, stage_class
 from data_engine.stages.base import Resources
@@ -116,12 +116,32 @@ def test_plan_random_configs_never_exceed_the_cluster():
                                               max_actors=rng.choice([None, 1, 3]))))
         if sum(r.num_gpus for _, r in stages) > cluster.gpus:
             continue
-        plans = plan_stages(stages, cluster)
+        plans = plan_stages(stages, cluster, fuse=rng.random() < 0.5)
         assert all(p.actors >= 1 for p in plans)
         assert sum(p.num_cpus * p.actors for p in plans) <= cluster.cpus + 1e-6
         assert packs([p.num_cpus for p in plans for _ in range(p.actors)], list(node_cpus))
         assert sum(p.num_gpus * p.actors for p in plans) <= cluster.gpus + 1e-6
-        assert all(p.actors <= (r.max_actors or 10**6) for p, (_, r) in zip(plans, stages))
+        members = [s for p in plans for s in p.stages]
+        assert [s.name for s in members] == [n for n, _ in stages]  # every stage once, in order
+        assert all(s.actors <= (r.max_actors or 10**6) for s, (_, r) in zip(members, stages))
+        assert all(len(p.stages) == 1 for p in plans if p.num_gpus > 0)
+
+
+def test_fusion_groups_light_cpu_runs_and_keeps_member_settings():
+    stages = [("source", Resources(num_cpus=0.25)), ("probe", Resources(num_cpus=0.25, batch_size=4)),
+              ("split", Resources(num_cpus=1, retries=3)), ("tag", Resources(num_gpus=0.05)),
+              ("segment", Resources(num_gpus=0.15)), ("dedup", Resources(num_cpus=0.5, batch_size=8)),
+              ("inpaint", Resources(num_gpus=0.2)), ("compose", Resources(num_cpus=0.5, max_actors=3)),
+              ("encode", Resources(num_cpus=1)), ("heavy", Resources(num_cpus=4))]
+    assert [[n for n, _ in g] for g in fuse_stages(stages)] == [
+        ["source", "probe", "split"], ["tag"], ["segment"], ["dedup"], ["inpaint"], ["compose", "encode"], ["heavy"]]
+    plans = plan_stages(stages, ClusterResources(cpus=64, gpus=1), fuse=True)
+    head, tail = plans[0], plans[5]
+    assert head.name == "source+probe+split" and head.num_cpus == 1 and head.batch_size == 1  # the first member's
+    assert [(s.batch_size, s.retries) for s in head.stages] == [(1, 1), (4, 1), (1, 3)]
+    assert tail.actors == 3 and {s.actors for s in tail.stages} == {3}  # compose's max_actors binds the pool
+    unfused = plan_stages(stages, ClusterResources(cpus=16, gpus=1))
+    assert [p.name for p in unfused] == [n for n, _ in stages]
 
 
 def test_plan_packs_actors_onto_nodes():

@@ -228,8 +228,8 @@ def test_wrapper_conserves_weight_isolates_failures_and_retries(monkeypatch):
     rows.append({INPUT: "bad", WEIGHT: Fraction(1), "key": "kbad", "n": 1, "boom": True})
     finished = {INPUT: "done", WEIGHT: Fraction(1), "key": "f", "clip": object()}
     out, (n_out, n_drop, n_fail) = a.process(rows)
-    passing = a(pipeline.pack([finished]))  # finished clips bypass non-encode stages untouched
-    assert pipeline.unpack(passing)[0]["key"] == "f" and FanOut.calls.get("f") is None
+    passing = a.step([finished])  # finished clips bypass non-encode stages untouched
+    assert passing[0]["key"] == "f" and FanOut.calls.get("f") is None
     by_input: dict[str, Fraction] = {}
     for r in out:
         by_input[r[INPUT]] = by_input.get(r[INPUT], 0) + r[WEIGHT]
@@ -241,6 +241,40 @@ def test_wrapper_conserves_weight_isolates_failures_and_retries(monkeypatch):
     assert fail[INPUT] == "bad" and fail[FAILED]["attempts"] == 3 and "cannot process kbad" in fail[FAILED]["message"]
     # 3 whole-batch attempts, then each row alone: the good rows once more, the bad one 3 more times
     assert FanOut.calls["k1"] == 4 and FanOut.calls["kbad"] == 6
+
+
+class Halve(Stage):
+    """Records each batch it is given; keeps even `n`, drops odd ones."""
+
+    name = "halve"
+    batches: list[int] = []
+
+    def process_batch(self, rows):
+        Halve.batches.append(len(rows))
+        out = []
+        for row in rows:
+            if row["n"] % 2:
+                self.drop(row, "odd")
+            else:
+                out.append({**row, "halved": row["n"] // 2})
+        return out
+
+
+def test_fused_pool_equals_its_stages_one_after_another(monkeypatch):
+    import data_engine.engine.pipeline as pipeline
+    from data_engine.engine.resources import PoolPlan
+
+    monkeypatch.setattr(pipeline, "resolve_stage", {"fanout": FanOut, "halve": Halve}.__getitem__)
+    rows = [{INPUT: f"in{n}", WEIGHT: Fraction(1), "key": f"k{n}", "n": n} for n in range(1, 5)]
+    plan = PoolPlan((StagePlan("fanout", 1.0, 0.0, 2, 1, 1), StagePlan("halve", 1.0, 0.0, 2, 3, 1)))
+    Halve.batches.clear()
+    fused = pipeline.unpack(pipeline.PoolActor(plan, {})(pipeline.pack(rows)))
+    assert Halve.batches and max(Halve.batches) <= 3  # each member gets batches of its own size
+    apart = actor("halve", batch=3).step(actor("fanout", batch=1).step(rows))
+    strip = lambda rs: sorted((r[INPUT], r["key"], r[WEIGHT], r.get("halved"), str(r.get(DROPPED))) for r in rs)  # noqa: E731
+    assert strip(fused) == strip(apart)
+    assert sum(r[WEIGHT] for r in fused if r[INPUT] == "in3") == 1  # fan-out and drops still add up per input
+    assert {r.get("halved") for r in fused if DROPPED not in r} == {1, 2}
 
 
 # -- video inputs ----------------------------------------------------------------------------------------------------------
