@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data_engine.engine.config import parse_config  # noqa: E402
-from data_engine.engine.pipeline import INPUT, WEIGHT, StageActor, build_dataset, unpack  # noqa: E402
+from data_engine.engine.pipeline import INPUT, PAYLOAD, WEIGHT, StageActor, build_dataset  # noqa: E402
 from data_engine.engine.resources import PoolPlan, StagePlan  # noqa: E402
 from data_engine.engine.runner import run  # noqa: E402
 
@@ -85,7 +85,7 @@ def scaling(rows: list[dict], actors: int, cpus: float) -> float:
     ds = build_dataset(rows, [plan], {"synthetic_layers": {}}, name)
     n = 0
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        n += len(unpack(batch))
+        n += len(batch[PAYLOAD])  # count only: unpickling ~10 MB rows here would load the cores being measured
     last = time.time()
     first = ray.get(metrics.snapshot.remote())["synthetic_layers"]["first_start"]
     ray.kill(metrics)

@@ -129,14 +129,25 @@ class LayeredClip:
         )
 
 
-def composite(fg_rgb: np.ndarray, alpha: np.ndarray, bg: np.ndarray) -> np.ndarray:
-    """blend = fg * a + bg * (1 - a), uint8 in and out; alpha [T, H, W] uint8."""
-    a = alpha.astype(np.float32)[..., None] / 255.0
-    out = fg_rgb.astype(np.float32) * a + bg.astype(np.float32) * (1.0 - a)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+def composite(fg_rgb: np.ndarray, alpha: np.ndarray, bg: np.ndarray | int) -> np.ndarray:
+    """blend = fg * a + bg * (1 - a) rounded to nearest; uint8 in and out, alpha [..., H, W], bg an image or a level.
+
+    In 16-bit integers: x = fg * a + bg * (255 - a) <= 65025, and (x + 128 + ((x + 128) >> 8)) >> 8 is
+    round(x / 255) for every such x (255 is odd, so there are no ties). It equals the float formula for all
+    256^3 inputs (tested) and runs ~3x faster, which matters: every engine clip is composited twice.
+    """
+    for name, arr in (("fg", fg_rgb), ("alpha", alpha), ("bg", bg)):
+        if isinstance(arr, np.ndarray) and arr.dtype != np.uint8:
+            raise ValueError(f"composite: {name} must be uint8, got {arr.dtype}")
+    a = alpha.astype(np.uint16)[..., None]
+    x = fg_rgb.astype(np.uint16) * a
+    x += np.asarray(bg, np.uint16) * (255 - a)
+    x += 128
+    x += x >> 8
+    x >>= 8
+    return x.astype(np.uint8)
 
 
 def over_grey(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """The official fg layout: the object's RGB where alpha = 1, mid-grey where alpha = 0."""
-    grey = np.full_like(rgb, MID_GREY)
-    return composite(rgb, alpha, grey)
+    return composite(rgb, alpha, MID_GREY)

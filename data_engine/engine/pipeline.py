@@ -59,6 +59,9 @@ def _limit_threads(n: int) -> None:
 
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
+    from data_engine.video_io import set_codec_threads
+
+    set_codec_threads(n)
     try:
         import cv2
 

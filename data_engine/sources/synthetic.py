@@ -109,7 +109,18 @@ def _foreground(rng: np.random.Generator, cfg: SyntheticConfig, shape: str, colo
     return rgb, alpha, _direction(*vel)
 
 
-def synthetic_clip(cfg: SyntheticConfig, index: int) -> LayeredClip:
+@dataclass(frozen=True)
+class SyntheticTruth:
+    """What synthetic clip `index` is made of, before compositing: the object's own RGB, its matte, the background."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray
+    bg: np.ndarray
+    captions: Captions
+    scores: dict[str, str]
+
+
+def synthetic_truth(cfg: SyntheticConfig, index: int) -> SyntheticTruth:
     rng = np.random.default_rng([cfg.seed, index])
     shape = SHAPES[rng.integers(len(SHAPES))]
     colour = list(COLOURS)[rng.integers(len(COLOURS))]
@@ -122,19 +133,24 @@ def synthetic_clip(cfg: SyntheticConfig, index: int) -> LayeredClip:
         bg=f"A {texture} {palette} coloured pattern slowly drifts {bg_dir}.",
         blend=f"A {colour} {shape} glides to the {fg_dir} over a {texture} {palette} coloured pattern.",
     )
+    return SyntheticTruth(rgb, alpha, bg, captions, {"shape": shape, "colour": colour, "palette": palette})
+
+
+def synthetic_clip(cfg: SyntheticConfig, index: int) -> LayeredClip:
+    truth = synthetic_truth(cfg, index)
     return LayeredClip(
         key=sample_key(f"synthetic_s{cfg.seed}", index),
-        fg=over_grey(rgb, alpha),
-        alpha=alpha,
-        bg=bg,
-        blend=composite(rgb, alpha, bg),
-        captions=captions,
+        fg=over_grey(truth.rgb, truth.alpha),
+        alpha=truth.alpha,
+        bg=truth.bg,
+        blend=composite(truth.rgb, truth.alpha, truth.bg),
+        captions=truth.captions,
         fps=cfg.fps,
         kind="video",
         origin="synthetic",
         source_id=f"synthetic:seed={cfg.seed}:index={index}",
         frame_range=(0, cfg.num_frames),
-        scores={"shape": shape, "colour": colour, "palette": palette},
+        scores=truth.scores,
     )
 
 

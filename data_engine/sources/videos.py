@@ -14,9 +14,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import BinaryIO
 
-from data_engine.schema import LayeredClip
 from data_engine.sources.base import SourceError
-from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
+from data_engine.sources.synthetic import SyntheticConfig, SyntheticTruth, synthetic_clip, synthetic_truth
 from data_engine.video_io import VideoDecodeError, encode_video
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
@@ -143,8 +142,11 @@ def has_known_layers(uri: str) -> bool:
     return not is_uri(uri) and Path(uri + LAYERS_SIDECAR).is_file()
 
 
-def known_layers(uri: str) -> LayeredClip | None:
-    """The true layers of a whole video written by `write_synthetic_video` (all frames, its own size), or None."""
+def known_layers(uri: str) -> SyntheticTruth | None:
+    """The true layers of a whole video written by `write_synthetic_video` (all frames, its own size), or None.
+
+    Only what the video cannot give back (the matte, the background, the captions) is rendered, not the composites.
+    """
     if not has_known_layers(uri):
         return None
     sidecar = Path(uri + LAYERS_SIDECAR)
@@ -152,7 +154,7 @@ def known_layers(uri: str) -> LayeredClip | None:
         meta = json.loads(sidecar.read_text())
         if meta.get("generator") != "synthetic":
             raise SourceError(f"{sidecar}: unknown generator {meta.get('generator')!r} (expected 'synthetic')")
-        return synthetic_clip(SyntheticConfig(**meta["config"]), int(meta["index"]))
+        return synthetic_truth(SyntheticConfig(**meta["config"]), int(meta["index"]))
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise SourceError(f"{sidecar}: not a valid layers sidecar ({exc})") from exc
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from data_engine.schema import Captions, LayeredClip, over_grey
+from data_engine.sources.synthetic import SyntheticTruth
 from data_engine.stages.base import Resources, Row, Stage, StageError
 from data_engine.stages.split import apply_geometry
 
@@ -30,9 +31,9 @@ class SyntheticLayersStage(Stage):
     default_resources = Resources(num_cpus=0.5, batch_size=2, retries=1)
 
     def setup(self) -> None:
-        self._cache: tuple[str, LayeredClip | None] | None = None
+        self._cache: tuple[str, SyntheticTruth | None] | None = None
 
-    def _truth(self, uri: str) -> LayeredClip | None:
+    def _truth(self, uri: str) -> SyntheticTruth | None:
         from data_engine.sources.videos import known_layers
 
         # Clips of one video arrive together; regenerating the whole video per clip would dominate the stage.
@@ -48,9 +49,9 @@ class SyntheticLayersStage(Stage):
                 out.append(self.failed(row, StageError(f"{row['source_id']}: {NO_LAYERS}")))
                 continue
             idx, geo = row["frame_indices"], row["geometry"]
-            if max(idx) >= truth.num_frames:
+            if max(idx) >= len(truth.alpha):
                 out.append(self.failed(row, StageError(
-                    f"{row['source_id']}: frame {max(idx)} is past the {truth.num_frames} frames of its true layers")))
+                    f"{row['source_id']}: frame {max(idx)} is past the {len(truth.alpha)} frames of its true layers")))
                 continue
             mask = np.stack([apply_geometry(truth.alpha[i], geo) for i in idx])
             bg = np.stack([apply_geometry(truth.bg[i], geo) for i in idx])

@@ -19,7 +19,7 @@ import numpy as np
 
 from data_engine.schema import sample_key
 from data_engine.stages.base import Resources, Row, Stage, StageError
-from data_engine.video_io import VideoDecodeError
+from data_engine.video_io import VideoDecodeError, apply_codec_threads
 
 
 class VideoRejected(StageError):
@@ -137,6 +137,7 @@ def decode_clips(src: Any, label: str, policy: ClipPolicy) -> tuple[list[np.ndar
         if not container.streams.video:
             raise VideoDecodeError(f"{label}: no video stream")
         stream = container.streams.video[0]
+        apply_codec_threads(stream)
         tb = float(stream.time_base)
         pts = _presentation_times(container, stream)
         rate = stream.average_rate or stream.guessed_rate

@@ -24,6 +24,19 @@ def _residual(clip) -> float:
     return float(np.abs(clip.blend.astype(np.float64) - model).mean() / 255.0)
 
 
+def test_composite_rounds_every_input_exactly():
+    """All 256^3 (fg, bg, alpha) triples against the real-valued formula rounded to nearest (no ties exist)."""
+    values = np.arange(256, dtype=np.uint8)
+    fg, bg, alpha = (g.reshape(256, 256, 256, 1) for g in np.meshgrid(values, values, values, indexing="ij"))
+    got = composite(fg, alpha[..., 0], bg)
+    exact = (fg.astype(np.int64) * alpha + bg.astype(np.int64) * (255 - alpha.astype(np.int64))) / 255
+    assert np.array_equal(got, np.rint(exact).astype(np.uint8))
+    assert np.array_equal(composite(fg[:2], alpha[:2, ..., 0], MID_GREY), composite(fg[:2], alpha[:2, ..., 0],
+                                                                                       np.full_like(fg[:2], MID_GREY)))
+    with pytest.raises(ValueError, match="alpha must be uint8"):
+        composite(fg[:1], alpha[:1, ..., 0] / 255.0, bg[:1])
+
+
 def test_synthetic_is_deterministic_soft_and_consistent():
     a, b = synthetic_clip(SMALL, 2), synthetic_clip(SMALL, 2)
     assert all(np.array_equal(a.layer(n), b.layer(n)) for n in ("fg", "alpha", "bg", "blend"))
