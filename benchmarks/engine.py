@@ -1,13 +1,17 @@
-"""Data engine throughput on this machine: pipeline efficiency, and the speed-up from 1 to 2 actors of a stage.
+"""Data engine throughput on this machine: pipeline efficiency, and the speed-up from 1 to 2 actors.
 
 1. Pipeline efficiency = end-to-end clips/s of the streaming Ray pipeline (from the first batch any stage starts
-   to the last sample at the sink, so Ray's actor start-up is left out) / standalone clips/s of its slowest stage (that stage alone, in one process, one thread, on the same
-   clips). 1.0 means the pipeline runs as fast as its bottleneck allows. On a machine with few cores every stage
-   shares them, so the bound there is cores / (sum of per-clip stage times); both are printed.
-2. Actor scaling: the CPU-bound `synthetic_layers` stage (single-threaded numpy) alone on Ray with 1, then 2
-   actors over the same rows; speed-up = clips/s with 2 / with 1 (measured the same way).
+   to the last sample at the sink, so Ray's actor start-up is left out) / standalone clips/s of its slowest stage
+   (that stage alone, in one process, one thread, on the same clips). 1.0 means the pipeline runs as fast as its
+   bottleneck allows. When every stage shares a few cores, the machine's own bound is cores / (sum of per-clip
+   stage times), so the best efficiency possible is cores x slowest / sum; both are printed.
+2. Actor scaling, 1 -> 2 actors, measured the same way:
+   a. the pipeline itself: its light CPU stages run fused in one pool (video path in, encoded sample out), with
+      `max_actors` 1, then 2;
+   b. the CPU-bound `synthetic_layers` stage alone, with ~10 MB clip rows through the object store both ways.
+   The same work in plain OS processes gives what the machine itself scales by at that moment.
 
-Usage: python benchmarks/engine.py [--videos 32] [--height 240] [--width 360]   (figures go in BENCHMARKS.md)
+Usage: python benchmarks/engine.py [--videos 64] [--height 240] [--width 360]   (figures go in BENCHMARKS.md)
 """
 from __future__ import annotations
 
@@ -31,49 +35,58 @@ from data_engine.engine.runner import run  # noqa: E402
 STAGES = ["probe", "split", "synthetic_layers", "compose", "encode"]
 
 
-def engine_config(out: Path, args: argparse.Namespace) -> dict:
+def engine_config(out: Path, work: Path, args: argparse.Namespace, max_actors: int | None = None) -> dict:
+    encode = {"name": "encode"} | ({"max_actors": max_actors} if max_actors else {})
     return {
-        "run": {"out": str(out), "maxcount": 64, "progress": False},
+        "run": {"out": str(out), "work_dir": str(work), "maxcount": 64, "progress": False},
         "clip": {"num_frames": args.frames, "fps": 8, "height": args.height, "width": args.width},
         "sources": [{"type": "synthetic_videos", "num_clips": args.videos, "num_frames": args.frames,
                      "height": args.height, "width": args.width, "seed": 4}],
-        "stages": STAGES,
+        "stages": [*STAGES[:-1], encode],
     }
 
 
-def standalone(cfg, work: Path) -> tuple[dict[str, float], list[dict]]:
-    """Per stage: seconds per clip, one process, one thread. Also returns the rows that enter synthetic_layers."""
-    import cv2
+def work_rows(cfg) -> list[dict]:
+    from data_engine.engine.inputs import work_items
 
-    cv2.setNumThreads(1)
+    return [{INPUT: it.input_id, WEIGHT: Fraction(1), "key": it.input_id, "source_id": it.input_id,
+             "source": it.source, "kind": it.kind, "item": it.item} for it in work_items(cfg)]
+
+
+def chain(cfg) -> list[StageActor]:
+    """Every stage of the pipeline as the engine builds it (one thread each), for in-process runs."""
     from data_engine.engine.runner import stage_setup
 
     _, options = stage_setup(cfg)
-    from data_engine.engine.inputs import work_items
+    return [StageActor(StagePlan(name, 1.0, 0.0, 1, 1, 0), options[name]) for name in ["source", *STAGES]]
 
-    rows = [{INPUT: it.input_id, WEIGHT: Fraction(1), "key": it.input_id, "source_id": it.input_id,
-             "source": it.source, "kind": it.kind, "item": it.item} for it in work_items(cfg)]
-    per_clip: dict[str, float] = {}
-    layer_rows: list[dict] = []
+
+def standalone(cfg) -> tuple[dict[str, float], list[dict]]:
+    """Per stage: seconds per clip, one process, one thread. Also returns the rows that enter synthetic_layers."""
+    actors = chain(cfg)
+    rows = work_rows(cfg)
+    actors[0].process(rows)  # writes the synthetic videos once, so the timed pass measures reading only
     timings: dict[str, float] = {}
-    for name in ["source", *STAGES]:
-        actor = StageActor(StagePlan(name, 1.0, 0.0, 1, 1, 0), options[name], None)
-        if name == "source":
-            actor.process(rows)  # writes the synthetic videos once, so the timed pass measures reading only
-        if name == "synthetic_layers":
+    layer_rows: list[dict] = []
+    for actor in actors:
+        if actor.plan.name == "synthetic_layers":
             layer_rows = [dict(r) for r in rows]
         start = time.perf_counter()
         out = []
         for r in rows:  # one row at a time, as the pipeline's batch size 1-4 does
             out += actor.process([r])[0]
-        timings[name] = time.perf_counter() - start
+        timings[actor.plan.name] = time.perf_counter() - start
         rows = out
-    clips = len(rows)
-    per_clip = {n: t / clips for n, t in timings.items()}
-    return per_clip, layer_rows
+    return {n: t / len(rows) for n, t in timings.items()}, layer_rows
 
 
-def scaling(rows: list[dict], actors: int, cpus: float) -> float:
+def pipeline_rate(out: Path, work: Path, args: argparse.Namespace, max_actors: int | None = None) -> tuple[float, object]:
+    """End-to-end clips/s of the engine (`run`), from its first stage batch to its last sample."""
+    summary = run(parse_config(engine_config(out, work, args, max_actors)))
+    return summary.stats["engine"]["processing_clips_per_s"] or 0.0, summary
+
+
+def stage_rate(rows: list[dict], actors: int, cpus: float) -> float:
     """clips/s of synthetic_layers alone with `actors` actors, from its first batch to its last output."""
     import ray
 
@@ -92,26 +105,36 @@ def scaling(rows: list[dict], actors: int, cpus: float) -> float:
     return n / (last - first)
 
 
-def _process_rows(rows: list[dict]) -> int:
-    actor = StageActor(StagePlan("synthetic_layers", 1.0, 0.0, 1, 1, 0), {}, None)
-    return sum(len(actor.process([r])[0]) for r in rows)
+def _run_chain(job: tuple[dict, list[dict], str | None]) -> int:
+    """In a worker process: rows through the whole chain (stage=None) or through one stage."""
+    raw, rows, stage = job
+    actors = chain(parse_config(raw))
+    if stage:
+        actors = [a for a in actors if a.plan.name == stage]
+    n = 0
+    for row in rows:
+        batch = [row]
+        for actor in actors:
+            batch = actor.step(batch)
+        n += len(batch)
+    return n
 
 
-def baseline(rows: list[dict], workers: int) -> float:
-    """The same stage in plain OS processes, no Ray: the speed-up this machine gives at this moment."""
+def processes_rate(raw: dict, rows: list[dict], workers: int, stage: str | None) -> float:
+    """The same work in plain OS processes, no Ray: what this machine scales by at this moment."""
     from concurrent.futures import ProcessPoolExecutor
 
     chunks = [rows[i::workers] for i in range(workers)]
     with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(_process_rows, [rows[:1]] * workers))  # start and import first, as Ray actors do
+        list(pool.map(_run_chain, [(raw, rows[:1], stage)] * workers))  # start and import first, as Ray actors do
         start = time.perf_counter()
-        n = sum(pool.map(_process_rows, chunks))
+        n = sum(pool.map(_run_chain, [(raw, c, stage) for c in chunks]))
     return n / (time.perf_counter() - start)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--videos", type=int, default=32)
+    parser.add_argument("--videos", type=int, default=64)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--width", type=int, default=360)
@@ -123,33 +146,41 @@ def main() -> int:
     print(f"load average before: {os.getloadavg()[0]:.1f} on {cores} cores")
     ray.init(num_cpus=cores, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = parse_config(engine_config(Path(tmp) / "out", args))
-        per_clip, layer_rows = standalone(cfg, Path(tmp))
+        tmp = Path(tmp)
+        work = tmp / "videos"  # the synthetic videos, written once and read by every run below
+        raw = engine_config(tmp / "standalone", work, args)
+        per_clip, layer_rows = standalone(parse_config(raw))
         slowest = max(per_clip, key=per_clip.get)
-        # Same config and work dir: the synthetic videos the standalone pass wrote are read, not regenerated,
-        # so both measurements do the same work per clip.
-        summary = run(cfg)
-        e2e = summary.stats["engine"]["processing_clips_per_s"] or 0.0
+        e2e, summary = pipeline_rate(tmp / "e2e", work, args)
         print(f"machine: {cores} CPU cores; workload: {summary.counts.written} clips of {args.frames}x"
               f"{args.height}x{args.width} from {args.videos} synthetic videos")
+        print("pools: " + "; ".join(f"{p.name} x{p.actors}" for p in summary.plans))
         for name, t in per_clip.items():
             print(f"  standalone {name:17s} {1 / t:8.2f} clips/s  ({t * 1000:.0f} ms/clip, 1 thread)")
         bound = cores / sum(per_clip.values())
+        best = min(1.0, cores * per_clip[slowest] / sum(per_clip.values()))
         print(f"end-to-end: {e2e:.2f} clips/s after actor start-up; wall incl. start-up {summary.wall_s:.1f} s")
-        print(f"pipeline efficiency = e2e / slowest stage standalone ({slowest}) = {e2e * per_clip[slowest]:.2f}")
+        print(f"pipeline efficiency = e2e / slowest stage standalone ({slowest}) = {e2e * per_clip[slowest]:.2f} "
+              f"(the best {cores} cores allow: {best:.2f})")
         print(f"CPU bound on {cores} cores = cores / sum of stage times = {bound:.2f} clips/s; "
               f"e2e reaches {e2e / bound:.2f} of it")
+
+        one, _ = pipeline_rate(tmp / "one", work, args, max_actors=1)
+        two, _ = pipeline_rate(tmp / "two", work, args, max_actors=2)
+        rows = work_rows(parse_config(raw))
+        p1, p2 = processes_rate(raw, rows, 1, None), processes_rate(raw, rows, 2, None)
+        print(f"scaling the pipeline (fused pool) on Ray: 1 actor {one:.2f} clips/s, 2 actors {two:.2f} clips/s, "
+              f"speed-up {two / one:.2f}x; plain processes {p1:.2f} -> {p2:.2f}, {p2 / p1:.2f}x")
+
         rows = (layer_rows * (args.scaling_rows // max(1, len(layer_rows)) + 1))[: args.scaling_rows]
         for i, r in enumerate(rows):
             r[INPUT] = f"{r[INPUT]}#{i}"
         cpus = min(1.0, cores / 2)
-        one = scaling(rows, 1, cpus)
-        two = scaling(rows, 2, cpus)
-        print(f"scaling synthetic_layers on Ray: 1 actor {one:.2f} clips/s, 2 actors {two:.2f} clips/s, "
-              f"speed-up {two / one:.2f}x")
-        b1, b2 = baseline(rows, 1), baseline(rows, 2)
-        print(f"same stage in plain processes (what the machine gives now): 1 -> 2 processes {b1:.2f} -> "
-              f"{b2:.2f} clips/s, speed-up {b2 / b1:.2f}x; load average {os.getloadavg()[0]:.1f}")
+        one, two = stage_rate(rows, 1, cpus), stage_rate(rows, 2, cpus)
+        b1, b2 = (processes_rate(raw, rows, w, "synthetic_layers") for w in (1, 2))
+        print(f"scaling synthetic_layers alone on Ray: 1 actor {one:.2f} clips/s, 2 actors {two:.2f} clips/s, "
+              f"speed-up {two / one:.2f}x; plain processes {b1:.2f} -> {b2:.2f}, {b2 / b1:.2f}x; "
+              f"load average {os.getloadavg()[0]:.1f}")
     ray.shutdown()
     return 0
 

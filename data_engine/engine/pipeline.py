@@ -14,7 +14,7 @@ import pickle
 import time
 from collections import defaultdict
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def _fresh(row: Row) -> Row:
 class StageActor:
     """A stage inside one pool actor: set up once, then `step` per batch of rows."""
 
-    def __init__(self, plan: StagePlan, options: dict[str, Any], metrics_name: str | None = None) -> None:
+    def __init__(self, plan: StagePlan, options: dict[str, Any]) -> None:
         _limit_threads(plan.threads)
         cls = resolve_stage(plan.name)
         resources = Resources(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, batch_size=plan.batch_size,
@@ -91,13 +91,8 @@ class StageActor:
         self.stage.ensure_setup()
         self.plan = plan
         self.accepts_finished = bool(getattr(cls, "accepts_finished", False))
-        self.metrics = None
+        self.reports: list[StageReport] = []
         self._last_error: BaseException | None = None
-        if metrics_name:
-            import ray
-
-            self.metrics = ray.get_actor(metrics_name)
-            self.node = ray.get_runtime_context().get_node_id()
 
     def step(self, rows: list[Row]) -> list[Row]:
         """The rows meant for this stage processed in chunks of its batch size; the others pass through."""
@@ -106,12 +101,10 @@ class StageActor:
         size = max(1, self.plan.batch_size)
         for start in range(0, len(live), size):
             chunk = live[start:start + size]
-            began = time.perf_counter()
+            began, clock = time.time(), time.perf_counter()
             processed, counts = self.process(chunk)
             out += processed
-            if self.metrics is not None:
-                self.metrics.report.remote(self.plan.name, self.node, len(chunk), *counts,
-                                           time.perf_counter() - began)
+            self.reports.append(StageReport(self.plan.name, len(chunk), *counts, time.perf_counter() - clock, began))
         return out
 
     def _handles(self, row: Row) -> bool:
@@ -194,34 +187,57 @@ class PoolActor:
     """One actor of a pool (Ray Data calls `__init__` once per actor, then `__call__` per batch)."""
 
     def __init__(self, plan: PoolPlan, options: dict[str, dict[str, Any]], metrics_name: str | None = None) -> None:
-        self.stages = [StageActor(s, options.get(s.name, {}), metrics_name) for s in plan.stages]
+        self.stages = [StageActor(s, options.get(s.name, {})) for s in plan.stages]
+        self.metrics = None
+        if metrics_name:
+            import ray
+
+            self.metrics = ray.get_actor(metrics_name)
+            self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = unpack(batch)
         for stage in self.stages:
             rows = stage.step(rows)
+        reports = [r for stage in self.stages for r in stage.reports]
+        for stage in self.stages:
+            stage.reports.clear()
+        if self.metrics is not None and reports:  # one call per batch, not per stage: the pool shares the cores
+            self.metrics.report.remote(self.node, reports)
         return pack(rows)
 
 
+class StageReport(NamedTuple):
+    """One chunk a stage processed: rows in, rows out / dropped / failed, busy seconds, wall-clock start."""
+
+    stage: str
+    rows_in: int
+    rows_out: int
+    dropped: int
+    failed: int
+    seconds: float
+    started: float
+
+
 class EngineMetrics:
-    """A zero-CPU actor the stage actors report to: per-stage rows in/out, drops, failures, busy time, nodes."""
+    """A zero-CPU actor the pool actors report to: per-stage rows in/out, drops, failures, busy time, nodes."""
 
     def __init__(self) -> None:
         self.stages: dict[str, dict[str, Any]] = {}
 
-    def report(self, stage: str, node: str, rows_in: int, rows_out: int, dropped: int, failed: int,
-               seconds: float) -> None:
-        s = self.stages.setdefault(stage, {"rows_in": 0, "rows_out": 0, "dropped": 0, "failed": 0,
-                                           "busy_s": 0.0, "batches": 0, "nodes": []})
-        s["rows_in"] += rows_in
-        s["rows_out"] += rows_out
-        s["dropped"] += dropped
-        s["failed"] += failed
-        s["busy_s"] += seconds
-        s["batches"] += 1
-        s["first_start"] = min(s.get("first_start", float("inf")), time.time() - seconds)
-        if node not in s["nodes"]:
-            s["nodes"].append(node)
+    def report(self, node: str, reports: list[StageReport]) -> None:
+        for r in reports:
+            s = self.stages.setdefault(r.stage, {"rows_in": 0, "rows_out": 0, "dropped": 0, "failed": 0,
+                                                 "busy_s": 0.0, "batches": 0, "nodes": []})
+            s["rows_in"] += r.rows_in
+            s["rows_out"] += r.rows_out
+            s["dropped"] += r.dropped
+            s["failed"] += r.failed
+            s["busy_s"] += r.seconds
+            s["batches"] += 1
+            s["first_start"] = min(s.get("first_start", float("inf")), r.started)
+            if node not in s["nodes"]:
+                s["nodes"].append(node)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return self.stages

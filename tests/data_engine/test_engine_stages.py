@@ -46,7 +46,7 @@ def numbered_frames(n: int, h: int = 32, w: int = 48) -> np.ndarray:
 
 
 def actor(stage: str, options: dict | None = None, retries: int = 1, batch: int = 4) -> StageActor:
-    return StageActor(StagePlan(stage, 1.0, 0.0, 1, batch, retries), options or {}, None)
+    return StageActor(StagePlan(stage, 1.0, 0.0, 1, batch, retries), options or {})
 
 
 def run_rows(a: StageActor, rows: list[dict]) -> list[dict]:
