@@ -11,13 +11,15 @@
    b. the CPU-bound `synthetic_layers` stage alone, with ~10 MB clip rows through the object store both ways.
    The same work in plain OS processes gives what the machine itself scales by at that moment.
 
-Usage: python benchmarks/engine.py [--videos 64] [--height 240] [--width 360]   (figures go in BENCHMARKS.md)
+Usage: python benchmarks/engine.py [--videos 64] [--height 240] [--width 360] [--repeats 3]   (figures go in BENCHMARKS.md)
 """
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data_engine.engine.config import parse_config  # noqa: E402
-from data_engine.engine.pipeline import INPUT, PAYLOAD, WEIGHT, StageActor, build_dataset  # noqa: E402
+from data_engine.engine.pipeline import INPUT, WEIGHT, StageActor, build_dataset  # noqa: E402
 from data_engine.engine.resources import PoolPlan, StagePlan  # noqa: E402
 from data_engine.engine.runner import run  # noqa: E402
 
@@ -82,7 +84,10 @@ def standalone(cfg) -> tuple[dict[str, float], list[dict]]:
 
 def pipeline_rate(out: Path, work: Path, args: argparse.Namespace, max_actors: int | None = None) -> tuple[float, object]:
     """End-to-end clips/s of the engine (`run`), from its first stage batch to its last sample."""
-    summary = run(parse_config(engine_config(out, work, args, max_actors)))
+    from rich.console import Console
+
+    quiet = Console(file=io.StringIO())
+    summary = run(parse_config(engine_config(out, work, args, max_actors)), console=quiet)
     return summary.stats["engine"]["processing_clips_per_s"] or 0.0, summary
 
 
@@ -97,8 +102,8 @@ def stage_rate(rows: list[dict], actors: int, cpus: float) -> float:
     plan = PoolPlan((StagePlan("synthetic_layers", cpus, 0.0, actors, 1, 0),))
     ds = build_dataset(rows, [plan], {"synthetic_layers": {}}, name)
     n = 0
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        n += len(batch[PAYLOAD])  # count only: unpickling ~10 MB rows here would load the cores being measured
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        n += batch.num_rows  # count only: unpickling ~10 MB rows here would load the cores being measured
     last = time.time()
     first = ray.get(metrics.snapshot.remote())["synthetic_layers"]["first_start"]
     ray.kill(metrics)
@@ -139,38 +144,50 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--width", type=int, default=360)
     parser.add_argument("--scaling-rows", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     import ray
 
     cores = os.cpu_count() or 1
     print(f"load average before: {os.getloadavg()[0]:.1f} on {cores} cores")
     ray.init(num_cpus=cores, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         work = tmp / "videos"  # the synthetic videos, written once and read by every run below
         raw = engine_config(tmp / "standalone", work, args)
-        per_clip, layer_rows = standalone(parse_config(raw))
-        slowest = max(per_clip, key=per_clip.get)
-        e2e, summary = pipeline_rate(tmp / "e2e", work, args)
+        for r in range(args.repeats):  # interleaved, so a burst of load on a shared machine hits every measure
+            per_clip, layer_rows = standalone(parse_config(raw))
+            for name, t in per_clip.items():
+                runs.setdefault(name, []).append(t)
+            e2e, summary = pipeline_rate(tmp / f"e2e{r}", work, args)
+            one, _ = pipeline_rate(tmp / f"one{r}", work, args, max_actors=1)
+            rows = work_rows(parse_config(raw))
+            for key, value in (("e2e", e2e), ("ray1", one), ("proc1", processes_rate(raw, rows, 1, None)),
+                               ("proc2", processes_rate(raw, rows, 2, None))):
+                runs.setdefault(key, []).append(value)
+            print(f"repeat {r + 1}: e2e {e2e:.2f} clips/s, 1 actor {one:.2f}, plain processes "
+                  f"{runs['proc1'][-1]:.2f} -> {runs['proc2'][-1]:.2f}; load average {os.getloadavg()[0]:.1f}")
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        stages = ["source", *STAGES]
+        slowest = max(stages, key=med.get)
         print(f"machine: {cores} CPU cores; workload: {summary.counts.written} clips of {args.frames}x"
-              f"{args.height}x{args.width} from {args.videos} synthetic videos")
+              f"{args.height}x{args.width} from {args.videos} synthetic videos; medians of {args.repeats} repeats")
         print("pools: " + "; ".join(f"{p.name} x{p.actors}" for p in summary.plans))
-        for name, t in per_clip.items():
-            print(f"  standalone {name:17s} {1 / t:8.2f} clips/s  ({t * 1000:.0f} ms/clip, 1 thread)")
-        bound = cores / sum(per_clip.values())
-        best = min(1.0, cores * per_clip[slowest] / sum(per_clip.values()))
-        print(f"end-to-end: {e2e:.2f} clips/s after actor start-up; wall incl. start-up {summary.wall_s:.1f} s")
-        print(f"pipeline efficiency = e2e / slowest stage standalone ({slowest}) = {e2e * per_clip[slowest]:.2f} "
-              f"(the best {cores} cores allow: {best:.2f})")
-        print(f"CPU bound on {cores} cores = cores / sum of stage times = {bound:.2f} clips/s; "
-              f"e2e reaches {e2e / bound:.2f} of it")
-
-        one, _ = pipeline_rate(tmp / "one", work, args, max_actors=1)
-        two, _ = pipeline_rate(tmp / "two", work, args, max_actors=2)
-        rows = work_rows(parse_config(raw))
-        p1, p2 = processes_rate(raw, rows, 1, None), processes_rate(raw, rows, 2, None)
-        print(f"scaling the pipeline (fused pool) on Ray: 1 actor {one:.2f} clips/s, 2 actors {two:.2f} clips/s, "
-              f"speed-up {two / one:.2f}x; plain processes {p1:.2f} -> {p2:.2f}, {p2 / p1:.2f}x")
+        for name in stages:
+            print(f"  standalone {name:17s} {1 / med[name]:8.2f} clips/s  ({med[name] * 1000:.0f} ms/clip, 1 thread)")
+        total = sum(med[n] for n in stages)
+        e2e = med["e2e"]
+        print(f"end-to-end: {e2e:.2f} clips/s after actor start-up (runs: "
+              f"{', '.join(f'{x:.2f}' for x in runs['e2e'])})")
+        print(f"pipeline efficiency = e2e / slowest stage standalone ({slowest}) = {e2e * med[slowest]:.2f} "
+              f"(runs: {', '.join(f'{x * med[slowest]:.2f}' for x in runs['e2e'])}; at most "
+              f"{min(1.0, cores * med[slowest] / total):.2f} on {cores} cores = cores x slowest / sum of stage times)")
+        print(f"the same chain in {cores} plain processes: {med['proc2']:.2f} clips/s; the engine reaches "
+              f"{e2e / med['proc2']:.2f} of it")
+        print(f"scaling the pipeline (fused pool) on Ray, 1 -> 2 actors: {med['ray1']:.2f} -> {e2e:.2f} clips/s, "
+              f"speed-up {e2e / med['ray1']:.2f}x; plain processes {med['proc1']:.2f} -> {med['proc2']:.2f}, "
+              f"{med['proc2'] / med['proc1']:.2f}x")
 
         rows = (layer_rows * (args.scaling_rows // max(1, len(layer_rows)) + 1))[: args.scaling_rows]
         for i, r in enumerate(rows):
@@ -178,9 +195,9 @@ def main() -> int:
         cpus = min(1.0, cores / 2)
         one, two = stage_rate(rows, 1, cpus), stage_rate(rows, 2, cpus)
         b1, b2 = (processes_rate(raw, rows, w, "synthetic_layers") for w in (1, 2))
-        print(f"scaling synthetic_layers alone on Ray: 1 actor {one:.2f} clips/s, 2 actors {two:.2f} clips/s, "
-              f"speed-up {two / one:.2f}x; plain processes {b1:.2f} -> {b2:.2f}, {b2 / b1:.2f}x; "
-              f"load average {os.getloadavg()[0]:.1f}")
+        print(f"scaling synthetic_layers alone on Ray (~10 MB rows through the object store), 1 -> 2 actors: "
+              f"{one:.2f} -> {two:.2f} clips/s, speed-up {two / one:.2f}x; plain processes {b1:.2f} -> {b2:.2f}, "
+              f"{b2 / b1:.2f}x; load average {os.getloadavg()[0]:.1f}")
     ray.shutdown()
     return 0
 

@@ -1,6 +1,6 @@
 """The streaming Ray Data pipeline: one `map_batches` actor pool per planned pool of stages, rows as pickled dicts.
 
-Rows travel as one pickled bytes column: stages see plain dicts with numpy arrays of any shape, and rows of
+Rows travel as one pickled Arrow binary column: stages see plain dicts with numpy arrays of any shape, and rows of
 different kinds (a video path, a decoded clip, a failure marker) share one dataset without Arrow schema
 unification. `StageActor` wraps a `Stage`: it calls `setup()` once, feeds `process_batch` only the rows meant
 for the stage, in the stage's batch size, retries a failing batch, then isolates the failing rows, and does the
@@ -14,13 +14,14 @@ import pickle
 import time
 from collections import defaultdict
 from fractions import Fraction
-from typing import Any, NamedTuple
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from data_engine.engine.resources import PoolPlan, StagePlan
 from data_engine.stages import stage_class
 from data_engine.stages.base import FAILED, Resources, Row, Stage, is_failed
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 PAYLOAD = "payload"
 DROPPED = "_dropped"
@@ -34,14 +35,16 @@ class StageProtocolError(RuntimeError):
     """A stage returned rows the engine cannot attribute to their inputs."""
 
 
-def pack(rows: list[Row]) -> dict[str, np.ndarray]:
-    out = np.empty(len(rows), dtype=object)
-    out[:] = [pickle.dumps(r, protocol=5) for r in rows]
-    return {PAYLOAD: out}
+def pack(rows: list[Row]) -> pa.Table:
+    """Rows as one large-binary Arrow column (large: a batch of long clips may pass 2 GiB)."""
+    import pyarrow as pa
+
+    return pa.table({PAYLOAD: pa.array([pickle.dumps(r, protocol=5) for r in rows], type=pa.large_binary())})
 
 
-def unpack(batch: dict[str, np.ndarray]) -> list[Row]:
-    return [pickle.loads(p) for p in batch[PAYLOAD]]
+def unpack(batch: pa.Table) -> list[Row]:
+    """Rows unpickled straight from the Arrow buffers (no intermediate bytes objects; the arrays are copies)."""
+    return [pickle.loads(value.as_buffer()) for value in batch.column(PAYLOAD)]
 
 
 def resolve_stage(name: str) -> type[Stage]:
@@ -195,7 +198,7 @@ class PoolActor:
             self.metrics = ray.get_actor(metrics_name)
             self.node = ray.get_runtime_context().get_node_id()
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: "pa.Table") -> pa.Table:
         rows = unpack(batch)
         for stage in self.stages:
             rows = stage.step(rows)
@@ -267,7 +270,7 @@ def build_dataset(items: list[Row], plans: list[PoolPlan], options: dict[str, di
             fn_constructor_kwargs={"plan": plan, "options": options, "metrics_name": metrics_name},
             compute=ray.data.ActorPoolStrategy(size=plan.actors),
             batch_size=plan.batch_size,
-            batch_format="numpy",
+            batch_format="pyarrow",
             num_cpus=plan.num_cpus,
             num_gpus=plan.num_gpus or None,
         )

@@ -255,7 +255,7 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
             with ProgressDisplay(console, order, actors, counts, snapshot, enabled=cfg.run.progress):
                 if items:
                     ds = build_dataset(items, plans, plan.options, metrics_name)
-                    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                         for row in unpack(batch):
                             driver.handle(row)
                         ledger.flush(sink.done_keys)
