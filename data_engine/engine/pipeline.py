@@ -198,7 +198,7 @@ class PoolActor:
             self.metrics = ray.get_actor(metrics_name)
             self.node = ray.get_runtime_context().get_node_id()
 
-    def __call__(self, batch: "pa.Table") -> pa.Table:
+    def __call__(self, batch: pa.Table) -> pa.Table:
         rows = unpack(batch)
         for stage in self.stages:
             rows = stage.step(rows)

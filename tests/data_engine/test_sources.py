@@ -5,9 +5,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from data_engine.ingest import ingest
 from data_engine.schema import MID_GREY, composite
 from data_engine.shards import ShardSink, read_clips
+from data_engine.sources.base import Failure
 from data_engine.sources.copy_paste import CopyPasteSource, paste
 from data_engine.sources.layered_images import LayeredImageSource
 from data_engine.sources.official import OfficialSampleSource
@@ -15,6 +15,18 @@ from data_engine.sources.synthetic import SyntheticConfig, SyntheticSource, synt
 from data_engine.video_io import encode_png, psnr
 
 SMALL = SyntheticConfig(num_clips=4, num_frames=6, height=48, width=64, seed=11)
+
+
+def write_or_quarantine(source, sink: ShardSink) -> tuple[int, int]:
+    """What the engine's source stage does with a source: clips to the sink, Failures to quarantine."""
+    written = quarantined = 0
+    for item in source.iter_clips():
+        if isinstance(item, Failure):
+            sink.quarantine(item.input, item.stage, item.error)
+            quarantined += 1
+        else:
+            written += int(sink.write(item))
+    return written, quarantined
 
 
 def _residual(clip) -> float:
@@ -88,8 +100,7 @@ def test_corrupt_and_empty_frames_are_quarantined_and_run_finishes(official_samp
     (root / "rhino" / "bg" / "0005.png").write_bytes(b"\x89PNG garbage")
     out = tmp_path / "out"
     with ShardSink(out) as sink:
-        counts = ingest(OfficialSampleSource(tmp_path / "samples"), sink)
-    assert (counts.written, counts.quarantined) == (1, 2)
+        assert write_or_quarantine(OfficialSampleSource(tmp_path / "samples"), sink) == (1, 2)
     rows = {r["input"].split("/")[-2]: r for r in pq.read_table(out / "quarantine.parquet").to_pylist()}
     assert set(rows) == {"dog", "rhino"}
     assert "0003.png" in rows["dog"]["message"] and "zero-byte" in rows["dog"]["message"]
@@ -128,8 +139,7 @@ def test_layered_images_become_image_samples(tmp_path):
     (bad / "bg.png").write_bytes(encode_png(bg))
     out = tmp_path / "out"
     with ShardSink(out) as sink:
-        counts = ingest(LayeredImageSource(tmp_path / "imgs"), sink)
-    assert (counts.written, counts.quarantined) == (1, 1)
+        assert write_or_quarantine(LayeredImageSource(tmp_path / "imgs"), sink) == (1, 1)
     [clip] = list(read_clips(out))
     assert clip.kind == "image" and clip.num_frames == 1
     assert np.array_equal(clip.alpha[0], alpha)
