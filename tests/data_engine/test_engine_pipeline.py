@@ -154,6 +154,25 @@ def test_bad_inputs_end_in_quarantine_and_the_run_completes(messy_inputs, messy_
     assert summary.counts.written == 7 and summary.counts.quarantined == 9
 
 
+def test_one_pool_per_stage_gives_the_same_samples_quarantine_and_counts(messy_inputs, messy_run, tmp_path):
+    """Fusion (the default) only changes where stages run: the same run unfused must write the same dataset.
+    Runs before the rerun test below, which adds samples to messy_run's output."""
+    cfg, fused = messy_run
+    out = tmp_path / "unfused"
+    apart = run(parse_config(config(out, MESSY_SOURCES(messy_inputs), limit=12, fuse=False)))
+    assert [p.name for p in fused.plans] == ["+".join(["source", *VIDEO_STAGES])]
+    assert [p.name for p in apart.plans] == ["source", *VIDEO_STAGES]
+    quarantine = lambda o: sorted((r["input"], r["stage"], r["error_type"], r["message"])  # noqa: E731
+                                  for r in pq.read_table(o / "quarantine.parquet").to_pylist())
+    assert quarantine(out) == quarantine(cfg.out)
+    counts = lambda s: {n: (v["rows_in"], v["rows_out"], v["dropped"], v["failed"]) for n, v in s.stages.items()}  # noqa: E731
+    assert counts(apart) == counts(fused)
+    ours, theirs = ({c.key: c for c in read_clips(o)} for o in (cfg.out, out))
+    assert sorted(ours) == sorted(theirs) and len(ours) == 7
+    for key, clip in ours.items():
+        assert all(np.array_equal(clip.layer(n), theirs[key].layer(n)) for n in ("fg", "alpha", "bg", "blend")), key
+
+
 def test_vfr_clips_carry_the_true_layers_of_the_frames_they_show(messy_inputs, messy_run):
     cfg, _ = messy_run
     truth = synthetic_clip(SMALL, 0)
