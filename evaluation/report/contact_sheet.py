@@ -9,15 +9,10 @@ from PIL import Image, ImageDraw
 
 from data_engine.schema import LAYERS, composite
 from evaluation.layered_io import LayerSet
+from model.export import checkerboard, straight_rgb
 
 CELL_HEIGHT = 120
 LABEL_HEIGHT = 14
-
-
-def checkerboard(height: int, width: int, cell: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:height, 0:width]
-    light = ((yy // cell + xx // cell) % 2 == 0)[..., None]
-    return np.where(light, np.uint8(204), np.uint8(153)).repeat(3, axis=-1)
 
 
 def layer_tiles(sample: LayerSet) -> dict[str, np.ndarray]:
@@ -26,8 +21,6 @@ def layer_tiles(sample: LayerSet) -> dict[str, np.ndarray]:
     if "alpha" in first:
         a = first["alpha"]
         if "fg" in first:
-            from model.export import straight_rgb
-
             h, w = a.shape
             rgb = straight_rgb(first["fg"][None], a[None])[0]
             first["fg"] = composite(rgb[None], a[None], checkerboard(h, w, max(4, h // 16))[None])[0]
