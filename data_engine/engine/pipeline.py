@@ -28,6 +28,10 @@ DROPPED = "_dropped"
 INPUT = "_input"
 WEIGHT = "_w"
 UNIT = "_unit"
+# A batch whose actor process dies (a segfault in a decoder, the OOM killer) is retried this often on the
+# restarted actor; after that its block is skipped and the driver quarantines the inputs whose rows never came
+# back (runner.quarantine_lost). Ray's default, retrying forever, hangs the run on one poisonous input.
+WORKER_DEATH_RETRIES = 3
 ENGINE_STAGES = {"source": "data_engine.engine.inputs:SourceStage"}
 
 
@@ -257,6 +261,7 @@ def build_dataset(items: list[Row], plans: list[PoolPlan], options: dict[str, di
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = False
+    ctx.max_errored_blocks = -1  # a block lost with its worker must not abort the run; see WORKER_DEATH_RETRIES
     # Model actors legitimately hold hundreds of MB; Ray's high-memory detector would repeat that every 30 s.
     ctx.issue_detectors_config.detectors = [
         d for d in ctx.issue_detectors_config.detectors if d.__name__ != "HighMemoryIssueDetector"
@@ -273,5 +278,7 @@ def build_dataset(items: list[Row], plans: list[PoolPlan], options: dict[str, di
             batch_format="pyarrow",
             num_cpus=plan.num_cpus,
             num_gpus=plan.num_gpus or None,
+            max_restarts=-1,
+            max_task_retries=WORKER_DEATH_RETRIES,
         )
     return ds

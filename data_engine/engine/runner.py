@@ -21,7 +21,7 @@ from rich.table import Table
 
 from data_engine.engine.config import ConfigError, EngineConfig
 from data_engine.engine.inputs import VIDEO_TYPES, WorkItem, describe_sources, source_stage_options, work_items
-from data_engine.engine.pipeline import DROPPED, INPUT, WEIGHT, resolve_stage, unpack
+from data_engine.engine.pipeline import DROPPED, INPUT, WEIGHT, WORKER_DEATH_RETRIES, resolve_stage, unpack
 from data_engine.engine.progress import DriverCounts, ProgressDisplay, stage_table
 from data_engine.engine.resources import ClusterResources, PoolPlan, plan_stages
 from data_engine.engine.state import InputLedger, load_records
@@ -31,6 +31,11 @@ from data_engine.stages.base import FAILED, Resources
 from data_engine.stages.encode import clip_header
 from data_engine.stages.split import ClipPolicy
 
+WORKER_LOST = (
+    "no result came back: the worker process died on this input every time (a crash in native code or out of "
+    "memory; the Ray log of the dead worker says which); lower the stage's batch size or memory use, then "
+    "rerun with --set run.retry_quarantined=true"
+)
 PERCEPTION_HINT = "run a perception config instead, e.g. --config infra/configs/engine/perception_tiny.yaml"
 
 
@@ -192,6 +197,14 @@ class Driver:
             self.quarantine(row, {"stage": "engine", "error_type": "PipelineError",
                                   "message": "row reached the sink without an encoded sample; check the stage list"})
 
+    def quarantine_lost(self, input_ids: list[str]) -> None:
+        """Inputs whose rows did not all come back although the pipeline finished: their worker died on them."""
+        for input_id, weight in self.ledger.missing(input_ids).items():
+            self.sink.quarantine(input_id, "engine", _named_error("WorkerLost", WORKER_LOST),
+                                 attempts=WORKER_DEATH_RETRIES + 1)
+            self.counts.quarantined += 1
+            self.ledger.account(input_id, weight, failed=True)
+
     def quarantine(self, row: dict[str, Any], failure: dict[str, Any]) -> None:
         source = row.get("source_id") or row[INPUT]
         key = row.get("key")
@@ -260,6 +273,7 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
                             driver.handle(row)
                         ledger.flush(sink.done_keys)
                         counts.inputs_recorded = ledger.recorded
+                    driver.quarantine_lost([it[INPUT] for it in items])
             sink.close()
             ledger.flush(sink.done_keys)
             counts.inputs_recorded = ledger.recorded

@@ -57,6 +57,7 @@ class InputLedger:
             torn.unlink()
         self.open: dict[str, _Open] = {}
         self.finished: dict[str, _Open] = {}
+        self.complete: set[str] = set()
         self.recorded = 0
         self.statuses: dict[str, int] = {}
 
@@ -73,6 +74,12 @@ class InputLedger:
             raise RuntimeError(f"input {input_id}: accounted weight {entry.weight} > 1 (a stage duplicated rows)")
         if entry.weight == 1:
             self.finished[input_id] = self.open.pop(input_id)
+            self.complete.add(input_id)
+
+    def missing(self, input_ids: list[str]) -> dict[str, Fraction]:
+        """Of `input_ids`, those not fully accounted for, with the weight still to come (1 if nothing came)."""
+        return {i: (1 - self.open[i].weight if i in self.open else Fraction(1))
+                for i in input_ids if i not in self.complete}
 
     def flush(self, done_keys: set[str]) -> int:
         """Write the record of every finished input whose samples are all in complete shards."""

@@ -30,11 +30,18 @@ class UnknownStageError(KeyError):
 
 
 def stage_class(name: str) -> type:
-    """The class registered under `name` (imports its module now)."""
-    if name not in STAGES:
-        raise UnknownStageError(f"unknown stage {name!r}; known stages: {', '.join(STAGES)}")
-    module, _, attr = STAGES[name].partition(":")
+    """The class registered under `name`, or the class at `package.module:Class` (imports its module now).
+
+    An import path plugs in a stage of your own without touching this registry; it must be importable on every
+    Ray worker (install it, or put it on PYTHONPATH before the run starts Ray).
+    """
+    target = STAGES.get(name) or (name if ":" in name else None)
+    if target is None:
+        raise UnknownStageError(
+            f"unknown stage {name!r}; known stages: {', '.join(STAGES)} (or a class as 'package.module:Class')"
+        )
+    module, _, attr = target.partition(":")
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
-        raise UnknownStageError(f"stage {name!r} ({STAGES[name]}) cannot be imported: {exc}") from exc
+        raise UnknownStageError(f"stage {name!r} ({target}) cannot be imported: {exc}") from exc

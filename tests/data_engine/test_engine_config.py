@@ -87,6 +87,11 @@ def test_registry_names_every_stage_lazily():
         assert stage_class(name).name == name
     assert {"tag", "segment", "dedup", "fg_check", "inpaint", "caption"} <= set(STAGES)
     assert STAGES["segment"] == "data_engine.stages.segment_track:SegmentTrackStage"
+    assert stage_class("data_engine.stages.probe:ProbeStage") is stage_class("probe")  # a stage by import path
+    with pytest.raises(KeyError, match="cannot be imported"):
+        stage_class("no_such_module:Stage")
+    with pytest.raises(KeyError, match="package.module:Class"):
+        stage_class("no_such_stage")
 
 
 # -- resource planning ------------------------------------------------------------------------------------------------

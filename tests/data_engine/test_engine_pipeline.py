@@ -256,3 +256,44 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(ray_local, tmp_
     assert sorted(c.key for c in read_clips(out)) == sorted(want)
     stats = json.loads((out / "stats.json").read_text())["engine"]
     assert stats["inputs"]["done_before"] + stats["inputs"]["this_run"] == KILL_VIDEOS
+
+
+# -- a worker that dies on one input ------------------------------------------------------------------------------------
+DYING_STAGE = '''
+import os
+
+from data_engine.stages.base import Stage
+
+
+class DieOnVideoOne(Stage):
+    """Kills its own process (as a segfault or the OOM killer would) on the clips of one video."""
+
+    def process_batch(self, rows):
+        if any(r["source_id"].endswith("_00001.mp4") for r in rows):
+            os._exit(1)
+        return rows
+'''
+
+
+def test_an_input_that_kills_its_worker_is_quarantined_and_the_run_completes(tmp_path):
+    plugin = tmp_path / "plugin"
+    plugin.mkdir()
+    (plugin / "dying_stage.py").write_text(DYING_STAGE)
+    sources = [{"type": "synthetic_videos", "num_clips": 3, "num_frames": 8, "height": 40, "width": 56, "seed": 3}]
+    raw = config(tmp_path / "out", sources)
+    raw["stages"] = ["probe", "split", "dying_stage:DieOnVideoOne", "synthetic_layers", "compose", "encode"]
+    cfg_file = tmp_path / "engine.yaml"
+    cfg_file.write_text(yaml.safe_dump(raw))
+    # Its own local Ray, started by the CLI: the workers inherit PYTHONPATH and can import the plugin stage.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(plugin), str(REPO), os.environ.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "data_engine.cli", "dataset", "--config", str(cfg_file), "--no-progress"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "out"
+    assert sorted(Path(c.source_id).name for c in read_clips(out)) == ["synthetic_s3_00000.mp4", "synthetic_s3_00002.mp4"]
+    [lost] = pq.read_table(out / "quarantine.parquet").to_pylist()
+    assert lost["input"].endswith("synthetic_s3_00001.mp4")
+    assert (lost["stage"], lost["error_type"]) == ("engine", "WorkerLost") and "died" in lost["message"]
+    stats = json.loads((out / "stats.json").read_text())["engine"]
+    assert stats["inputs"]["status"] == {"ok": 2, "failed": 1} and stats["inputs"]["unfinished"] == 0
