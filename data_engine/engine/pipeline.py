@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import pickle
 import time
+import warnings
 from collections import defaultdict
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -270,15 +271,19 @@ def build_dataset(items: list[Row], plans: list[PoolPlan], options: dict[str, di
     rows = [{PAYLOAD: pickle.dumps(r, protocol=5)} for r in items]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(items)))
     for plan in plans:
-        ds = ds.map_batches(
-            PoolActor,
-            fn_constructor_kwargs={"plan": plan, "options": options, "metrics_name": metrics_name},
-            compute=ray.data.ActorPoolStrategy(size=plan.actors),
-            batch_size=plan.batch_size,
-            batch_format="pyarrow",
-            num_cpus=plan.num_cpus,
-            num_gpus=plan.num_gpus or None,
-            max_restarts=-1,
-            max_task_retries=WORKER_DEATH_RETRIES,
-        )
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates extra remote args but names no parameter for task retries; its own docs pass
+            # them this way (actor_pool_map_operator: "map_batches(..., max_restarts=0)").
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            ds = ds.map_batches(
+                PoolActor,
+                fn_constructor_kwargs={"plan": plan, "options": options, "metrics_name": metrics_name},
+                compute=ray.data.ActorPoolStrategy(size=plan.actors),
+                batch_size=plan.batch_size,
+                batch_format="pyarrow",
+                num_cpus=plan.num_cpus,
+                num_gpus=plan.num_gpus or None,
+                max_restarts=-1,
+                max_task_retries=WORKER_DEATH_RETRIES,
+            )
     return ds

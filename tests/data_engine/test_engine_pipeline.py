@@ -170,7 +170,11 @@ def test_one_pool_per_stage_gives_the_same_samples_quarantine_and_counts(messy_i
     ours, theirs = ({c.key: c for c in read_clips(o)} for o in (cfg.out, out))
     assert sorted(ours) == sorted(theirs) and len(ours) == 7
     for key, clip in ours.items():
-        assert all(np.array_equal(clip.layer(n), theirs[key].layer(n)) for n in ("fg", "alpha", "bg", "blend")), key
+        other = theirs[key]
+        assert clip.metadata() == other.metadata() and np.array_equal(clip.alpha, other.alpha), key
+        # Colour: the stages hand encode identical pixels either way (checked by hash), but x264's bytes for them
+        # occasionally differ between worker processes (42-47 dB apart when they do); a wrong layer is ~20 dB off.
+        assert all(psnr(clip.layer(n), other.layer(n)) > 38 for n in ("fg", "bg", "blend")), key
 
 
 def test_vfr_clips_carry_the_true_layers_of_the_frames_they_show(messy_inputs, messy_run):
