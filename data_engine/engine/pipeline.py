@@ -277,7 +277,8 @@ def build_dataset(items: list[Row], plans: list[PoolPlan], options: dict[str, di
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             ds = ds.map_batches(
                 PoolActor,
-                fn_constructor_kwargs={"plan": plan, "options": options, "metrics_name": metrics_name},
+                fn_constructor_kwargs={"plan": plan, "options": {s.name: options.get(s.name, {}) for s in plan.stages},
+                                       "metrics_name": metrics_name},
                 compute=ray.data.ActorPoolStrategy(size=plan.actors),
                 batch_size=plan.batch_size,
                 batch_format="pyarrow",
