@@ -94,10 +94,6 @@ class PoolPlan:
     def batch_size(self) -> int:
         return self.stages[0].batch_size
 
-    @property
-    def threads(self) -> int:
-        return self.stages[0].threads
-
 
 def fusable(r: Resources) -> bool:
     """A stage that can share an actor with its neighbours: no GPU, and no more than one core."""
