@@ -34,30 +34,24 @@ def _weights(args: argparse.Namespace, console: Console) -> int:
     if args.action == "check":
         missing_any = False
         for name, spec in sorted(registry.items()):
-            missing = weights.missing_files(name)
+            try:
+                missing = weights.missing_files(name)
+                status = "present" if not missing else f"missing ({len(missing)} file(s), first: {missing[0]})"
+            except weights.MissingWeightsError as exc:
+                missing, status = [exc], f"unreadable ({exc})"
             missing_any |= bool(missing)
-            status = "present" if not missing else f"missing ({len(missing)} file(s), first: {missing[0]})"
             print(f"{name}: {status}; expected at {weights.model_dir(name)}; hub id {spec.hub_id}")
         print(f"weights root: {weights.weights_root()} (set {weights.ENV_VAR} to change it)")
         return 1 if missing_any else 0
+    from data_engine.weights_download import download
+
     names = sorted(registry) if args.all else args.names
     if not names:
         raise ValueError("weights download: name one or more models, or pass --all")
     for name in names:
         spec = weights.spec(name)
-        target = weights.model_dir(name)
-        console.print(f"downloading {name} ({spec.hub_id}) -> {target}")
-        if spec.hub_id.startswith(("http://", "https://")):
-            import urllib.request
-
-            target.mkdir(parents=True, exist_ok=True)
-            urllib.request.urlretrieve(spec.hub_id, target / spec.files[0])
-        elif ":" in spec.hub_id:  # e.g. github:owner/repo/file: not a hub repository
-            raise ValueError(f"{name} is not on the Hugging Face hub; fetch {spec.hub_id} into {target / spec.files[0]}")
-        else:
-            from huggingface_hub import snapshot_download
-
-            snapshot_download(repo_id=spec.hub_id, revision=spec.revision, local_dir=str(target))
+        console.print(f"downloading {name} ({spec.hub_id}) -> {weights.model_dir(name)}")
+        download(name, endpoint=args.endpoint, report=console.print)
     return 0
 
 
@@ -77,6 +71,7 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("action", choices=("check", "download"))
     w.add_argument("names", nargs="*", help="models to download (see `weights check`)")
     w.add_argument("--all", action="store_true", help="download every model in the registry")
+    w.add_argument("--endpoint", default=None, help="hub address, e.g. an internal mirror (default $HF_ENDPOINT or the hub)")
     return p
 
 
@@ -86,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     from data_engine.engine.config import ConfigError
     from data_engine.engine.resources import PlanError
     from data_engine.sources.base import SourceError
+    from data_engine.weights_download import DownloadError
 
     try:
         return _dataset(args, console) if args.command == "dataset" else _weights(args, console)
-    except (ConfigError, PlanError, SourceError, KeyError, ValueError) as exc:
+    except (ConfigError, PlanError, SourceError, DownloadError, KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,14 +1,20 @@
 """The weights registry: every model we load, its hub id, and the files it needs under LAYERFLOW_WEIGHTS.
 
 Entries live in `infra/weights/*.yaml` (one file per area: model, perception, evaluation), each a mapping
-`name: {hub_id, subdir, files: [...], licence, used_by}`. Nothing here downloads; `download()` is the one
-explicit, user-invoked exception.
+`name: {hub_id, subdir, files: [...], licence, used_by}` plus how the release is fetched:
+- `snapshot: true`: the whole hub repository (its `files` are the ones loaders open first; the rest, such as
+  weight shards, come with it);
+- `url`: a direct link to the file, or a folder URL ending in `/` that each of `files` is appended to;
+  `archive: zip` when each file is published zipped (`<file>.zip`, as pytorchcv's releases);
+- otherwise: exactly `files`, each from the hub repository `hub_id`.
+Nothing here downloads; `data_engine.weights_download` is the one explicit, user-invoked exception.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 
@@ -30,6 +36,9 @@ class WeightSpec:
     licence: str = ""
     used_by: str = ""
     revision: str | None = None
+    snapshot: bool = False
+    url: str | None = None
+    archive: str | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -43,7 +52,7 @@ def load_registry(registry_dir: Path = REGISTRY_DIR) -> dict[str, WeightSpec]:
         for name, entry in (yaml.safe_load(path.read_text()) or {}).items():
             if name in specs:
                 raise ValueError(f"weights registry: {name!r} is defined twice (second time in {path})")
-            known = {"hub_id", "subdir", "files", "licence", "used_by", "revision"}
+            known = {"hub_id", "subdir", "files", "licence", "used_by", "revision", "snapshot", "url", "archive"}
             specs[name] = WeightSpec(
                 name=name,
                 hub_id=entry["hub_id"],
@@ -52,6 +61,9 @@ def load_registry(registry_dir: Path = REGISTRY_DIR) -> dict[str, WeightSpec]:
                 licence=entry.get("licence", ""),
                 used_by=entry.get("used_by", ""),
                 revision=entry.get("revision"),
+                snapshot=bool(entry.get("snapshot", False)),
+                url=entry.get("url"),
+                archive=entry.get("archive"),
                 extra={k: v for k, v in entry.items() if k not in known},
             )
     return specs
@@ -68,22 +80,37 @@ def model_dir(name: str, root: str | os.PathLike | None = None) -> Path:
     return weights_root(root) / spec(name).subdir
 
 
-def missing_files(name: str, root: str | os.PathLike | None = None) -> list[Path]:
+def missing_files(name: str, root: str | os.PathLike | None = None, extra: tuple[str, ...] = ()) -> list[Path]:
+    """The registry's files of `name` (and any `extra` ones a loader names) that are not on disk.
+
+    The one availability test: `layerflow weights check` reports it and `resolve` (every loader) enforces it.
+    """
     s, base = spec(name), model_dir(name, root)
-    wanted = s.files or ("",)
+    wanted = dict.fromkeys((*s.files, *extra)) or {"": None}
+    for index in [f for f in wanted if f.endswith(".index.json") and (base / f).is_file()]:
+        wanted.update(dict.fromkeys(shard_files(base, index)))
     return [base / f for f in wanted if not (base / f).exists()]
+
+
+def shard_files(base: Path, index: str) -> list[str]:
+    """The weight files a sharded checkpoint's index names, relative to `base` like the index itself."""
+    try:
+        weight_map = json.loads((base / index).read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise MissingWeightsError(
+            f"{base / index}: not a sharded-checkpoint index (bad {exc}); download the model again") from None
+    folder = PurePosixPath(index).parent
+    return sorted({str(folder / f) for f in weight_map.values()})
 
 
 def resolve(name: str, filename: str | None = None, root: str | os.PathLike | None = None) -> Path:
     """Path of a model's directory (or one of its files); raises MissingWeightsError in one line if absent."""
     s = spec(name)
-    base = model_dir(name, root)
-    target = base / filename if filename else base
-    missing = [target] if filename else missing_files(name, root)
-    if not target.exists() or missing:
-        where = missing[0] if missing else target
+    missing = missing_files(name, root, (filename,) if filename else ())
+    if missing:
         raise MissingWeightsError(
-            f"{name}: missing weights at {where} (hub id {s.hub_id}); "
+            f"{name}: missing weights at {missing[0]} (hub id {s.hub_id}); "
             f"run `layerflow weights download {name}` or set {ENV_VAR} to the folder that holds {s.subdir}/"
         )
-    return target
+    base = model_dir(name, root)
+    return base / filename if filename else base

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LAYERFLOW_SHARED", REPO.parent / "shared"))
+# The release-layout weight builders are test code, not part of the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +32,11 @@ def reference_dir() -> Path:
     if not root.is_dir():
         pytest.skip(f"reference fixtures not found at {root} (set LAYERFLOW_SHARED to the shared folder)")
     return root
+
+
+@pytest.fixture(scope="session")
+def release_weights(tmp_path_factory) -> Path:
+    """A LAYERFLOW_WEIGHTS folder holding every registry entry in its release's own layout (tiny configs)."""
+    from release_layout import build_all
+
+    return build_all(tmp_path_factory.mktemp("release_weights"))

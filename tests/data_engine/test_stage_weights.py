@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from data_engine.stages import models
-from data_engine.weights import MissingWeightsError, spec
+from data_engine.weights import MissingWeightsError, missing_files, resolve, spec
 
 FULL_BUILDERS = [
     (models.build_clip, models.CLIP_WEIGHTS),
@@ -58,3 +58,21 @@ def test_tag_list_is_the_ram_plus_vocabulary():
     tags = models.tag_list()
     assert len(tags) == 4585 and len(set(tags)) == 4585
     assert tags[:2] == ["3D CG rendering", "3D glasses"] and tags[-1] == "zoo"
+
+
+def test_resolve_returns_a_file_that_exists_and_check_agrees(tmp_path):
+    folder = tmp_path / spec(models.SAM_WEIGHTS).subdir
+    folder.mkdir()
+    (folder / models.SAM_FILE).write_bytes(b"weights")
+    assert resolve(models.SAM_WEIGHTS, models.SAM_FILE, tmp_path) == folder / models.SAM_FILE
+    assert missing_files(models.SAM_WEIGHTS, tmp_path) == []
+
+
+def test_resolve_needs_every_registry_file_even_when_a_loader_names_one(tmp_path):
+    name = models.PROPAINTER_WEIGHTS
+    folder = tmp_path / spec(name).subdir
+    folder.mkdir()
+    (folder / models.PROPAINTER_FILES["raft"]).write_bytes(b"weights")
+    with pytest.raises(MissingWeightsError, match=models.PROPAINTER_FILES["rfc"]):
+        resolve(name, models.PROPAINTER_FILES["raft"], tmp_path)
+    assert len(missing_files(name, tmp_path)) == 2
