@@ -6,12 +6,14 @@ PY := $(BIN)/python
 # torch/torchvision pinned: these releases install from the local wheel cache; anything else downloads GBs.
 TORCH := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
+# Exact versions of every other dependency that the suite last passed with; `make upgrade-deps` refreshes them.
+CONSTRAINTS := constraints.txt
 CONFIG ?=
 STAGE ?= 1
 ARGS ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install test test-all demo dataset train precompute generate eval bench weights clean
+.PHONY: help install upgrade-deps test test-all demo dataset train precompute generate eval bench weights clean
 
 help:
 	@echo "make demo      end-to-end demo on built-in synthetic videos (tiny preset, CPU, < 10 min)"
@@ -23,15 +25,24 @@ help:
 	@echo "make eval      VBench-style evaluation per layer (TASK=generation|decomposition|score|compare ARGS=...)"
 	@echo "make bench     the benchmark scripts (figures go in BENCHMARKS.md)"
 	@echo "make weights   check which model weights are present under LAYERFLOW_WEIGHTS"
+	@echo "make upgrade-deps  newest dependencies, run the tests, then pin them in constraints.txt"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[all,dev]"
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) $(TORCH)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[all,dev]"
 	touch $@
 
 install: $(STAMP)
+
+# Upgrades everything but the pinned torch in place, and rewrites the constraints only if the suite passes.
+upgrade-deps: $(STAMP)
+	$(PY) -m pip install --quiet --upgrade --upgrade-strategy eager $(TORCH) -e ".[all,dev]"
+	$(PY) -m pytest -q -m "not slow"
+	{ echo "# Exact versions the test suite last passed with (make upgrade-deps rewrites this file)."; \
+	  $(PY) -m pip freeze --exclude-editable; } > $(CONSTRAINTS)
+	touch $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
