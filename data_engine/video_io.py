@@ -9,6 +9,7 @@ soft mattes); `lossless=True` uses qp 0, which is bit-exact. Mattes are mostly f
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -42,6 +43,13 @@ def apply_codec_threads(stream) -> None:
 
 class VideoDecodeError(ValueError):
     """A file that is not a decodable video; the message names the file and what is wrong."""
+
+
+def unreadable(label: str, exc: Exception, what: str = "truncated or corrupt video") -> VideoDecodeError:
+    """FFmpeg's own words (e.g. "[Errno 1094995529] Invalid data found ...") mean little to a user: say what it
+    is first, keep FFmpeg's detail after it."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return VideoDecodeError(f"{label}: {what} ({detail})")
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,9 @@ def _open(src: str | Path | bytes | BinaryIO, name: str):
         src = io.BytesIO(src)
     elif isinstance(src, (str, Path)):
         p = Path(src)
+        if p.is_symlink() and not p.exists():
+            raise VideoDecodeError(f"{name}: dangling symlink (it points to {os.readlink(p)}, which does not exist); "
+                                   "fix or remove the link")
         if not p.exists():
             raise VideoDecodeError(f"{name}: no such file")
         if p.stat().st_size == 0:
@@ -134,7 +145,7 @@ def _open(src: str | Path | bytes | BinaryIO, name: str):
     try:
         container = av.open(src if not isinstance(src, Path) else str(src), mode="r")
     except (av.error.FFmpegError, OSError) as exc:
-        raise VideoDecodeError(f"{name}: not a readable video ({exc})") from exc
+        raise unreadable(name, exc) from exc
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(f"{name}: no video stream")
@@ -161,8 +172,8 @@ def decode_video(
                     break
     except av.error.FFmpegError as exc:
         if not frames:
-            raise VideoDecodeError(f"{label}: decoding failed ({exc})") from exc
-        raise VideoDecodeError(f"{label}: truncated or corrupt after frame {len(frames)} ({exc})") from exc
+            raise unreadable(label, exc) from exc
+        raise unreadable(label, exc, f"truncated or corrupt video after frame {len(frames)}") from exc
     if not frames:
         raise VideoDecodeError(f"{label}: no decodable frames")
     return np.stack(frames)
@@ -190,7 +201,7 @@ def probe_video(src: str | Path | bytes | BinaryIO, *, name: str | None = None) 
                 if packet.pts is not None:
                     pts.append(packet.pts)
         except av.error.FFmpegError as exc:
-            raise VideoDecodeError(f"{label}: corrupt container ({exc})") from exc
+            raise unreadable(label, exc) from exc
         tb = float(stream.time_base) if stream.time_base else 0.0
         pts.sort()
         deltas = np.diff(pts) if len(pts) > 1 else np.array([])

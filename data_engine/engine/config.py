@@ -44,6 +44,14 @@ class RunConfig:
     fuse: bool = True  # consecutive light CPU stages share one actor pool (see data_engine/engine/resources.py)
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise ValueError(f"run.limit (--limit) must be a whole number of inputs >= 1, got {self.limit!r}; "
+                             "leave it out to process every input, or use --dry-run to start nothing")
+        for key in ("maxcount", "maxsize"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"run.{key} must be > 0, got {getattr(self, key)!r}")
+
 
 @dataclass(frozen=True)
 class SourceSpec:
@@ -206,4 +214,7 @@ def load_config(
         apply_override(raw, assignment)
     cfg = parse_config(raw, str(cfg_path))
     run_changes = {k: v for k, v in (("out", out), ("limit", limit)) if v is not None}
-    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, **run_changes)) if run_changes else cfg
+    try:
+        return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, **run_changes)) if run_changes else cfg
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -138,6 +138,9 @@ def work_items(cfg: EngineConfig) -> list[WorkItem]:
                 uris = list_videos(opts.input, opts.extensions)
             except SourceError as exc:
                 raise ConfigError(f"sources[{index}] (videos): {exc}") from exc
+            if not uris:
+                raise ConfigError(f"sources[{index}] (videos): {opts.input!r} matches no video files (extensions "
+                                  f"{', '.join(opts.extensions)}); check the path or pattern")
             items += [WorkItem(index, spec.type, u, u) for u in uris]
         elif spec.type == "synthetic_videos":
             folder = cfg.work_dir / "synthetic_videos"

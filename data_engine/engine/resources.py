@@ -156,12 +156,12 @@ def plan_pools(stages: list[tuple[str, Resources]], cluster: ClusterResources) -
     if cluster.cpus <= 0:
         raise PlanError("the cluster reports no CPUs; check `ray status` or run.num_cpus")
     gpu_need = sum(r.num_gpus for _, r in stages)
-    for name, r in stages:
-        if r.num_gpus > 0 and cluster.gpus <= 0:
-            raise PlanError(
-                f"stage {name!r} asks for {r.num_gpus:g} GPU but the cluster has none; "
-                f"run on a GPU cluster or --set stages.{name}.num_gpus=0"
-            )
+    wanting = [(name, r.num_gpus) for name, r in stages if r.num_gpus > 0]
+    if wanting and cluster.gpus <= 0:
+        asks = ", ".join(f"{name} ({n:g})" for name, n in wanting)
+        sets = " ".join(f"--set stages.{name}.num_gpus=0" for name, _ in wanting)
+        raise PlanError(f"{len(wanting)} stage(s) ask for a GPU but the cluster has none: {asks}; "
+                        f"run on a GPU cluster or {sets}")
     if gpu_need > cluster.gpus + 1e-9:
         raise PlanError(
             f"the stages ask for {gpu_need:g} GPU with one actor each but the cluster has {cluster.gpus:g}; "

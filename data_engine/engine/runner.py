@@ -116,9 +116,14 @@ def check_layers(cfg: EngineConfig, items: list[WorkItem]) -> None:
 def prepare(cfg: EngineConfig) -> EnginePlan:
     if not cfg.sources:
         raise ConfigError("no sources: add a `sources:` entry or pass --input /path/to/videos")
-    items = work_items(cfg)
-    check_layers(cfg, items)
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise ConfigError(f"run.out {cfg.out} is a file; --out names a folder (a new one, or an earlier run's to resume)")
     resources, options = stage_setup(cfg)
+    items = work_items(cfg)
+    if not items:
+        raise ConfigError(f"the sources list no inputs ({'; '.join(describe_sources(cfg))}); check the paths and "
+                          "patterns (a glob must match files with a video extension)")
+    check_layers(cfg, items)
     records = load_records(cfg.out)
     redo = {i for i, r in records.items() if cfg.run.retry_quarantined and r["status"] != "ok"}
     done_ids = set(records) - redo

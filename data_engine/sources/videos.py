@@ -76,6 +76,16 @@ def _read_list_file(path: Path) -> list[str]:
     return entries
 
 
+def _is_file_or_link(p: Path) -> bool:
+    """Files, and symlinks whatever they point at: a dangling link is listed so that it is quarantined with its
+    reason instead of vanishing from the run."""
+    return p.is_symlink() or p.is_file()
+
+
+def _listed(p: Path) -> str:
+    return str(p.resolve()) if p.exists() else str(p.absolute())
+
+
 def list_videos(spec: str | list[str], extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> list[str]:
     """Expand a folder, glob, list file, single file or URI (or a list of those) into video inputs, sorted."""
     if isinstance(spec, (list, tuple)):
@@ -89,10 +99,10 @@ def list_videos(spec: str | list[str], extensions: tuple[str, ...] = VIDEO_EXTEN
         return _list_uri(spec, exts)
     path = Path(spec).expanduser()
     if _has_glob(spec):
-        return sorted(str(Path(p).resolve()) for p in globlib.glob(str(path), recursive=True)
-                      if p.lower().endswith(exts) and Path(p).is_file())
+        return sorted(_listed(Path(p)) for p in globlib.glob(str(path), recursive=True)
+                      if p.lower().endswith(exts) and _is_file_or_link(Path(p)))
     if path.is_dir():
-        return sorted(str(p.resolve()) for p in path.rglob("*") if p.suffix.lower() in exts and p.is_file())
+        return sorted(_listed(p) for p in path.rglob("*") if p.suffix.lower() in exts and _is_file_or_link(p))
     if path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
         return _read_list_file(path)
     if path.is_file():

@@ -19,7 +19,7 @@ import numpy as np
 
 from data_engine.schema import sample_key
 from data_engine.stages.base import Resources, Row, Stage, StageError
-from data_engine.video_io import VideoDecodeError, apply_codec_threads
+from data_engine.video_io import VideoDecodeError, apply_codec_threads, unreadable
 
 
 class VideoRejected(StageError):
@@ -112,7 +112,7 @@ def usable_ticks(num_frames: int, duration: float, source_fps: float, policy: Cl
     return min(num_frames, int(np.floor(span * fps + 1e-6)) + 1)
 
 
-def _presentation_times(container, stream) -> np.ndarray:
+def _presentation_times(container, stream, label: str) -> np.ndarray:
     import av
 
     pts = []
@@ -121,7 +121,7 @@ def _presentation_times(container, stream) -> np.ndarray:
             if packet.pts is not None:
                 pts.append(packet.pts)
     except av.error.FFmpegError as exc:
-        raise VideoDecodeError(f"corrupt container ({exc})") from exc
+        raise unreadable(label, exc) from exc
     return np.sort(np.asarray(pts, np.int64))
 
 
@@ -132,14 +132,14 @@ def decode_clips(src: Any, label: str, policy: ClipPolicy) -> tuple[list[np.ndar
     try:
         container = av.open(src, mode="r")
     except (av.error.FFmpegError, OSError) as exc:
-        raise VideoDecodeError(f"{label}: not a readable video ({exc})") from exc
+        raise unreadable(label, exc) from exc
     with container:
         if not container.streams.video:
             raise VideoDecodeError(f"{label}: no video stream")
         stream = container.streams.video[0]
         apply_codec_threads(stream)
         tb = float(stream.time_base)
-        pts = _presentation_times(container, stream)
+        pts = _presentation_times(container, stream, label)
         rate = stream.average_rate or stream.guessed_rate
         source_fps = float(rate) if rate else 0.0
         fps = output_fps(source_fps, policy)
@@ -166,10 +166,10 @@ def decode_clips(src: Any, label: str, policy: ClipPolicy) -> tuple[list[np.ndar
                     break
         except av.error.FFmpegError as exc:
             if not frames:
-                raise VideoDecodeError(f"{label}: decoding failed ({exc})") from exc
+                raise unreadable(label, exc) from exc
     complete = [w for w in windows if all(i in frames for i in w)]
     if not complete:
-        raise VideoDecodeError(f"{label}: truncated or corrupt: decoded {len(frames)} of the {len(wanted)} frames needed")
+        raise VideoDecodeError(f"{label}: truncated or corrupt video: decoded {len(frames)} of the {len(wanted)} frames needed")
     assert geo is not None
     return [np.stack([frames[i] for i in w]) for w in complete], complete, fps, geo
 

@@ -206,6 +206,6 @@ def test_cli_weights_check_lists_present_and_missing(tmp_path, monkeypatch, caps
             target = tmp_path / spec.subdir / f
             target.parent.mkdir(parents=True, exist_ok=True)
             if f:
-                target.write_text("{}")
+                target.write_text('{"weight_map": {}}' if f.endswith(".index.json") else "{}")
     assert main(["weights", "check"]) == 0
     assert "missing" not in capsys.readouterr().out

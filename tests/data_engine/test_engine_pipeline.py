@@ -98,7 +98,7 @@ def messy_inputs(tmp_path_factory) -> dict[str, Path]:
 
 EXPECTED_QUARANTINE = {
     "zero": ("probe", "VideoDecodeError", "zero-byte"),
-    "text": ("probe", "VideoDecodeError", "not a readable video"),
+    "text": ("probe", "VideoDecodeError", "truncated or corrupt video"),
     "truncated": ("probe", "VideoDecodeError", ""),
     "one_frame": ("probe", "VideoRejected", "shorter than one clip"),
     "short": ("probe", "VideoRejected", "shorter than one clip"),

@@ -124,7 +124,7 @@ def bad_inputs(tmp_path_factory) -> dict[str, Path]:
 
 EXPECTED_PROBE_FAILURES = {
     "zero": ("VideoDecodeError", "zero-byte"),
-    "text": ("VideoDecodeError", "not a readable video"),
+    "text": ("VideoDecodeError", "truncated or corrupt video"),
     "truncated": ("VideoDecodeError", ""),
     "one_frame": ("VideoRejected", "shorter than one clip"),
     "short": ("VideoRejected", "shorter than one clip"),

@@ -65,7 +65,7 @@ def test_png_round_trip_is_exact():
 
 @pytest.mark.parametrize(
     "content, match",
-    [(b"", "zero-byte"), (b"this is not a video", "not a readable video")],
+    [(b"", "zero-byte"), (b"this is not a video", "truncated or corrupt video")],
 )
 def test_bad_files_raise_one_line_naming_the_file(tmp_path, content, match):
     path = tmp_path / "bad.mp4"

@@ -1,0 +1,95 @@
+"""Pre-flight: every config and input problem is one line before Ray starts (exit 2, nothing written), and inputs
+that cannot be read are quarantined with a reason a person understands."""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from data_engine.cli import main
+from data_engine.engine.config import SYNTHETIC_CONFIG
+from data_engine.engine.pipeline import INPUT, WEIGHT, StageActor
+from data_engine.engine.resources import StagePlan
+from data_engine.sources.videos import list_videos
+from data_engine.stages.base import FAILED
+from data_engine.video_io import encode_video, write_video
+
+PERCEPTION_FULL = SYNTHETIC_CONFIG.parent / "perception_full.yaml"
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    import ray
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert not ray.is_initialized()
+    return err[0]
+
+
+def dataset(out, *extra: str) -> list[str]:
+    return ["dataset", "--config", str(SYNTHETIC_CONFIG), "--out", str(out), "--no-progress", *extra]
+
+
+def test_out_that_is_a_file(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    line = one_line_error(capsys, dataset(out))
+    assert "is a file" in line and "--out names a folder" in line
+    assert out.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("limit", ["-1", "0"])
+def test_limit_below_one(tmp_path, capsys, limit):
+    line = one_line_error(capsys, dataset(tmp_path / "out", "--limit", limit))
+    assert f"got {limit}" in line and "leave it out" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("dry", [True, False])
+def test_glob_that_matches_nothing(tmp_path, capsys, dry):
+    (tmp_path / "videos").mkdir()
+    argv = ["dataset", "--input", str(tmp_path / "videos" / "*.mp4"), "--out", str(tmp_path / "out")]
+    line = one_line_error(capsys, argv + (["--dry-run"] if dry else []))
+    assert "matches no video files" in line and "*.mp4" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_stage_that_wants_a_gpu_is_named_at_once(tmp_path, capsys):
+    argv = ["dataset", "--config", str(PERCEPTION_FULL), "--out", str(tmp_path / "out"), "--dry-run",
+            "--set", "run.num_gpus=0", "--input", str(SYNTHETIC_CONFIG)]
+    line = one_line_error(capsys, argv)
+    for stage in ("tag", "segment", "fg_check", "inpaint", "caption"):
+        assert f"--set stages.{stage}.num_gpus=0" in line
+    assert not (tmp_path / "out").exists()
+
+
+def probe(path) -> dict:
+    policy = {"num_frames": 4, "fps": 8, "height": 32, "width": 48}
+    a = StageActor(StagePlan("probe", 1.0, 0.0, 1, 1, 1), policy)
+    [row] = a.process([{INPUT: str(path), WEIGHT: Fraction(1), "key": str(path), "source_id": str(path)}])[0]
+    return row
+
+
+def test_dangling_symlink_is_listed_and_quarantined_with_its_reason(tmp_path):
+    folder = tmp_path / "videos"
+    write_video(folder / "good.mp4", np.zeros((16, 32, 48, 3), np.uint8), 8)
+    os.symlink(tmp_path / "gone.mp4", folder / "link.mp4")
+    listed = list_videos(str(folder))
+    assert listed == sorted([str((folder / "good.mp4").resolve()), str(folder / "link.mp4")])
+    failure = probe(folder / "link.mp4")[FAILED]
+    assert failure["error_type"] == "VideoDecodeError"
+    assert "dangling symlink" in failure["message"] and "gone.mp4" in failure["message"]
+    assert "\n" not in failure["message"]
+
+
+def test_truncated_video_says_so_and_keeps_ffmpegs_detail(tmp_path):
+    good = encode_video(np.zeros((16, 32, 48, 3), np.uint8), 8)
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(good[: len(good) // 3])
+    message = probe(path)[FAILED]["message"]
+    assert message.startswith(f"{path}: truncated or corrupt video (")
+    assert "Invalid data" in message or "moov" in message or "End of file" in message
