@@ -5,6 +5,7 @@ Layer order everywhere (shards, packing, outputs) is fg, alpha, bg, blend.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,11 +26,25 @@ def sample_key(source: str, clip: int, obj: int = 0) -> str:
     return f"{safe}-{clip:05d}-{obj:02d}"
 
 
+def printable_text(text: str) -> str:
+    """Text as printable UTF-8 on one line: captioning models emit NULs and other control or format characters,
+    U+FFFD for bytes their tokenizer could not decode, and lone surrogates that UTF-8 cannot even encode; all are
+    dropped, and runs of whitespace become one space."""
+    kept = "".join(ch for ch in text if ch.isspace() or (unicodedata.category(ch)[0] != "C" and ch != "\ufffd"))
+    return " ".join(kept.split())
+
+
 @dataclass
 class Captions:
+    """Per-layer prompts; always printable (see `printable_text`), whichever model or source wrote them."""
+
     fg: str = ""
     bg: str = ""
     blend: str = ""
+
+    def __post_init__(self) -> None:
+        for layer in CAPTIONED_LAYERS:
+            setattr(self, layer, printable_text(getattr(self, layer)))
 
     def as_dict(self) -> dict[str, str]:
         return {"fg": self.fg, "bg": self.bg, "blend": self.blend}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from data_engine.schema import CAPTIONED_LAYERS, Captions, over_grey
+from data_engine.schema import CAPTIONED_LAYERS, Captions, over_grey, printable_text
 from data_engine.stages.base import Resources, Row, Stage, StageError
 from data_engine.stages.models import build_cogvlm2, build_qwen_vl, check_preset, device_for
 
@@ -130,7 +130,7 @@ class CaptionStage(Stage):
     def caption(self, video: np.ndarray, layer: str, fps: float) -> str:
         prompt = self.opts.prompts[layer]
         text = self._cogvlm2(video, prompt, fps) if self.opts.backend == "cogvlm2" else self._qwen(video, prompt)
-        return " ".join(text.split())
+        return printable_text(text)
 
     @staticmethod
     def layers(row: Row) -> dict[str, np.ndarray]:

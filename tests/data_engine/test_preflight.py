@@ -93,3 +93,13 @@ def test_truncated_video_says_so_and_keeps_ffmpegs_detail(tmp_path):
     message = probe(path)[FAILED]["message"]
     assert message.startswith(f"{path}: truncated or corrupt video (")
     assert "Invalid data" in message or "moov" in message or "End of file" in message
+
+
+def test_captions_are_printable_utf8_whatever_the_model_emits():
+    from data_engine.schema import Captions, printable_text
+
+    raw = "a red\x00 disc\ufffd\u200b glides\n\tleft \ud800over\x07 sand"
+    assert printable_text(raw) == "a red disc glides left over sand"
+    captions = Captions(fg=raw, bg="\x00\ufffd", blend="plain words")
+    assert captions.as_dict() == {"fg": "a red disc glides left over sand", "bg": "", "blend": "plain words"}
+    assert all(t.isprintable() for t in captions.as_dict().values())

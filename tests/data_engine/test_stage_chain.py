@@ -62,6 +62,8 @@ def test_chain_produces_mask_bg_and_three_captions(chain, clip):
         assert sample.alpha.shape == (T, S, S) and sample.bg.shape == (T, S, S, 3)
         assert set(row["captions"]) == {"fg", "bg", "blend"}
         assert all(isinstance(c, str) and c.strip() for c in row["captions"].values())
+        for text in row["captions"].values():  # the tiny model emits NUL and U+FFFD; the shards get printable text
+            assert text.isprintable() and text == " ".join(text.split()) and text.encode("utf-8")
         assert sample.captions.as_dict() == row["captions"]
         assert sample.scores["fg_check"]["verdict"] in ("yes", "no")
         assert np.array_equal(sample.blend, clip.blend)
