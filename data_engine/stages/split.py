@@ -2,8 +2,9 @@
 
 Policy (`ClipPolicy`, the engine config's `clip:` section; defaults are the paper's training clips):
 - time: clip frames are taken at `fps` (8) on the video's own timestamps, nearest frame to each tick, so
-  variable-frame-rate videos are resampled correctly; a video slower than `fps` keeps its own rate (frames are
-  never duplicated). Clips are consecutive windows of `num_frames` (16) ticks, `stride` ticks apart (default: no
+  variable-frame-rate videos are resampled correctly; a video slower than `fps` keeps its own rate, and a window
+  where a variable-frame-rate video slows below `fps` (the nearest frame would repeat) is skipped and counted in
+  `scores['split']`: frames are never duplicated. Clips are consecutive windows of `num_frames` (16) ticks, `stride` ticks apart (default: no
   overlap), at most `max_clips` per video; a tail shorter than one clip is dropped.
 - space: `resize: cover` scales the frame to cover `height` x `width` (480 x 720) and centre-crops the rest;
   `resize: stretch` scales to exactly that size. Frames are scaled one at a time as they are decoded, so memory
@@ -79,13 +80,16 @@ def output_fps(source_fps: float, policy: ClipPolicy) -> float:
     return min(policy.fps, source_fps) if source_fps > 0 else policy.fps
 
 
-def clip_windows(times: np.ndarray, fps: float, policy: ClipPolicy) -> list[list[int]]:
-    """Per clip, the index (presentation order) of the frame nearest to each tick of `fps`.
+def clip_windows(times: np.ndarray, fps: float, policy: ClipPolicy) -> tuple[list[list[int]], int]:
+    """Per clip, the index (presentation order) of the frame nearest to each tick of `fps`; and how many windows
+    were refused because a frame would appear twice in them.
 
-    `times` are the frames' presentation times in seconds, sorted.
+    `times` are the frames' presentation times in seconds, sorted. A variable-frame-rate video can slow below
+    `fps` for a while (gaps longer than a tick): there the nearest frame repeats, and a clip with a frozen frame
+    teaches the model motion that was not there, so such windows are skipped, never padded.
     """
     if times.size == 0:
-        return []
+        return [], 0
     span = float(times[-1] - times[0])
     ticks = times[0] + np.arange(int(np.floor(span * fps + 1e-6)) + 1) / fps
     right = np.clip(np.searchsorted(times, ticks), 1, times.size - 1) if times.size > 1 else np.zeros(ticks.size, int)
@@ -95,12 +99,16 @@ def clip_windows(times: np.ndarray, fps: float, policy: ClipPolicy) -> list[list
     else:
         nearest = right
     stride = policy.stride or policy.num_frames
-    windows = []
+    windows, repeated = [], 0
     for start in range(0, ticks.size - policy.num_frames + 1, stride):
-        windows.append([int(i) for i in nearest[start : start + policy.num_frames]])
+        window = [int(i) for i in nearest[start : start + policy.num_frames]]
+        if len(set(window)) < len(window):
+            repeated += 1
+            continue
+        windows.append(window)
         if policy.max_clips is not None and len(windows) >= policy.max_clips:
             break
-    return windows
+    return windows, repeated
 
 
 def usable_ticks(num_frames: int, duration: float, source_fps: float, policy: ClipPolicy) -> int:
@@ -125,8 +133,9 @@ def _presentation_times(container, stream, label: str) -> np.ndarray:
     return np.sort(np.asarray(pts, np.int64))
 
 
-def decode_clips(src: Any, label: str, policy: ClipPolicy) -> tuple[list[np.ndarray], list[list[int]], float, Geometry]:
-    """Decode only the frames the clips need, scaled as they come. Returns clips, their frame indices, fps, geometry."""
+def decode_clips(src: Any, label: str, policy: ClipPolicy) -> tuple[list[np.ndarray], list[list[int]], float, Geometry, int]:
+    """Decode only the frames the clips need, scaled as they come. Returns clips, their frame indices, fps, geometry
+    and how many windows were refused for repeating frames."""
     import av
 
     try:
@@ -143,7 +152,12 @@ def decode_clips(src: Any, label: str, policy: ClipPolicy) -> tuple[list[np.ndar
         rate = stream.average_rate or stream.guessed_rate
         source_fps = float(rate) if rate else 0.0
         fps = output_fps(source_fps, policy)
-        windows = clip_windows(pts * tb, fps, policy)
+        windows, repeated = clip_windows(pts * tb, fps, policy)
+        if not windows and repeated:
+            raise VideoRejected(
+                f"{label}: every {policy.num_frames}-frame window at {fps:g} fps would repeat frames (variable frame "
+                f"rate slower than {fps:g} fps in places; frames are never duplicated); lower clip.fps to keep it"
+            )
         if not windows:
             raise VideoRejected(
                 f"{label}: {pts.size} frame(s) give fewer than {policy.num_frames} frames at {fps:g} fps "
@@ -171,7 +185,7 @@ def decode_clips(src: Any, label: str, policy: ClipPolicy) -> tuple[list[np.ndar
     if not complete:
         raise VideoDecodeError(f"{label}: truncated or corrupt video: decoded {len(frames)} of the {len(wanted)} frames needed")
     assert geo is not None
-    return [np.stack([frames[i] for i in w]) for w in complete], complete, fps, geo
+    return [np.stack([frames[i] for i in w]) for w in complete], complete, fps, geo, repeated
 
 
 def source_name(source_id: str) -> str:
@@ -206,14 +220,16 @@ class SplitStage(Stage):
         for row in rows:
             uri = row["source_id"]
             try:
-                clips, windows, fps, geo = decode_clips(open_video(uri), uri, self.opts)
+                clips, windows, fps, geo, repeated = decode_clips(open_video(uri), uri, self.opts)
             except (VideoDecodeError, StageError, OSError) as exc:
                 out.append(self.failed(row, exc))
                 continue
             vfr = bool(row.get("probe", {}).get("variable_frame_rate", False))
             for n, (frames, window) in enumerate(zip(clips, windows)):
                 key = clip_key(row.get("source_name") or source_name(uri), n)
-                scores = {**row.get("scores", {}), "split": {"clip": n, "fps": fps, "variable_frame_rate": vfr}}
+                split = {"clip": n, "fps": fps, "variable_frame_rate": vfr,
+                         "windows_refused_for_repeated_frames": repeated}
+                scores = {**row.get("scores", {}), "split": split}
                 out.append({
                     **row,
                     "key": key,

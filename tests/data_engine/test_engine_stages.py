@@ -60,18 +60,46 @@ def video_row(path) -> dict:
 # -- split: time and space ------------------------------------------------------------------------------------------
 def test_clip_windows_nearest_frame_known_answer():
     times = np.arange(60) / 30.0  # 2 s at 30 fps
-    windows = clip_windows(times, 8.0, ClipPolicy(num_frames=4, fps=8, stride=4))
+    windows, repeated = clip_windows(times, 8.0, ClipPolicy(num_frames=4, fps=8, stride=4))
     ticks = np.arange(16) / 8.0
     expected = [int(np.argmin(np.abs(times - t))) for t in ticks]
-    assert windows == [expected[0:4], expected[4:8], expected[8:12], expected[12:16]]
-    assert clip_windows(times, 8.0, ClipPolicy(num_frames=4, fps=8, max_clips=2)) == windows[:2]
-    assert clip_windows(times, 8.0, ClipPolicy(num_frames=17, fps=8)) == []
+    assert windows == [expected[0:4], expected[4:8], expected[8:12], expected[12:16]] and repeated == 0
+    assert clip_windows(times, 8.0, ClipPolicy(num_frames=4, fps=8, max_clips=2)) == (windows[:2], 0)
+    assert clip_windows(times, 8.0, ClipPolicy(num_frames=17, fps=8)) == ([], 0)
+
+
+def test_clip_windows_never_repeat_a_frame_where_a_vfr_video_slows_down():
+    # 24 fps for 1 s, a 0.5 s freeze in the stream (one frame held), then 24 fps again: ticks at 8 fps in the
+    # gap would fall on the same frame.
+    times = np.concatenate([np.arange(24) / 24, 1.5 + np.arange(24) / 24])
+    windows, repeated = clip_windows(times, 8.0, ClipPolicy(num_frames=4, fps=8))
+    assert repeated >= 1 and windows
+    assert all(len(set(w)) == len(w) and w == sorted(w) for w in windows)
+
+
+def bursty_times_ms(bursts: int) -> np.ndarray:
+    """Bursts of 10 frames 40 ms apart with 400 ms silences: about 13 fps on average, slower than 8 fps in the gaps."""
+    return np.concatenate([b * 760 + 40 * np.arange(10) for b in range(bursts)])
+
+
+def test_split_never_duplicates_frames_of_a_vfr_video(tmp_path):
+    times = bursty_times_ms(4)
+    path = write_timed(tmp_path / "bursty.mp4", np.zeros((times.size, 32, 48, 3), np.uint8), times)
+    rows = run_rows(actor("split", {**POLICY.__dict__}), [video_row(path)])
+    assert rows and not any(is_failed(r) for r in rows)
+    for row in rows:
+        assert len(set(row["frame_indices"])) == len(row["frame_indices"])
+        assert row["scores"]["split"]["windows_refused_for_repeated_frames"] >= 1
+    long_clips = {**POLICY.__dict__, "num_frames": 8}
+    [row] = run_rows(actor("split", long_clips), [video_row(path)])
+    assert row[FAILED]["error_type"] == "VideoRejected" and "would repeat frames" in row[FAILED]["message"]
 
 
 def test_split_resamples_variable_frame_rate_by_timestamp(tmp_path):
     times = np.cumsum([0] + [40 if i % 2 else 110 for i in range(19)])  # alternating 40 / 110 ms gaps
     path = write_timed(tmp_path / "vfr.mp4", numbered_frames(20), times)
-    clips, windows, fps, _ = decode_clips(str(path), "vfr", POLICY)
+    clips, windows, fps, _, repeated = decode_clips(str(path), "vfr", POLICY)
+    assert repeated == 0
     ticks = np.arange(12) / 8.0
     nearest = [int(np.argmin(np.abs(times / 1000.0 - t))) for t in ticks]
     assert windows == [nearest[0:4], nearest[4:8], nearest[8:12]]
