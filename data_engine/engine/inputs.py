@@ -165,17 +165,21 @@ def work_items(cfg: EngineConfig) -> list[WorkItem]:
     return items
 
 
-class SourceStage(Stage):
-    """The first stage: a work item -> a row pointing at a video (video sources) or finished clips (layered ones).
+@dataclass(frozen=True)
+class SourceStageOptions:
+    sources: tuple[dict[str, Any], ...] = ()  # the config's source specs as {type, options}
+    work_dir: str = ""  # where synthetic videos and encoded frame folders are written
 
-    Option `sources`: the config's source specs as dicts; `work_dir`: where synthetic videos are written.
-    """
+
+class SourceStage(Stage):
+    """The first stage: a work item -> a row pointing at a video (video sources) or finished clips (layered ones)."""
 
     name = "source"
     default_resources = Resources(num_cpus=0.25, batch_size=1, retries=1)
+    Options = SourceStageOptions
 
     def setup(self) -> None:
-        specs = [SourceSpec(s["type"], s["options"]) for s in self.options["sources"]]
+        specs = [SourceSpec(s["type"], s["options"]) for s in self.opts.sources]
         self.specs = specs
         self.opts_by_index = [source_options(s, i) for i, s in enumerate(specs)]
         self.layered: dict[int, Source] = {}
@@ -190,12 +194,12 @@ class SourceStage(Stage):
         if kind == "videos":
             return [{**row, "key": row["_input"], "source_id": item}]
         if kind == "synthetic_videos":
-            folder = Path(self.options["work_dir"]) / "synthetic_videos"
+            folder = Path(self.opts.work_dir) / "synthetic_videos"
             path = write_synthetic_video(self.opts_by_index[index], int(item), folder)
             # Keyed by generator settings, not by path: the same synthetic video gets the same keys anywhere.
             return [{**row, "key": row["_input"], "source_id": str(path.resolve()), "source_name": path.stem}]
         if kind == "frames":
-            path = write_frames_video(item, self.opts_by_index[index].fps, Path(self.options["work_dir"]) / "frames")
+            path = write_frames_video(item, self.opts_by_index[index].fps, Path(self.opts.work_dir) / "frames")
             return [{**row, "key": row["_input"], "source_id": str(path.resolve()), "source_name": path.stem}]
         clips = self._layered(index).load(item)
         return [{**row, "key": c.key, "source_id": c.source_id, "clip": c} for c in clips]

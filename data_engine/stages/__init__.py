@@ -43,5 +43,5 @@ def stage_class(name: str) -> type:
     module, _, attr = target.partition(":")
     try:
         return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, TypeError) as exc:
         raise UnknownStageError(f"stage {name!r} ({target}) cannot be imported: {exc}") from exc

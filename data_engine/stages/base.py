@@ -33,7 +33,7 @@ Fields starting with "_" belong to the engine (input accounting, timings): build
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 Row = dict[str, Any]
@@ -62,23 +62,24 @@ class Resources:
         return replace(self, **changes)
 
 
-@dataclass
-class StageStats:
-    rows_in: int = 0
-    rows_out: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-
-
 class Stage(ABC):
     """Base class of every engine stage; subclasses set `name` and `default_resources`.
 
-    A stage may set `Options` to a dataclass: the engine then checks a config's option keys against its fields
-    before starting anything, and the stage reads them typed from `self.opts`.
+    Options are declared, never parsed by hand: a stage that takes options sets `Options` to a dataclass, the
+    engine checks a config's option keys and values against it before starting anything (`--dry-run` included),
+    and the stage reads them typed from `self.opts`. A stage without `Options` accepts none. Subclasses do not
+    override `__init__` (it would bypass that check): per-actor state belongs in `setup()`.
     """
 
     name: ClassVar[str] = "stage"
     default_resources: ClassVar[Resources] = Resources()
     Options: ClassVar[type | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            raise TypeError(f"stage {cls.__name__} overrides __init__; declare `Options = <dataclass>` and load "
+                            "state in setup() so its options are checked before the run starts")
 
     def __init__(self, resources: Resources | None = None, **options: Any) -> None:
         self.resources = resources or self.default_resources
@@ -90,6 +91,8 @@ class Stage(ABC):
     def parse_options(cls, options: dict[str, Any]) -> Any:
         """`Options(**options)`, or a one-line error naming the unknown keys and the valid ones."""
         if cls.Options is None:
+            if options:
+                raise ValueError(f"stage {cls.name!r} takes no options; got {sorted(options)}")
             return None
         known = {f.name for f in fields(cls.Options)}
         unknown = sorted(set(options) - known)

@@ -80,10 +80,7 @@ class CaptionStage(Stage):
     name = "caption"
     accepts_finished = True  # runs after compose: reads and completes the finished `clip`
     default_resources = Resources(num_cpus=1.0, num_gpus=0.3, batch_size=2, retries=1)
-
-    def __init__(self, resources: Resources | None = None, **options) -> None:
-        super().__init__(resources, **options)
-        self.opts = CaptionOptions(**options)
+    Options = CaptionOptions
 
     def setup(self) -> None:
         self.device = device_for(self.resources.num_gpus)

@@ -7,7 +7,7 @@ deterministic selection over its siblings and is kept iff its own object survive
    the mask visible (area >= min_visible_area) on at least (1 - max_missing) of the frames;
 2. duplicates: survivors in order of detection score (then object index); an object whose spatio-temporal IoU
    with an already kept one is >= iou_threshold is a duplicate of it.
-Every drop is recorded in the row's `scores["dropped"]` (the engine counts them) and in `self.stats`.
+Every drop is recorded in the row's `scores["dropped"]` and `scores["dedup"]` (the engine counts them).
 Rows without `siblings` (e.g. masks from another source) get the sanity filters on their own mask.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_engine.stages.base import Resources, Row, Stage, StageStats
+from data_engine.stages.base import Resources, Row, Stage
 from data_engine.stages.masks import downsample, iou
 from data_engine.stages.segment_track import unpack_siblings
 
@@ -70,11 +70,7 @@ def select(masks: dict[int, np.ndarray], det_scores: dict[int, float], opts: Ded
 class DedupStage(Stage):
     name = "dedup"
     default_resources = Resources(num_cpus=0.5, batch_size=8, retries=1)
-
-    def __init__(self, resources: Resources | None = None, **options) -> None:
-        super().__init__(resources, **options)
-        self.opts = DedupOptions(**options)
-        self.stats = StageStats()
+    Options = DedupOptions
 
     def verdict(self, row: Row) -> str | None:
         summary = row.get("siblings")
@@ -87,15 +83,11 @@ class DedupStage(Stage):
     def process_batch(self, rows: list[Row]) -> list[Row]:
         out = []
         for row in rows:
-            self.stats.rows_in += 1
             reason = self.verdict(row)
             dedup = {"kept": reason is None, **({"reason": reason} if reason else {})}
             if reason is not None:
-                kind = "duplicate" if reason.startswith("duplicate") else "sanity"
-                self.stats.dropped[kind] = self.stats.dropped.get(kind, 0) + 1
                 row.setdefault("scores", {})["dedup"] = dedup
                 self.drop(row, f"dedup: {reason}")
                 continue
-            self.stats.rows_out += 1
             out.append({**row, "scores": {**row.get("scores", {}), "dedup": dedup}})
         return out

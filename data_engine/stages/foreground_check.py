@@ -84,10 +84,7 @@ def visible_frames(mask: np.ndarray, count: int) -> list[int]:
 class ForegroundCheckStage(Stage):
     name = "fg_check"
     default_resources = Resources(num_cpus=1.0, num_gpus=0.25, batch_size=4, retries=1)
-
-    def __init__(self, resources: Resources | None = None, **options) -> None:
-        super().__init__(resources, **options)
-        self.opts = ForegroundOptions(**options)
+    Options = ForegroundOptions
 
     def setup(self) -> None:
         self.device = device_for(self.resources.num_gpus)

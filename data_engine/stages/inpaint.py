@@ -58,10 +58,7 @@ def windows(num_frames: int, window: int, overlap: int) -> list[tuple[int, int]]
 class InpaintStage(Stage):
     name = "inpaint"
     default_resources = Resources(num_cpus=1.0, num_gpus=0.2, batch_size=1, retries=1)
-
-    def __init__(self, resources: Resources | None = None, **options) -> None:
-        super().__init__(resources, **options)
-        self.opts = InpaintOptions(**options)
+    Options = InpaintOptions
 
     def setup(self) -> None:
         self.device = device_for(self.resources.num_gpus)

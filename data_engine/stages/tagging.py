@@ -49,10 +49,7 @@ def keyframe_indices(num_frames: int, count: int) -> list[int]:
 class TagStage(Stage):
     name = "tag"
     default_resources = Resources(num_cpus=1.0, num_gpus=0.05, batch_size=4, retries=1)
-
-    def __init__(self, resources: Resources | None = None, **options) -> None:
-        super().__init__(resources, **options)
-        self.opts = TagOptions(**options)
+    Options = TagOptions
 
     def setup(self) -> None:
         import torch

@@ -103,3 +103,26 @@ def test_captions_are_printable_utf8_whatever_the_model_emits():
     captions = Captions(fg=raw, bg="\x00\ufffd", blend="plain words")
     assert captions.as_dict() == {"fg": "a red disc glides left over sand", "bg": "", "blend": "plain words"}
     assert all(t.isprintable() for t in captions.as_dict().values())
+
+
+@pytest.mark.parametrize("override, bad", [("stages.tag.options.nope=1", "nope"),
+                                           ("stages.segment.options.sam_gapp=4", "sam_gapp"),
+                                           ("stages.compose.options.colour=red", "colour")])
+def test_stage_option_typos_fail_the_dry_run(tmp_path, capsys, override, bad):
+    argv = ["dataset", "--out", str(tmp_path / "out"), "--dry-run", "--set", override]
+    line = one_line_error(capsys, argv)
+    assert bad in line and line.split(":")[1].strip().startswith("stages.")
+
+
+def test_a_stage_cannot_bypass_its_options_check():
+    from data_engine.stages.base import Stage
+
+    with pytest.raises(TypeError, match="declare `Options"):
+        class HandParsed(Stage):  # noqa: F841 (the class statement itself must fail)
+            name = "hand_parsed"
+
+            def __init__(self, **options):
+                super().__init__(**options)
+
+            def process_batch(self, rows):
+                return rows

@@ -60,10 +60,13 @@ def test_dedup_removes_a_duplicate_and_keeps_two_distinct_objects():
     dup[:, 2, 2:6] = False  # nearly the same mask sequence as `a`
     rows = rows_for([a, b, dup], scores=[0.8, 0.7, 0.6])
     stage = DedupStage(min_area=0.01, max_area=0.9, max_missing=0.2)
-    kept = stage.process_batch(deepcopy(rows))
+    given = deepcopy(rows)
+    kept = stage.process_batch(given)
     assert [r["obj"] for r in kept] == [1, 2]
     assert all(r["scores"]["dedup"]["kept"] for r in kept)
-    assert stage.stats.dropped == {"duplicate": 1} and stage.stats.rows_out == 2
+    [dropped] = [r for r in given if r["obj"] not in (1, 2)]
+    assert dropped["scores"]["dropped"] == [f"dedup: {dropped['scores']['dedup']['reason']}"]
+    assert dropped["scores"]["dedup"]["reason"].startswith("duplicate")
 
 
 def test_dedup_is_independent_of_batching_and_records_the_reason():
