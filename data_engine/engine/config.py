@@ -42,6 +42,9 @@ class RunConfig:
     maxsize: float = 1e9  # bytes per shard
     retry_quarantined: bool = False  # redo inputs whose record says some of their clips failed
     fuse: bool = True  # consecutive light CPU stages share one actor pool (see data_engine/engine/resources.py)
+    # Check every model's weights under LAYERFLOW_WEIGHTS on the driver before starting; turn off only for a
+    # cluster whose workers hold weights the driver does not see.
+    check_weights: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -93,6 +93,24 @@ def stage_setup(cfg: EngineConfig) -> tuple[list[tuple[str, Resources]], dict[st
     return resources, options
 
 
+def check_weights(resources: list[tuple[str, Resources]], options: dict[str, dict[str, Any]]) -> None:
+    """Every model any stage will load, missing ones all named in one line (the loaders apply the same test)."""
+    from data_engine import weights
+
+    needs: dict[str, list[str]] = {}
+    for name, _ in resources:
+        cls = resolve_stage(name)
+        for model in cls.weights(cls.parse_options(options[name])):
+            needs.setdefault(model, []).append(name)
+    missing = [m for m in needs if weights.missing_files(m)]
+    if missing:
+        which = "; ".join(f"{m} (for {', '.join(needs[m])})" for m in missing)
+        raise ConfigError(
+            f"missing weights under {weights.weights_root()} for {len(missing)} model(s): {which}; run "
+            f"`layerflow weights download {' '.join(missing)}` or set {weights.ENV_VAR} to the folder that holds them"
+        )
+
+
 def check_layers(cfg: EngineConfig, items: list[WorkItem]) -> None:
     """Fail fast when no stage can give the videos layers (the model-free config on arbitrary videos)."""
     from data_engine.sources.videos import has_known_layers
@@ -119,6 +137,8 @@ def prepare(cfg: EngineConfig) -> EnginePlan:
     if cfg.out.exists() and not cfg.out.is_dir():
         raise ConfigError(f"run.out {cfg.out} is a file; --out names a folder (a new one, or an earlier run's to resume)")
     resources, options = stage_setup(cfg)
+    if cfg.run.check_weights:
+        check_weights(resources, options)
     items = work_items(cfg)
     if not items:
         raise ConfigError(f"the sources list no inputs ({'; '.join(describe_sources(cfg))}); check the paths and "

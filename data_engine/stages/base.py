@@ -100,6 +100,12 @@ class Stage(ABC):
             raise ValueError(f"stage {cls.name!r}: unknown option(s) {unknown}; valid: {sorted(known)}")
         return cls.Options(**options)
 
+    @classmethod
+    def weights(cls, opts: Any) -> tuple[str, ...]:
+        """Registry names (infra/weights/*.yaml) of the weights `setup()` will read with these options; the engine
+        checks them all before it starts. Default: none."""
+        return ()
+
     def setup(self) -> None:
         """Load models once per actor. Default: nothing to load."""
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from data_engine.schema import CAPTIONED_LAYERS, Captions, over_grey, printable_text
 from data_engine.stages.base import Resources, Row, Stage, StageError
-from data_engine.stages.models import build_cogvlm2, build_qwen_vl, check_preset, device_for
+from data_engine.stages.models import COGVLM2_WEIGHTS, QWEN_WEIGHTS, build_cogvlm2, build_qwen_vl, check_preset, device_for
 
 BACKENDS = ("qwen2.5-vl", "cogvlm2")
 DEFAULT_PROMPTS = {
@@ -81,6 +81,12 @@ class CaptionStage(Stage):
     accepts_finished = True  # runs after compose: reads and completes the finished `clip`
     default_resources = Resources(num_cpus=1.0, num_gpus=0.3, batch_size=2, retries=1)
     Options = CaptionOptions
+
+    @classmethod
+    def weights(cls, opts: CaptionOptions) -> tuple[str, ...]:
+        if opts.backend == "cogvlm2":
+            return (COGVLM2_WEIGHTS,)
+        return () if opts.preset == "tiny" else (QWEN_WEIGHTS,)
 
     def setup(self) -> None:
         self.device = device_for(self.resources.num_gpus)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_engine.stages.base import Resources, Row, Stage, StageError
-from data_engine.stages.models import build_qwen_vl, check_preset, device_for
+from data_engine.stages.models import QWEN_WEIGHTS, build_qwen_vl, check_preset, device_for
 
 DEFAULT_PROMPT = (
     "These frames come from one video; the bright region is the object tagged '{tag}', everything else is dimmed. "
@@ -85,6 +85,10 @@ class ForegroundCheckStage(Stage):
     name = "fg_check"
     default_resources = Resources(num_cpus=1.0, num_gpus=0.25, batch_size=4, retries=1)
     Options = ForegroundOptions
+
+    @classmethod
+    def weights(cls, opts: ForegroundOptions) -> tuple[str, ...]:
+        return () if opts.preset == "tiny" else (QWEN_WEIGHTS,)
 
     def setup(self) -> None:
         self.device = device_for(self.resources.num_gpus)

@@ -20,7 +20,7 @@ import numpy as np
 
 from data_engine.stages.base import Resources, Row, Stage, StageError
 from data_engine.stages.masks import dilate
-from data_engine.stages.models import build_propainter, check_preset, device_for
+from data_engine.stages.models import PROPAINTER_WEIGHTS, build_propainter, check_preset, device_for
 
 MIN_SIDE = 128
 
@@ -59,6 +59,10 @@ class InpaintStage(Stage):
     name = "inpaint"
     default_resources = Resources(num_cpus=1.0, num_gpus=0.2, batch_size=1, retries=1)
     Options = InpaintOptions
+
+    @classmethod
+    def weights(cls, opts: InpaintOptions) -> tuple[str, ...]:
+        return () if opts.preset == "tiny" else (PROPAINTER_WEIGHTS,)
 
     def setup(self) -> None:
         self.device = device_for(self.resources.num_gpus)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_engine.stages.base import Resources, Row, Stage, StageError
-from data_engine.stages.models import build_clip, build_ram, check_preset, device_for, seeded, tag_list
+from data_engine.stages.models import (CLIP_WEIGHTS, RAM_WEIGHTS, build_clip, build_ram, check_preset, device_for, seeded,
+                                       tag_list)
 
 BACKENDS = ("clip", "ram")
 
@@ -50,6 +51,10 @@ class TagStage(Stage):
     name = "tag"
     default_resources = Resources(num_cpus=1.0, num_gpus=0.05, batch_size=4, retries=1)
     Options = TagOptions
+
+    @classmethod
+    def weights(cls, opts: TagOptions) -> tuple[str, ...]:
+        return () if opts.preset == "tiny" else (RAM_WEIGHTS if opts.backend == "ram" else CLIP_WEIGHTS,)
 
     def setup(self) -> None:
         import torch

@@ -60,7 +60,7 @@ def test_glob_that_matches_nothing(tmp_path, capsys, dry):
 
 def test_every_stage_that_wants_a_gpu_is_named_at_once(tmp_path, capsys):
     argv = ["dataset", "--config", str(PERCEPTION_FULL), "--out", str(tmp_path / "out"), "--dry-run",
-            "--set", "run.num_gpus=0", "--input", str(SYNTHETIC_CONFIG)]
+            "--set", "run.num_gpus=0", "--set", "run.check_weights=false", "--input", str(SYNTHETIC_CONFIG)]
     line = one_line_error(capsys, argv)
     for stage in ("tag", "segment", "fg_check", "inpaint", "caption"):
         assert f"--set stages.{stage}.num_gpus=0" in line
@@ -126,3 +126,18 @@ def test_a_stage_cannot_bypass_its_options_check():
 
             def process_batch(self, rows):
                 return rows
+
+
+def test_every_missing_model_is_named_at_once_in_the_dry_run(tmp_path, capsys, monkeypatch):
+    from data_engine import weights
+
+    monkeypatch.setenv(weights.ENV_VAR, str(tmp_path / "weights"))
+    gpus_off = [a for stage in ("tag", "segment", "fg_check", "inpaint", "caption")
+                for a in ("--set", f"stages.{stage}.num_gpus=0")]
+    argv = ["dataset", "--config", str(PERCEPTION_FULL), "--out", str(tmp_path / "out"), "--dry-run", *gpus_off]
+    line = one_line_error(capsys, argv)
+    names = ["clip-vit-l14-openai", "grounding-dino-base", "sam-vit-h", "sam2.1-hiera-large",
+             "qwen2.5-vl-7b-instruct", "propainter"]
+    assert f"layerflow weights download {' '.join(names)}" in line
+    assert "qwen2.5-vl-7b-instruct (for fg_check, caption)" in line and str(tmp_path / "weights") in line
+    assert not (tmp_path / "out").exists()
