@@ -52,7 +52,9 @@ def parser() -> argparse.ArgumentParser:
     _suite_args(g)
     d = sub.add_parser("decomposition", help="DAVIS-layout folder -> decompose -> scores + accuracy (Table 3)")
     d.add_argument("data", type=Path, help="folder of <seq>/{fg,mask,bg,bl}/ frames with meta*.json prompts")
-    d.add_argument("--predictions", type=Path, default=None, help="score these <seq>/ layers instead of running the model")
+    d.add_argument("--predictions", type=Path, default=None,
+                   help="score these layers instead of running the model: one folder per sequence, laid out like "
+                        "DATA (DATA itself works) or flat as <predictions>/<seq>/")
     d.add_argument("--height", type=int, default=None, help="resize blends (and ground truth) to this size first")
     d.add_argument("--width", type=int, default=None)
     _model_args(d)

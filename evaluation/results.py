@@ -36,7 +36,7 @@ class EvalRun:
     aggregates: dict[str, dict[str, float]] = field(default_factory=dict)
     variants: dict[str, str] = field(default_factory=dict)
     random_weights: bool = False
-    accuracy: dict[str, dict[str, float]] = field(default_factory=dict)  # sample -> {alpha_iou, ...}
+    accuracy: dict[str, dict[str, float | int]] = field(default_factory=dict)  # sample -> {alpha_iou, ...}
     meta: dict[str, Any] = field(default_factory=dict)
 
     def values(self, metric: str, layer: str) -> list[float]:

@@ -53,8 +53,9 @@ class SuiteConfig:
         return "clip"
 
 
-def build_suite(cfg: SuiteConfig) -> dict[str, Metric]:
-    """One instance per metric; each loads its model once here."""
+def build_suite(cfg: SuiteConfig, layers_for: dict[str, tuple[str, ...]] = GENERATION_LAYERS) -> dict[str, Metric]:
+    """One instance per requested metric that the task reports (`layers_for`); each loads its model once here,
+    so a metric the task never reports (decomposition's Dynamic Degree) loads nothing."""
     from evaluation.metrics.aesthetic import AestheticQuality
     from evaluation.metrics.dynamic_degree import DynamicDegree
     from evaluation.metrics.frame_consistency import FrameConsistency
@@ -68,7 +69,11 @@ def build_suite(cfg: SuiteConfig) -> dict[str, Metric]:
         "text_alignment": lambda: TextAlignment(cfg.resolved_text_backend(), tiny=tiny, **common),
         "frame_consistency": lambda: FrameConsistency(cfg.consistency, tiny=tiny, **common),
     }
-    return {name: makers[name]() for name in cfg.metrics}
+    reported = [name for name in cfg.metrics if layers_for.get(name)]
+    if not reported:
+        raise EvaluationError(f"none of {', '.join(cfg.metrics)} is reported for this task; choose from "
+                              f"{', '.join(m for m in METRICS if layers_for.get(m))}")
+    return {name: makers[name]() for name in reported}
 
 
 def score_samples(samples: Iterable[LayerSet], suite: dict[str, Metric], layers_for: dict[str, tuple[str, ...]],
@@ -97,5 +102,6 @@ def score_samples(samples: Iterable[LayerSet], suite: dict[str, Metric], layers_
             got = [VideoScore(s.value, s.details) for s in run.scores if s.metric == metric_name and s.layer == layer]
             if got:
                 per_layer[layer] = metric.aggregate(got)
-        run.aggregates[metric_name] = per_layer
+        if per_layer:  # no empty table rows or plot panels for a metric no sample had a layer for
+            run.aggregates[metric_name] = per_layer
     return run

@@ -221,7 +221,8 @@ def load_pipeline(args: argparse.Namespace, spec: TaskSpec):
     else:
         raise GenerateError(
             f"--preset {args.preset} needs --model-dir: a local folder with vae/ text_encoder/ tokenizer/ "
-            "transformer/ (the official checkpoints convert with `python -m model.convert`)"
+            "transformer/ (an official checkpoint becomes one with `python -m model.convert sat2ours CKPT OUT --base "
+            "COGVIDEOX_2B_DIR`)"
         )
     pipe.to(args.device)
     if args.vae_tiling:

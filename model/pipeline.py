@@ -69,7 +69,8 @@ class LayerFlowPipeline(DiffusionPipeline):
         torch_dtype: torch.dtype | None = None,
         sampler: str | None = None,
     ) -> "LayerFlowPipeline":
-        """Load from a local folder: vae/, text_encoder/, tokenizer/, transformer/, scheduler/ (safetensors only)."""
+        """Load from a local folder: vae/, text_encoder/, tokenizer/, transformer/, scheduler/ (safetensors only;
+        `python -m model.convert sat2ours CKPT OUT --base COGVIDEOX_2B_DIR` writes one from an official checkpoint)."""
         from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
         from transformers import T5EncoderModel, T5Tokenizer
 
@@ -84,8 +85,10 @@ class LayerFlowPipeline(DiffusionPipeline):
             )
         dtype_kw = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
         vae = AutoencoderKLCogVideoX.from_pretrained(root / "vae", use_safetensors=True, **dtype_kw)
+        # transformers loads a model in its stored dtype (the CogVideoX-2B release's T5 is float16) where diffusers
+        # loads float32: without torch_dtype every part is float32.
         text_encoder = T5EncoderModel.from_pretrained(
-            root / "text_encoder", use_safetensors=True, **({} if torch_dtype is None else {"dtype": torch_dtype})
+            root / "text_encoder", use_safetensors=True, dtype=torch_dtype or torch.float32
         )
         tokenizer = T5Tokenizer.from_pretrained(root / "tokenizer")
         transformer = LayerFlowTransformer.from_pretrained(root / "transformer", use_safetensors=True, **dtype_kw)

@@ -65,7 +65,7 @@ def _load_pretrained(root: Path, cfg: ModelConfig) -> Components:
             root / "transformer", motion_rank=preset.motion_rank, content_rank=preset.content_rank,
             lora_alpha=preset.lora_alpha, lora_blocks=preset.lora_blocks)
     else:
-        transformer = LayerFlowTransformer.from_pretrained(root / "transformer")
+        transformer = LayerFlowTransformer.from_pretrained(root / "transformer", torch_dtype=torch.float32)
         have = transformer.layerflow_config.to_dict()
         differ = {k: (v, have[k]) for k, v in cfg.lora_overrides().items()
                   if (list(v) if isinstance(v, tuple) else v) != have[k]}
@@ -73,8 +73,10 @@ def _load_pretrained(root: Path, cfg: ModelConfig) -> Components:
             raise TrainConfigError(f"model.network sets {', '.join(f'{k}={w!r}' for k, (w, _) in differ.items())} but "
                                    f"{root} was trained with {', '.join(f'{k}={h!r}' for k, (_, h) in differ.items())}; "
                                    "drop these keys (a LayerFlow folder keeps its LoRA shape)")
-    vae = AutoencoderKLCogVideoX.from_pretrained(root / "vae", use_safetensors=True)
-    text_encoder = T5EncoderModel.from_pretrained(root / "text_encoder", use_safetensors=True)
+    # float32 weights whatever the files hold (the CogVideoX-2B release is float16; diffusers loads float32 by
+    # default, transformers in the stored dtype): the trainer's precision setting decides the compute dtype.
+    vae = AutoencoderKLCogVideoX.from_pretrained(root / "vae", use_safetensors=True, torch_dtype=torch.float32)
+    text_encoder = T5EncoderModel.from_pretrained(root / "text_encoder", use_safetensors=True, dtype=torch.float32)
     tokenizer = T5Tokenizer.from_pretrained(root / "tokenizer")
     return Components(transformer, vae, text_encoder, tokenizer)
 

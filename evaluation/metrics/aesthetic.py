@@ -8,17 +8,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evaluation.errors import WeightsFormatError
 from evaluation.frames import clip_preprocess
 from evaluation.metrics.base import Metric, VideoScore, weight_path
 from evaluation.models.checkpoint import load_state_dict, load_strict, seeded
 from evaluation.models.clip import CLIP_L14, build_clip
 
 
-def build_head(weights: str | Path | None = None, seed: int = 0) -> nn.Linear:
+def build_head(weights: str | Path | None = None, *, width: int = 768, seed: int = 0) -> nn.Linear:
+    """LAION's `Linear(width, 1)`: strict from `weights`, whose weight tensor gives the width, or random init."""
+    sd = load_state_dict(weights) if weights is not None else None
+    if sd is not None and "weight" in sd:
+        width = sd["weight"].shape[-1]
     with seeded(seed):
-        head = nn.Linear(768, 1)
-    if weights is not None:
-        load_strict(head, load_state_dict(weights), weights, "LAION aesthetic Linear(768, 1)")
+        head = nn.Linear(width, 1)
+    if sd is not None:
+        load_strict(head, sd, weights, f"LAION aesthetic Linear({width}, 1)")
     return head.eval().requires_grad_(False)
 
 
@@ -38,7 +43,13 @@ class AestheticQuality(Metric):
         clip_path = weight_path(clip_weights, "clip-vit-l14-openai", "open_clip_model.safetensors", random_init, weights_root)
         head_path = weight_path(head_weights, "laion-aesthetic-linear", "sa_0_4_vit_l_14_linear.pth", random_init, weights_root)
         self.clip = build_clip(CLIP_L14, clip_path, tiny=tiny).to(self.device)
-        self.head = build_head(head_path).to(self.device)
+        embed = self.clip.visual.output_dim
+        self.head = build_head(head_path, width=embed).to(self.device)
+        if self.head.in_features != embed:
+            raise WeightsFormatError(
+                f"{head_path}: the aesthetic head reads {self.head.in_features}-d features but the CLIP "
+                f"({clip_path or 'random init'}) gives {embed}-d ones; use the head trained on that CLIP"
+            )
         self.batch_size = batch_size
         self.variant = "LAION linear head on CLIP ViT-L/14" + (" (tiny)" if tiny else "")
 

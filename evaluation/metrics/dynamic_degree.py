@@ -63,11 +63,13 @@ class DynamicDegree(Metric):
         """`model`: a prebuilt flow network with torchvision RAFT's call (img1, img2, num_flow_updates)."""
         super().__init__(device)
         self.random_init, self.pairs_per_batch = random_init, pairs_per_batch
+        small = False
         if model is None:
             path = weight_path(weights, "raft-large", "raft_large_C_T_V1-22a6c225.pth", random_init, weights_root)
             model = build_raft(path, tiny=tiny).to(self.device)
+            small = tiny and path is None  # a weights file always gives the raft_large layout
         self.model = model
-        self.variant = f"RAFT (torchvision {'raft_small' if tiny else 'raft_large'}), 20 updates, ~8 fps"
+        self.variant = f"RAFT (torchvision {'raft_small' if small else 'raft_large'}), 20 updates, ~8 fps"
 
     @torch.no_grad()
     def pair_scores(self, frames: np.ndarray) -> list[float]:

@@ -1,5 +1,8 @@
 """Frame consistency with VBench's formula; backbone CLIP ViT-B/32 (background_consistency, the default) or
 DINO ViT-B/16 (subject_consistency). Frame i > 0 scores (max(0, cos(f[i-1], f[i])) + max(0, cos(f[0], f[i]))) / 2.
+
+A float32 cosine of two (nearly) identical features can come out a few ulps above 1, so each cosine is also
+capped at 1: a score stays in [0, 1] (VBench only clamps below; the cap changes nothing else).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ def consistency_from_features(features: torch.Tensor) -> dict[str, list[float]]:
     f = F.normalize(features.float(), dim=-1, p=2)
     cos_prev = F.cosine_similarity(f[:-1], f[1:], dim=-1).tolist()
     cos_first = F.cosine_similarity(f[:1].expand_as(f[1:]), f[1:], dim=-1).tolist()
-    sims = [(max(0.0, p) + max(0.0, q)) / 2 for p, q in zip(cos_prev, cos_first)]
+    sims = [(min(1.0, max(0.0, p)) + min(1.0, max(0.0, q))) / 2 for p, q in zip(cos_prev, cos_first)]
     return {"pair": sims, "cos_prev": cos_prev, "cos_first": cos_first}
 
 
@@ -45,11 +48,12 @@ class FrameConsistency(Metric):
         self.backbone, self.random_init, self.batch_size = backbone, random_init, batch_size
         if backbone == "clip":
             path = weight_path(weights, "clip-vit-b32-openai", "open_clip_model.safetensors", random_init, weights_root)
-            clip = build_clip(CLIP_B32, path, tiny=tiny).to(self.device)
-            self._encode, self._prep = clip.encode_image, clip_preprocess
+            self.model = build_clip(CLIP_B32, path, tiny=tiny).to(self.device)
+            self._encode, self._prep = self.model.encode_image, clip_preprocess
         else:
             path = weight_path(weights, "dino-vitb16", "model.safetensors", random_init, weights_root)
-            self._encode, self._prep = build_dino(path, tiny=tiny).to(self.device), dino_preprocess
+            self.model = build_dino(path, tiny=tiny).to(self.device)
+            self._encode, self._prep = self.model, dino_preprocess
         self.variant = VARIANTS[backbone] + (" (tiny)" if tiny else "")
 
     @torch.no_grad()

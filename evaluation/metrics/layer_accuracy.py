@@ -38,16 +38,18 @@ def alpha_sad(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(diff.reshape(len(diff), -1).sum(axis=1).mean() / 1000.0)
 
 
-def visible_bg_psnr(pred_bg: np.ndarray, blend: np.ndarray, gt_alpha: np.ndarray) -> float:
-    """PSNR of the predicted background against the blend over pixels where the ground-truth alpha is 0."""
+def visible_bg_psnr(pred_bg: np.ndarray, blend: np.ndarray, gt_alpha: np.ndarray) -> tuple[float, int]:
+    """(PSNR, pixels): PSNR of the predicted background against the blend over the pixels where the
+    ground-truth alpha is 0, and how many such pixels (over all frames) it rests on; NaN when there are none."""
     _same(pred_bg, blend, "background")
     _same(pred_bg[..., 0], gt_alpha, "background vs alpha")
     visible = gt_alpha == 0
-    if not visible.any():
-        return float("nan")
+    pixels = int(visible.sum())
+    if pixels == 0:
+        return float("nan"), 0
     err = (pred_bg.astype(np.float64) - blend.astype(np.float64))[visible]
     mse = float(np.mean(err ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+    return (math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)), pixels
 
 
 def bg_psnr(pred_bg: np.ndarray, gt_bg: np.ndarray) -> float:

@@ -14,7 +14,7 @@ from evaluation.errors import EvaluationError
 from evaluation.frames import clip_preprocess, middle_frame_indices
 from evaluation.metrics.base import Metric, VideoScore, weight_path
 from evaluation.models.clip import CLIP_L14, build_clip, clip_tokenizer
-from evaluation.models.viclip import VICLIP_CONTEXT, VICLIP_FRAMES, build_viclip
+from evaluation.models.viclip import VICLIP_FRAMES, build_viclip
 
 Backend = Literal["viclip", "clip"]
 VARIANTS = {
@@ -37,11 +37,11 @@ class TextAlignment(Metric):
         if backend == "viclip":
             path = weight_path(weights, "viclip-internvid-10m-flt", "ViClip-InternVid-10M-FLT.pth", random_init, weights_root)
             self.model = build_viclip(path, tiny=tiny).to(self.device)
-            self.tokenizer = clip_tokenizer(CLIP_L14, VICLIP_CONTEXT)
         else:
             path = weight_path(weights, "clip-vit-l14-openai", "open_clip_model.safetensors", random_init, weights_root)
             self.model = build_clip(CLIP_L14, path, tiny=tiny).to(self.device)
-            self.tokenizer = clip_tokenizer(CLIP_L14)
+        # ViCLIP reads 32 tokens, OpenAI CLIP 77: the loaded text tower's position table says which.
+        self.tokenizer = clip_tokenizer(self.model.context_length)
         self.variant = VARIANTS[backend] + (" (tiny)" if tiny else "")
         self._text_cache: dict[str, torch.Tensor] = {}
 

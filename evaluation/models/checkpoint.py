@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -10,6 +11,23 @@ from torch import nn
 
 from data_engine.weights import MissingWeightsError
 from evaluation.errors import WeightsFormatError
+
+
+# The ViTs we load (OpenAI CLIP, ViCLIP, DINO) all use 64-wide attention heads. A state dict holds no head
+# count, so loaders take heads = width / 64, as open_clip's build_model_from_openai_state_dict does.
+HEAD_WIDTH = 64
+
+
+def count_blocks(sd: dict[str, torch.Tensor], prefix: str) -> int:
+    """Number of blocks `prefix<N>.` in a state dict (N = 0, 1, ...)."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return len({m.group(1) for k in sd if (m := pattern.match(k))})
+
+
+def heads_of(width: int, source: str | Path) -> int:
+    if width % HEAD_WIDTH:
+        raise WeightsFormatError(f"{source}: width {width} is not a multiple of the {HEAD_WIDTH}-wide attention heads")
+    return width // HEAD_WIDTH
 
 
 def load_state_dict(path: str | Path, *, nested_key: str | None = None) -> dict[str, torch.Tensor]:

@@ -13,29 +13,37 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from evaluation.models.checkpoint import load_state_dict, load_strict, seeded
+from evaluation.errors import WeightsFormatError
+from evaluation.models.checkpoint import HEAD_WIDTH, load_state_dict, load_strict, seeded
+from evaluation.models.clip import clip_config
 
-VICLIP_FRAMES = 8
+VICLIP_FRAMES = 8  # VBench samples 8 frames for ViCLIP
 VICLIP_CONTEXT = 32
 
 
 def viclip_config(tiny: bool = False) -> dict:
-    vision = {"image_size": 224, "patch_size": 14, "width": 1024, "layers": 24, "head_width": 64}
+    """The released architecture (VBench's clip_joint_l14 / clip_text_l14), or narrow towers for random init
+    (64-wide heads, as `viclip_architecture` reads a saved model back)."""
+    vision = {"image_size": 224, "patch_size": 14, "width": 1024, "layers": 24, "head_width": HEAD_WIDTH}
     text = {"context_length": VICLIP_CONTEXT, "vocab_size": 49408, "width": 768, "heads": 12, "layers": 12}
     if tiny:
-        vision.update(width=64, layers=2, head_width=32)
-        text.update(width=64, heads=2, layers=2)
+        vision.update(width=64, layers=2)
+        text.update(width=64, heads=1, layers=2)
     return {"embed_dim": 768, "quick_gelu": True, "vision_cfg": vision, "text_cfg": text}
 
 
 class ViCLIP(nn.Module):
-    def __init__(self, tiny: bool = False, num_frames: int = VICLIP_FRAMES) -> None:
+    def __init__(self, config: dict, num_frames: int = VICLIP_FRAMES) -> None:
         super().__init__()
         import open_clip
 
-        self.clip = open_clip.CLIP(**viclip_config(tiny))
+        self.clip = open_clip.CLIP(**config)
         width = self.clip.visual.conv1.out_channels
         self.temporal_positional_embedding = nn.Parameter(torch.zeros(1, num_frames, width))
+
+    @property
+    def context_length(self) -> int:
+        return self.clip.context_length
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """video [B, T, 3, H, W] (CLIP-normalised) -> [B, embed_dim], not normalised."""
@@ -80,11 +88,26 @@ def convert_viclip_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
+def viclip_architecture(sd: dict[str, torch.Tensor], source: str | Path = "state dict") -> tuple[dict, int]:
+    """(open_clip config, frames) of a ViCLIP state dict in our key names (see `convert_viclip_state_dict`)."""
+    if "temporal_positional_embedding" not in sd:
+        raise WeightsFormatError(
+            f"{source}: does not hold ViCLIP weights (no vision_encoder.temporal_positional_embedding)")
+    config = clip_config({k[len("clip."):]: v for k, v in sd.items() if k.startswith("clip.")}, source)
+    return config, sd["temporal_positional_embedding"].shape[1]
+
+
 def build_viclip(weights: str | Path | None = None, *, tiny: bool = False, seed: int = 0) -> ViCLIP:
+    """ViCLIP in eval mode: strict from a checkpoint in ViCLIP's layout (`{'model': state dict}`), whose
+    tensor shapes give the architecture, or random init (released size or `tiny`)."""
+    if weights is None:
+        with seeded(seed):
+            return ViCLIP(viclip_config(tiny)).eval().requires_grad_(False)
+    sd = convert_viclip_state_dict(load_state_dict(weights, nested_key="model"))
+    config, num_frames = viclip_architecture(sd, weights)
     with seeded(seed):
-        model = ViCLIP(tiny=tiny)
-    if weights is not None:
-        sd = convert_viclip_state_dict(load_state_dict(weights, nested_key="model"))
-        sd.setdefault("clip.logit_scale", model.clip.logit_scale.detach().clone())
-        load_strict(model, sd, weights, "ViCLIP ViT-L/14")
+        model = ViCLIP(config, num_frames)
+    # ViCLIP keeps its temperature as 'temp'; CLIP's logit scale plays no part in a cosine score.
+    sd.setdefault("clip.logit_scale", model.clip.logit_scale.detach().clone())
+    load_strict(model, sd, weights, "ViCLIP")
     return model.eval().requires_grad_(False)

@@ -17,12 +17,15 @@ ACCURACY_TITLES = {
     "alpha_sad": "alpha SAD (x1000)",
     "bg_psnr": "bg PSNR vs GT bg (dB)",
     "bg_psnr_visible": "bg PSNR vs blend where GT alpha = 0 (dB)",
+    "bg_visible_pixels": "pixels with GT alpha = 0 (all frames)",
 }
 
 
-def fmt(x: float | None) -> str:
+def fmt(x: float | int | None) -> str:
     if x is None:
         return "-"
+    if isinstance(x, int):
+        return str(x)
     if isinstance(x, float) and math.isinf(x):
         return "inf"
     if isinstance(x, float) and math.isnan(x):

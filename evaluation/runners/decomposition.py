@@ -1,7 +1,8 @@
 """Decomposition benchmark over a DAVIS-layout folder (`<seq>/{fg,mask,bg,bl}/*.png` + meta json prompts).
 
-Each blend is decomposed by the pipeline (or read from `predictions/<seq>/`), fg and bg are scored with the
-VBench metrics, and where ground-truth layers exist alpha IoU / SAD and background PSNR are reported.
+Each blend is decomposed by the pipeline (or read from `--predictions`, see `prediction_dir`), fg and bg are
+scored with the VBench metrics, and where ground-truth layers exist alpha IoU / SAD and background PSNR are
+reported.
 """
 from __future__ import annotations
 
@@ -32,19 +33,33 @@ class DecompositionConfig:
     limit: int | None = None
 
 
-def accuracy(pred: LayerSet, gt: LayerSet) -> dict[str, float]:
+def accuracy(pred: LayerSet, gt: LayerSet) -> dict[str, float | int]:
     if pred.num_frames != gt.num_frames:
         raise EvaluationError(f"{pred.key}: prediction has {pred.num_frames} frames but ground truth has "
                               f"{gt.num_frames}; predict every frame of the sequence")
-    row: dict[str, float] = {}
+    row: dict[str, float | int] = {}
     if "alpha" in pred.layers and "alpha" in gt.layers:
         row["alpha_iou"] = alpha_iou(pred.layers["alpha"], gt.layers["alpha"])
         row["alpha_sad"] = alpha_sad(pred.layers["alpha"], gt.layers["alpha"])
     if "bg" in pred.layers and "bg" in gt.layers:
         row["bg_psnr"] = bg_psnr(pred.layers["bg"], gt.layers["bg"])
     if "bg" in pred.layers and "alpha" in gt.layers and "blend" in gt.layers:
-        row["bg_psnr_visible"] = visible_bg_psnr(pred.layers["bg"], gt.layers["blend"], gt.layers["alpha"])
+        row["bg_psnr_visible"], row["bg_visible_pixels"] = visible_bg_psnr(pred.layers["bg"], gt.layers["blend"],
+                                                                            gt.layers["alpha"])
     return row
+
+
+def prediction_dir(predictions: Path, data: Path, sequence: Path) -> Path:
+    """The prediction folder of `sequence` (found under `data`): at the same relative path under `predictions`
+    (so `--predictions` may be DATA itself, or any copy of its layout), else flat at `<predictions>/<seq>/`."""
+    candidates = (predictions / sequence.relative_to(data), predictions / sequence.name)
+    found = next((c for c in candidates if c.is_dir()), None)
+    if found is None:
+        raise EvaluationError(
+            f"{sequence.name}: no prediction at {candidates[0]} or {candidates[1]}; --predictions holds one folder "
+            f"per sequence, laid out like DATA or flat as <predictions>/<seq>/ with fg, alpha (or mask) and bg"
+        )
+    return found
 
 
 def _resize(gt: LayerSet, height: int, width: int) -> LayerSet:
@@ -86,8 +101,8 @@ def run_decomposition(cfg: DecompositionConfig, out: str | Path,
                       suite_cfg: SuiteConfig = SuiteConfig()) -> tuple[EvalRun, dict[str, Path]]:
     sequences = find_samples(cfg.data)[: cfg.limit]
     decompose = None if cfg.predictions is not None else _decomposer(cfg, suite_cfg.preset)
-    suite = build_suite(suite_cfg)
-    acc: dict[str, dict[str, float]] = {}
+    suite = build_suite(suite_cfg, DECOMPOSITION_LAYERS)
+    acc: dict[str, dict[str, float | int]] = {}
 
     def predictions() -> Iterator[LayerSet]:
         for folder in sequences:
@@ -97,7 +112,8 @@ def run_decomposition(cfg: DecompositionConfig, out: str | Path,
             if cfg.height and cfg.width:
                 gt = _resize(gt, cfg.height, cfg.width)
             if decompose is None:
-                pred = read_sample(Path(cfg.predictions) / folder.name, key=gt.key, fps=gt.fps)
+                pred_dir = prediction_dir(Path(cfg.predictions), Path(cfg.data), folder)
+                pred = read_sample(pred_dir, key=gt.key, fps=gt.fps)
                 pred.captions = gt.captions
             else:
                 gt = LayerSet(gt.key, {k: v[: cfg.num_frames] for k, v in gt.layers.items()}, gt.captions, gt.fps)

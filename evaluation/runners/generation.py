@@ -78,7 +78,7 @@ def run_generation(cfg: GenerationConfig, out: str | Path,
 
     prompts = read_prompts(cfg.prompts)[: cfg.limit]
     pipe = load_pipeline(cfg.pipeline, suite_cfg.preset, cfg.seed)
-    suite = build_suite(suite_cfg)
+    suite = build_suite(suite_cfg, GENERATION_LAYERS)
     out = Path(out)
 
     def generated() -> Iterator[LayerSet]:

@@ -11,7 +11,7 @@ from evaluation.suite import GENERATION_LAYERS, SuiteConfig, build_suite, score_
 
 def run_score(root: str | Path, out: str | Path, cfg: SuiteConfig = SuiteConfig()) -> tuple[EvalRun, dict[str, Path]]:
     folders = find_samples(root)
-    suite = build_suite(cfg)
+    suite = build_suite(cfg, GENERATION_LAYERS)
     thumbs: list = []
     samples = keep_thumbs((read_sample(f) for f in folders), thumbs)
     run = score_samples(samples, suite, GENERATION_LAYERS, "score", total=len(folders))

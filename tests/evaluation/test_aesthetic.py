@@ -50,10 +50,17 @@ def test_missing_weights_one_line(tmp_path):
 
 
 def test_wrong_weights_one_line(tmp_path):
-    bad = tmp_path / "bad.safetensors"
-    save_file({"weight": torch.zeros(1, 512), "bias": torch.zeros(1)}, str(bad))
-    with pytest.raises(WeightsFormatError, match=r"wrong shape \(e.g. weight: \(1, 512\) vs \(1, 768\)\)") as err:
-        build_head(bad)
+    narrow = tmp_path / "narrow.safetensors"
+    save_file({"weight": torch.zeros(1, 512), "bias": torch.zeros(1)}, str(narrow))
+    assert build_head(narrow).in_features == 512  # the file gives the head's width ...
+    mismatch = r"reads 512-d features but the CLIP \(random init\) gives 768-d"
+    with pytest.raises(WeightsFormatError, match=mismatch) as err:
+        AestheticQuality(head_weights=narrow, random_init=True, tiny=True)  # ... which must be the CLIP's
+    assert "\n" not in str(err.value)
+    two_outputs = tmp_path / "two.safetensors"
+    save_file({"weight": torch.zeros(2, 768), "bias": torch.zeros(1)}, str(two_outputs))
+    with pytest.raises(WeightsFormatError, match=r"wrong shape \(e.g. weight: \(2, 768\) vs \(1, 768\)\)") as err:
+        build_head(two_outputs)
     assert "\n" not in str(err.value)
     pickled = tmp_path / "code.pth"
     torch.save({"weight": torch.zeros(1, 768), "bias": torch.zeros(1), "f": print}, pickled)

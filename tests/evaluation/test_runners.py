@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from data_engine.video_io import write_video
 from evaluation.cli import main
 from evaluation.errors import EvaluationError
 from evaluation.layered_io import read_sample
+from evaluation.metrics.layer_accuracy import visible_bg_psnr
 from evaluation.report.writer import write_comparison
 from evaluation.results import RANDOM_WEIGHTS_NOTE, EvalRun
 from evaluation.runners.decomposition import DecompositionConfig, run_decomposition
@@ -46,6 +48,59 @@ def test_official_layers_as_predictions_give_perfect_alpha_and_plausible_bg(deco
     json.loads((out / "results.json").read_text())  # standard JSON (no bare Infinity)
 
 
+def test_visible_bg_psnr_says_how_many_pixels_it_rests_on():
+    alpha = np.zeros((2, 2, 3), np.uint8)
+    alpha[0, 0, :2] = 255  # 2 of the 12 pixels are covered: 10 are visible
+    blend = np.full((2, 2, 3, 3), 100, np.uint8)
+    pred = blend.copy()
+    pred[1, 1, 2] = 110  # one visible pixel off by 10 in each channel
+    pred[0, 0, 0] = 0  # a covered pixel: not counted
+    value, pixels = visible_bg_psnr(pred, blend, alpha)
+    assert pixels == 10
+    # MSE over the 10 visible pixels x 3 channels: 3 * 10^2 / 30 = 10; float64 throughout, so only its rounding
+    assert value == pytest.approx(10 * math.log10(255 ** 2 / 10), rel=1e-12)
+    value, pixels = visible_bg_psnr(pred, blend, np.full_like(alpha, 255))
+    assert math.isnan(value) and pixels == 0
+
+
+def test_decomposition_never_loads_raft_nor_shows_dynamic_degree(tmp_path, make_davis, monkeypatch):
+    data = make_davis(tmp_path / "DAVIS", ("a", "b"))
+
+    def no_raft(*args, **kwargs):
+        raise AssertionError("decomposition built RAFT, but it never reports Dynamic Degree")
+
+    monkeypatch.setattr("evaluation.metrics.dynamic_degree.build_raft", no_raft)
+    suite = SuiteConfig(metrics=("dynamic_degree", "frame_consistency"))
+    run, files = run_decomposition(DecompositionConfig(data, predictions=data / "480p"), tmp_path / "out", suite)
+    assert set(run.aggregates) == set(run.variants) == {"frame_consistency"}
+    assert "Dynamic Degree" not in files["markdown"].read_text()
+    # plot_bars draws one 3.2-inch panel per metric at 110 dpi: a single panel, no empty Dynamic Degree one
+    assert Image.open(files["bars"]).width == round(3.2 * 110)
+    with pytest.raises(EvaluationError, match="none of dynamic_degree is reported for this task"):
+        run_decomposition(DecompositionConfig(data, predictions=data / "480p"), tmp_path / "out2",
+                          SuiteConfig(metrics=("dynamic_degree",)))
+
+
+def test_decomposition_predictions_may_be_the_data_root(tmp_path, make_davis):
+    data = make_davis(tmp_path / "DAVIS", ("a", "b"))
+    run, files = run_decomposition(DecompositionConfig(data, predictions=data), tmp_path / "out", FAST)
+    for seq in ("a", "b"):
+        row = run.accuracy[seq]  # the ground truth read back as the prediction
+        assert (row["alpha_iou"], row["alpha_sad"]) == (1.0, 0.0)
+        assert row["bg_psnr"] == row["bg_psnr_visible"] == math.inf
+        alpha = read_sample(data / "480p" / seq).layers["alpha"]
+        assert row["bg_visible_pixels"] == int((alpha == 0).sum()) == 3 * (64 * 64 - 16 * 16)
+    report = files["markdown"].read_text()
+    assert "pixels with GT alpha = 0" in report and "| a | 1.0000 | 0.0000 | inf | inf | 11520 |" in report
+    flat = tmp_path / "flat"
+    shutil.copytree(data / "480p" / "a", flat / "a")  # <predictions>/<seq>/, the layout the pipeline writes
+    run, _ = run_decomposition(DecompositionConfig(data, predictions=flat, limit=1), tmp_path / "out2", FAST)
+    assert run.accuracy["a"]["alpha_iou"] == 1.0
+    with pytest.raises(EvaluationError, match=r"b: no prediction at .*480p/b or .*flat/b; --predictions holds") as err:
+        run_decomposition(DecompositionConfig(data, predictions=flat), tmp_path / "out3", FAST)
+    assert "\n" not in str(err.value)
+
+
 def test_prediction_with_wrong_frame_count_is_one_line(davis_root, tmp_path):
     pred = tmp_path / "pred" / "dog"
     gt = read_sample(davis_root / "480p" / "dog")
@@ -58,22 +113,8 @@ def test_prediction_with_wrong_frame_count_is_one_line(davis_root, tmp_path):
     assert "\n" not in str(err.value)
 
 
-def _write_samples(root: Path, n: int, frames: int = 6, size: int = 128) -> None:
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        folder = root / f"s{i}"
-        base = rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8)
-        video = np.repeat(base, frames, axis=0)
-        alpha = np.zeros((frames, size, size), np.uint8)
-        alpha[:, 32:96, 32:96] = 255
-        for name in ("fg", "bg", "blend"):
-            write_video(folder / f"{name}.mp4", video, 8.0)
-        write_video(folder / "alpha.mp4", alpha, 8.0, lossless=True)
-        (folder / "clip.json").write_text(json.dumps({"captions": {"fg": "a cat", "bg": "a room", "blend": "a cat in a room"}}))
-
-
-def test_score_runner_reports_table1_layers(tmp_path):
-    _write_samples(tmp_path / "gen", 2, frames=2)
+def test_score_runner_reports_table1_layers(tmp_path, make_layered_samples):
+    make_layered_samples(tmp_path / "gen", 2, frames=2)
     cfg = SuiteConfig(metrics=("dynamic_degree", "frame_consistency", "text_alignment"))
     run, files = run_score(tmp_path / "gen", tmp_path / "out", cfg)
     assert run.samples == ["s0", "s1"]
@@ -84,8 +125,8 @@ def test_score_runner_reports_table1_layers(tmp_path):
     assert "| Dynamic Degree |" in report and "viclip" in report and "Paper" not in report
 
 
-def test_compare_and_cli(tmp_path, capsys):
-    _write_samples(tmp_path / "gen", 1, frames=3)
+def test_compare_and_cli(tmp_path, capsys, make_layered_samples):
+    make_layered_samples(tmp_path / "gen", 1, frames=3)
     assert main(["score", str(tmp_path / "gen"), "--metrics", "aesthetic", "--out", str(tmp_path / "a")]) == 0
     assert main(["score", str(tmp_path / "gen"), "--metrics", "aesthetic", "frame_consistency",
                  "--consistency", "dino", "--out", str(tmp_path / "b")]) == 0

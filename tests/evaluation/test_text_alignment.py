@@ -9,7 +9,7 @@ import torch
 from evaluation.errors import EvaluationError
 from evaluation.frames import clip_preprocess
 from evaluation.metrics.text_alignment import TextAlignment
-from evaluation.models.clip import CLIP_L14, clip_tokenizer
+from evaluation.models.clip import clip_tokenizer
 from evaluation.models.viclip import build_viclip
 
 
@@ -60,7 +60,7 @@ def test_viclip_checkpoint_keys_load(tmp_path):
 
 
 def test_viclip_tokenizer_truncates_to_32_with_end_token():
-    tok = clip_tokenizer(CLIP_L14, 32)
+    tok = clip_tokenizer(32)
     ids = tok(["word " * 100])[0]
     assert ids.shape == (32,) and int(ids[-1]) == tok.eot_token_id and int(ids[0]) == tok.sot_token_id
 
@@ -77,6 +77,7 @@ def test_scores_and_labels_of_both_backends():
     assert s.value == pytest.approx(float((img @ text.T).mean()), abs=1e-6)
     vic = TextAlignment("viclip", random_init=True, tiny=True)
     assert vic.variant.startswith("viclip")
+    assert (vic.tokenizer.context_length, clip.tokenizer.context_length) == (32, 77)  # each model's text context
     assert -1.0 <= vic.score_video(frames, prompt="a red car").value <= 1.0
     with pytest.raises(EvaluationError, match="empty prompt"):
         vic.score_video(frames, prompt="  ")

@@ -1,7 +1,8 @@
 """Number-for-number parity with VBench's own scores (vbench_ref/scores.json), opt-in.
 
 Needs the weights written by `python vbench_ref/make_weights.py DIR` (4.3 GB); set LAYERFLOW_VBENCH_WEIGHTS=DIR
-(the folder holding `modern/`) and run `pytest -m slow tests/evaluation/test_vbench_parity.py`.
+(the folder holding `modern/`) and run `pytest -m slow tests/evaluation/test_vbench_parity.py`. Unset, the parity
+tests skip; set to a folder without those files, they fail and name the files expected.
 
 Tolerances: our ports agree with VBench to float32 rounding (measured: <= 2.4e-7 on cosines, <= 2.4e-6 on raw
 aesthetic head outputs of ~5, <= 2.8e-7 relative on flow scores), accumulation-order differences such as batched
@@ -23,32 +24,72 @@ from evaluation.metrics.aesthetic import AestheticQuality
 from evaluation.metrics.dynamic_degree import DynamicDegree
 from evaluation.metrics.frame_consistency import FrameConsistency
 
-pytestmark = pytest.mark.slow
-
+ENV = "LAYERFLOW_VBENCH_WEIGHTS"
+MODERN_FILES = {
+    "clip_l14": "clip_vit_l14_openai_keys.safetensors",
+    "aesthetic_head": "aesthetic_head_linear768.safetensors",
+    "clip_b32": "clip_vit_b32_openai_keys.safetensors",
+    "dino": "dino_vitb16.safetensors",
+    "raft": "raft_large_torchvision.safetensors",
+}
 COS_ABS = 1e-5
 AESTHETIC_RAW_REL = 1e-5
 FLOW_REL = 1e-5
 
 
+def modern_weights() -> Path:
+    """`$LAYERFLOW_VBENCH_WEIGHTS/modern`: skip when the variable is unset (opt-in), fail when a file is missing,
+    so a wrong path cannot pass as a run of skipped tests that exits 0."""
+    value = os.environ.get(ENV)
+    if not value:
+        pytest.skip(f"opt-in: set {ENV} to the folder written by vbench_ref/make_weights.py")
+    modern = Path(value) / "modern"
+    missing = [str(modern / f) for f in MODERN_FILES.values() if not (modern / f).is_file()]
+    if missing:
+        pytest.fail(f"{ENV}={value}: missing {', '.join(missing)}; set it to the folder given to "
+                    f"make_weights.py (the one that holds modern/), not to modern/ itself", pytrace=False)
+    return modern
+
+
+@pytest.fixture(scope="session")
+def vbench_weights() -> Path:
+    return modern_weights()
+
+
 @pytest.fixture(scope="module")
-def ref(vbench_ref):
-    weights = os.environ.get("LAYERFLOW_VBENCH_WEIGHTS")
-    if not weights or not (Path(weights) / "modern").is_dir():
-        pytest.skip("set LAYERFLOW_VBENCH_WEIGHTS to a folder written by vbench_ref/make_weights.py")
+def ref(vbench_weights, vbench_ref):
+    """The weights check comes first (argument order), so a wrong path fails before anything else is read."""
     scores = json.loads((vbench_ref / "scores.json").read_text())
     videos = {name: decode_video(vbench_ref / info["file"]) for name, info in scores["videos"].items()}
-    return Path(weights) / "modern", scores, videos
+    return vbench_weights, scores, videos
 
 
+def test_opt_in_skips_when_unset_and_fails_on_a_folder_without_the_weights(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        modern_weights()
+    (tmp_path / "modern").mkdir()
+    monkeypatch.setenv(ENV, str(tmp_path / "modern"))  # one level too deep: DIR/modern/modern/... is looked for
+    with pytest.raises(pytest.fail.Exception) as err:
+        modern_weights()
+    assert all(str(tmp_path / "modern" / "modern" / f) in str(err.value) for f in MODERN_FILES.values())
+    monkeypatch.setenv(ENV, str(tmp_path))
+    for f in MODERN_FILES.values():
+        (tmp_path / "modern" / f).touch()
+    assert modern_weights() == tmp_path / "modern"
+
+
+@pytest.mark.slow
 def test_decoded_frames_are_the_ones_vbench_scored(ref):
     _, scores, videos = ref
     for name, frames in videos.items():
         assert hashlib.sha256(frames.tobytes()).hexdigest() == scores["videos"][name]["decoded_rgb_uint8_sha256_decord"], name
 
 
+@pytest.mark.slow
 def test_aesthetic_matches_vbench(ref):
     w, scores, videos = ref
-    m = AestheticQuality(w / "clip_vit_l14_openai_keys.safetensors", w / "aesthetic_head_linear768.safetensors")
+    m = AestheticQuality(w / MODERN_FILES["clip_l14"], w / MODERN_FILES["aesthetic_head"])
     want = scores["metrics"]["aesthetic_quality"]
     got = {}
     for name, frames in videos.items():
@@ -65,9 +106,10 @@ def vbench_pair_aggregate(per_pair: dict) -> float:
     return sum(sims) / len(sims)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone, key, file", [
-    ("clip", "background_consistency", "clip_vit_b32_openai_keys.safetensors"),
-    ("dino", "subject_consistency", "dino_vitb16.safetensors"),
+    ("clip", "background_consistency", MODERN_FILES["clip_b32"]),
+    ("dino", "subject_consistency", MODERN_FILES["dino"]),
 ])
 def test_consistency_matches_vbench(ref, backbone, key, file):
     w, scores, videos = ref
@@ -84,9 +126,10 @@ def test_consistency_matches_vbench(ref, backbone, key, file):
     assert m.aggregate(got) == pytest.approx(vbench_pair_aggregate(want["diagnostics"]["per_pair"]), abs=COS_ABS)
 
 
+@pytest.mark.slow
 def test_dynamic_degree_matches_vbench(ref):
     w, scores, videos = ref
-    m = DynamicDegree(w / "raft_large_torchvision.safetensors")
+    m = DynamicDegree(w / MODERN_FILES["raft"])
     want = scores["metrics"]["dynamic_degree"]
     got = []
     for name, frames in videos.items():

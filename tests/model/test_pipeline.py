@@ -15,6 +15,7 @@ from model.pipeline import LayerFlowPipeline, PipelineInputError, build_tiny_pip
 from model.schedule import guidance_scale as cfg_scale
 from model.schedule import make_scheduler
 from model.transformer import _diffusers_kwargs
+from model.numerics import assert_float32_close
 
 F, H, W = 4, 32, 48
 PROMPTS = ("A brown dog runs.", "A quiet park with trees.", "A brown dog runs in a quiet park.")
@@ -100,7 +101,7 @@ def test_latents_match_diffusers_cogvideox_pipeline(pipe, sampler, guidance):
         pipe.transformer.set_layer_features(True)
         pipe.scheduler = dpm_scheduler
     assert ours.latents.shape == theirs.shape == (1, 4, 16, H // 4, W // 4)
-    torch.testing.assert_close(ours.latents, theirs, rtol=1e-5, atol=1e-5)
+    assert_float32_close(ours.latents, theirs, ulps=64, what="latents vs diffusers' CogVideoX")
     if guidance > 1:
         assert [s for _, s in seen] == [cfg_scale(guidance, t, i, steps) for i, (t, _) in enumerate(seen)]
 
@@ -111,7 +112,7 @@ def test_prompt_encoding_matches_diffusers_t5(pipe):
     ours = pipe.encode_prompt([Captions(*PROMPTS)], "generate")
     parts = [reference._get_t5_prompt_embeds(f"{i}, {p}", device="cpu") for i, p in enumerate(PROMPTS)]
     # Batched vs one-at-a-time matmuls differ in the last float bits only.
-    torch.testing.assert_close(ours, torch.cat(parts, dim=1), rtol=1e-5, atol=1e-5)
+    assert_float32_close(ours, torch.cat(parts, dim=1), ulps=64, what="T5 embeddings")
     assert ours.shape == (1, 3 * 226, 32)
 
 
@@ -242,7 +243,8 @@ def test_vae_slicing_and_tiling_switches(pipe):
         sliced = pipe.decode_latents(latents)
     finally:
         pipe.disable_vae_slicing()
-    torch.testing.assert_close(sliced, whole, rtol=1e-4, atol=1e-4)  # one sample at a time, same frames
+    # One sample at a time picks other convolution kernels than the batch of two: more roundings, same maths.
+    assert_float32_close(sliced, whole, ulps=1024, what="sliced VAE decode")
     pipe.enable_vae_tiling()
     assert pipe.vae.use_tiling
     pipe.disable_vae_tiling()
