@@ -141,7 +141,8 @@ def internet(release_weights, monkeypatch):
 
 
 def test_download_all_reproduces_the_release_layout_the_loaders_read(internet, release_weights, tmp_path,
-                                                                    monkeypatch, capsys):
+                                                                    monkeypatch, capsys, reference_dir):
+    # reference_dir: the official-checkpoint folders of the tree are built from ../shared's sat_tiny fixture
     monkeypatch.setenv(weights.ENV_VAR, str(tmp_path))
     assert cli.main(["weights", "download", "--all", "--endpoint", internet.endpoint]) == 0
     for name, s in weights.load_registry().items():
