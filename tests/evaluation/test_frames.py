@@ -12,6 +12,7 @@ from data_engine.video_io import decode_video
 from evaluation.errors import EvaluationError
 from evaluation.frames import (CLIP_MEAN, CLIP_STD, check_video, clip_preprocess, dino_preprocess, fps_stride,
                                middle_frame_indices)
+from model.numerics import assert_float32_close
 
 
 def test_middle_frame_indices_match_vbench_segments():
@@ -32,7 +33,7 @@ def test_clip_preprocess_constant_frame_is_exact_normalisation():
     x = clip_preprocess(frames)
     assert x.shape == (2, 3, 224, 224)
     want = (200 / 255 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
-    torch.testing.assert_close(x[0, :, 100, 100], want.float(), atol=1e-5, rtol=0)
+    assert_float32_close(x[0, :, 100, 100], want.float(), ulps=8, what="normalised pixel")
 
 
 def test_clip_preprocess_does_not_clamp_bicubic_overshoot():
