@@ -2,6 +2,10 @@
 
 - `full`: the real architectures loaded from local files under LAYERFLOW_WEIGHTS (see infra/weights/perception.yaml);
   a missing file raises `MissingWeightsError` in one line (model, expected path, hub id). Nothing downloads.
+  Each architecture comes from the files themselves: transformers models from their config.json, plain state dicts
+  (CLIP, SAM, RAFT, ProPainter) from their key names and tensor shapes, so the real checkpoint gives exactly the
+  released architecture and a tiny checkpoint of the same format runs the same code. A file that is present but
+  not such a checkpoint raises `WeightsFormatError` in one line naming the file.
 - `tiny`: the same classes from tiny configs with seeded random weights, and tokenizers built in-process; for tests,
   the demo and CPU benchmarks. Outputs of tiny models are noise: only the plumbing is meaningful.
 
@@ -12,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,7 +44,7 @@ PROPAINTER_FILES = {
     "rfc": "propainter_rfc-0000-a865ddc0.pth",
     "pp": "propainter-0000-5f3cc1e7.pth",
 }
-CLIP_ARCH = "ViT-L-14-quickgelu"  # the OpenAI ViT-L/14 weights were trained with QuickGELU
+CLIP_ARCH = "ViT-L-14-quickgelu"  # open_clip's name for the release (real-size benchmarks build it by name)
 CLIP_FILE = "open_clip_model.safetensors"
 TINY_CLIP_CONTEXT = 16  # "a photo of a {tag}." fits; 77 makes the 4585 tag prompts the slowest part of a tiny run
 SAM_FILE = "sam_vit_h_4b8939.pth"
@@ -71,6 +76,10 @@ class RemoteCodeNotAllowed(PermissionError):
     """A model needs code shipped with its weights and the config did not opt in."""
 
 
+class WeightsFormatError(ValueError):
+    """A weight file is present but is not the checkpoint its loader reads; the message names the file, in one line."""
+
+
 def check_preset(preset: str) -> Preset:
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose one of {PRESETS}")
@@ -97,6 +106,97 @@ def seeded(seed: int) -> Iterator[None]:
 def tag_list() -> list[str]:
     """The RAM++ tag vocabulary (4585 tags) shipped in data/ram_tag_list.txt."""
     return [t for t in (DATA_DIR / "ram_tag_list.txt").read_text(encoding="utf-8").splitlines() if t.strip()]
+
+
+# ---------------------------------------------------------------- plain state-dict checkpoints
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """The tensors of a state-dict checkpoint: safetensors, or a torch file read with weights_only=True (no pickled
+    code runs)."""
+    import torch
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, foreign or code-carrying files fail in many ways: name the file once
+        raise WeightsFormatError(f"{path}: not a readable state dict ({_first_line(exc)})") from exc
+    if not isinstance(state, dict):
+        raise WeightsFormatError(f"{path}: expected a state dict of tensors, got a {type(state).__name__}")
+    nested = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
+    if nested is not None:
+        raise WeightsFormatError(f"{path}: expected a state dict of tensors; {nested!r} holds a "
+                                 f"{type(state[nested]).__name__}")
+    return state
+
+
+def shapes_of(state: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def numbered(shapes: Shapes, prefix: str) -> int:
+    """How many numbered submodules (`<prefix>0.`, `<prefix>1.`, ...) the keys hold."""
+    return len({k[len(prefix):].split(".", 1)[0] for k in shapes if k.startswith(prefix)})
+
+
+def model_for(build: Callable[[Shapes], Any], state: Mapping[str, Any], path: Path, what: str) -> Any:
+    """The module `build` makes for the checkpoint's shapes; a checkpoint it cannot read is a WeightsFormatError."""
+    try:
+        return build(shapes_of(state))
+    except KeyError as exc:
+        raise WeightsFormatError(f"{path}: not a {what} checkpoint (no key {exc.args[0]!r})") from exc
+    except (ValueError, IndexError, ZeroDivisionError) as exc:
+        raise WeightsFormatError(f"{path}: not a {what} checkpoint ({_first_line(exc)})") from exc
+
+
+def refuse_mismatch(path: Path, what: str, found: dict[str, list[str]]) -> None:
+    """A WeightsFormatError naming each non-empty group of bad keys (how many, and the first)."""
+    problems = [f"{len(keys)} {kind}, first {keys[0]}" for kind, keys in found.items() if keys]
+    if problems:
+        raise WeightsFormatError(f"{path}: does not fit {what} ({'; '.join(problems)})")
+
+
+def load_exact(module: Any, state: Mapping[str, Any], path: Path, what: str) -> Any:
+    """`module` with every tensor of `state` copied in; keys and shapes must match both ways."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    refuse_mismatch(path, what, {"missing key(s)": missing, "unexpected key(s)": unexpected,
+                                 "shape mismatch(es)": wrong})
+    module.load_state_dict(state, strict=True)
+    return module
+
+
+def load_checkpoint(path: Path, build: Callable[[Shapes], Any], what: str) -> Any:
+    """Read a state-dict file, build the architecture its shapes describe, and load it exactly."""
+    state = read_state_dict(path)
+    return load_exact(model_for(build, state, path, what), state, path, what)
+
+
+def load_pretrained(cls: Any, path: Path, what: str, **kwargs: Any) -> Any:
+    """`cls.from_pretrained` on a local folder. transformers re-initialises weights missing from the checkpoint with
+    only a log line; here that, a shape mismatch or an unreadable file is a WeightsFormatError naming the folder."""
+    try:
+        model, info = cls.from_pretrained(path, local_files_only=True, output_loading_info=True,
+                                          ignore_mismatched_sizes=True, **kwargs)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise WeightsFormatError(f"{path}: not a {what} checkpoint ({_first_line(exc)})") from exc
+    # mismatched_keys holds (key, checkpoint shape, model shape) tuples
+    wrong = sorted(f"{key} {tuple(got)} vs {tuple(want)}" for key, got, want in info["mismatched_keys"])
+    refuse_mismatch(path, what, {"missing key(s)": sorted(info["missing_keys"]), "shape mismatch(es)": wrong})
+    return model
 
 
 # ---------------------------------------------------------------- tiny tokenizers (built in-process, no download)
@@ -139,6 +239,56 @@ def tiny_qwen_tokenizer() -> Any:
 
 # ---------------------------------------------------------------- CLIP (open_clip)
 
+OPENAI_CLIP_HEAD_WIDTH = 64  # every OpenAI CLIP tower has 64-channel attention heads; head counts are not in the shapes
+
+
+@dataclass(frozen=True)
+class ClipArch:
+    """An OpenAI-layout CLIP ViT as its checkpoint describes it (open_clip's `CLIP` class, QuickGELU)."""
+
+    embed_dim: int
+    image_size: int
+    patch_size: int
+    vision_width: int
+    vision_layers: int
+    vision_mlp_ratio: float
+    context_length: int
+    vocab_size: int
+    text_width: int
+    text_layers: int
+    text_mlp_ratio: float
+
+
+def clip_arch(shapes: Shapes) -> ClipArch:
+    """The architecture of an open_clip / OpenAI CLIP ViT state dict (the keys open_clip's `CLIP` writes)."""
+    width, _, patch, _ = shapes["visual.conv1.weight"]
+    tokens = shapes["visual.positional_embedding"][0] - 1  # patches plus the class token
+    grid = math.isqrt(tokens)
+    if grid * grid != tokens:
+        raise ValueError(f"visual.positional_embedding holds {tokens} patches, not a square grid")
+    text_width = shapes["ln_final.weight"][0]
+    return ClipArch(
+        embed_dim=shapes["text_projection"][1], image_size=patch * grid, patch_size=patch, vision_width=width,
+        vision_layers=numbered(shapes, "visual.transformer.resblocks."),
+        vision_mlp_ratio=shapes["visual.transformer.resblocks.0.mlp.c_fc.weight"][0] / width,
+        context_length=shapes["positional_embedding"][0], vocab_size=shapes["token_embedding.weight"][0],
+        text_width=text_width, text_layers=numbered(shapes, "transformer.resblocks."),
+        text_mlp_ratio=shapes["transformer.resblocks.0.mlp.c_fc.weight"][0] / text_width)
+
+
+def clip_from_arch(arch: ClipArch) -> Any:
+    import open_clip
+
+    vision = open_clip.CLIPVisionCfg(layers=arch.vision_layers, width=arch.vision_width,
+                                     head_width=OPENAI_CLIP_HEAD_WIDTH, mlp_ratio=arch.vision_mlp_ratio,
+                                     patch_size=arch.patch_size, image_size=arch.image_size)
+    text = open_clip.CLIPTextCfg(context_length=arch.context_length, vocab_size=arch.vocab_size, width=arch.text_width,
+                                 heads=arch.text_width // OPENAI_CLIP_HEAD_WIDTH, layers=arch.text_layers,
+                                 mlp_ratio=arch.text_mlp_ratio)
+    # The OpenAI weights were trained with QuickGELU.
+    return open_clip.CLIP(embed_dim=arch.embed_dim, vision_cfg=vision, text_cfg=text, quick_gelu=True)
+
+
 @dataclass
 class ClipBundle:
     model: Any
@@ -152,8 +302,9 @@ def build_clip(preset: Preset, seed: int = 0) -> ClipBundle:
 
     if check_preset(preset) == "full":
         path = resolve(CLIP_WEIGHTS, CLIP_FILE)
-        model, _, preprocess = open_clip.create_model_and_transforms(CLIP_ARCH, pretrained=str(path))
-        return ClipBundle(model.eval(), preprocess, open_clip.get_tokenizer(CLIP_ARCH))
+        model = load_checkpoint(path, lambda shapes: clip_from_arch(clip_arch(shapes)), "CLIP ViT (open_clip layout)")
+        preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
+        return ClipBundle(model.eval(), preprocess, SimpleTokenizer(context_length=model.context_length))
     with seeded(seed):
         model = open_clip.CLIP(
             embed_dim=32,
@@ -188,7 +339,7 @@ def build_grounding_dino(preset: Preset, seed: int = 0) -> tuple[Any, Any]:
 
     if check_preset(preset) == "full":
         path = resolve(GDINO_WEIGHTS)
-        model = GroundingDinoForObjectDetection.from_pretrained(path, local_files_only=True)
+        model = load_pretrained(GroundingDinoForObjectDetection, path, "Grounding DINO")
         return model.eval(), GroundingDinoProcessor.from_pretrained(path, local_files_only=True)
     tokenizer = tiny_bert_tokenizer(tag_list())
     config = GroundingDinoConfig(
@@ -210,42 +361,117 @@ def build_grounding_dino(preset: Preset, seed: int = 0) -> tuple[Any, Any]:
 
 # ---------------------------------------------------------------- SAM (segment-anything)
 
-def build_sam(preset: Preset, kind: str = "vit_h", seed: int = 0) -> Any:
-    """A `SamPredictor` over SAM; full weights are loaded with weights_only=True."""
-    import torch
-    from segment_anything import SamPredictor, sam_model_registry
-
-    if check_preset(preset) == "full":
-        path = resolve(SAM_WEIGHTS, SAM_FILE)
-        sam = sam_model_registry[kind]()
-        sam.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return SamPredictor(sam.eval())
-    with seeded(seed):
-        sam = _tiny_sam()
-    return SamPredictor(sam.eval())
+SAM_DECODER_HEAD_WIDTH = 32  # all SAM releases: 8 heads over 256 channels; head counts are not in the shapes
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # non-persistent buffers: not in the checkpoint
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
 
-def _tiny_sam() -> Any:
+@dataclass(frozen=True)
+class SamArch:
+    """segment-anything's `Sam` (ViT image encoder, prompt encoder, two-way mask decoder) as its sizes."""
+
+    img_size: int
+    patch_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+    window_size: int
+    global_attn_indexes: tuple[int, ...]
+    out_chans: int
+    mask_in_chans: int
+    decoder_depth: int
+    decoder_mlp_dim: int
+    decoder_heads: int
+    decoder_downsample: int
+    iou_head_depth: int
+    iou_head_hidden_dim: int
+    num_multimask_outputs: int
+
+
+TINY_SAM = SamArch(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2, window_size=2,
+                   global_attn_indexes=(1,), out_chans=32, mask_in_chans=4, decoder_depth=1, decoder_mlp_dim=64,
+                   decoder_heads=2, decoder_downsample=2, iou_head_depth=2, iou_head_hidden_dim=32,
+                   num_multimask_outputs=3)
+
+
+def _sam_attention(shapes: Shapes, grid: int) -> tuple[int, int, tuple[int, ...]]:
+    """(heads, window size, global block indexes) from the relative position tables: a block's table spans
+    2 * size - 1 positions of `head_dim` channels, size being the feature grid for global blocks, else the window."""
+    depth = numbered(shapes, "image_encoder.blocks.")
+    spans = [shapes[f"image_encoder.blocks.{i}.attn.rel_pos_h"] for i in range(depth)]
+    head_dims = {d for _, d in spans}
+    if len(head_dims) != 1:
+        raise ValueError(f"image encoder blocks disagree on the attention head width: {sorted(head_dims)}")
+    sizes = [(n + 1) // 2 for n, _ in spans]
+    windows = {s for s in sizes if s != grid}
+    if len(windows) > 1:
+        raise ValueError(f"image encoder blocks use several window sizes: {sorted(windows)}")
+    heads = shapes["image_encoder.patch_embed.proj.weight"][0] // head_dims.pop()
+    return heads, windows.pop() if windows else 0, tuple(i for i, s in enumerate(sizes) if s == grid)
+
+
+def sam_arch(shapes: Shapes) -> SamArch:
+    """The architecture of a segment-anything checkpoint (`sam_vit_{b,l,h}_*.pth` key names)."""
+    _, grid, grid_w, embed_dim = shapes["image_encoder.pos_embed"]
+    if grid != grid_w:
+        raise ValueError(f"image_encoder.pos_embed is a {grid}x{grid_w} grid; SAM's is square")
+    patch = shapes["image_encoder.patch_embed.proj.weight"][-1]
+    heads, window, global_blocks = _sam_attention(shapes, grid)
+    dim = shapes["mask_decoder.iou_token.weight"][1]
+    return SamArch(
+        img_size=grid * patch, patch_size=patch, embed_dim=embed_dim, depth=numbered(shapes, "image_encoder.blocks."),
+        num_heads=heads, mlp_ratio=shapes["image_encoder.blocks.0.mlp.lin1.weight"][0] / embed_dim,
+        window_size=window, global_attn_indexes=global_blocks, out_chans=shapes["image_encoder.neck.0.weight"][0],
+        mask_in_chans=shapes["prompt_encoder.mask_downscaling.3.weight"][0],
+        decoder_depth=numbered(shapes, "mask_decoder.transformer.layers."),
+        decoder_mlp_dim=shapes["mask_decoder.transformer.layers.0.mlp.lin1.weight"][0],
+        decoder_heads=dim // SAM_DECODER_HEAD_WIDTH,
+        decoder_downsample=dim // shapes["mask_decoder.transformer.final_attn_token_to_image.q_proj.weight"][0],
+        iou_head_depth=numbered(shapes, "mask_decoder.iou_prediction_head.layers."),
+        iou_head_hidden_dim=shapes["mask_decoder.iou_prediction_head.layers.0.weight"][0],
+        num_multimask_outputs=shapes["mask_decoder.mask_tokens.weight"][0] - 1)
+
+
+def sam_from_arch(arch: SamArch) -> Any:
+    """segment-anything's `Sam`, assembled as its `build_sam` does, at the given sizes."""
     from functools import partial
 
     import torch
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-    size, patch, dim = 64, 16, 32
+    grid = arch.img_size // arch.patch_size
     return Sam(
         image_encoder=ImageEncoderViT(
-            depth=2, embed_dim=dim, img_size=size, mlp_ratio=2, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=2, patch_size=patch, qkv_bias=True, use_rel_pos=True, global_attn_indexes=[1], window_size=2,
-            out_chans=dim),
-        prompt_encoder=PromptEncoder(embed_dim=dim, image_embedding_size=(size // patch, size // patch),
-                                     input_image_size=(size, size), mask_in_chans=4),
+            depth=arch.depth, embed_dim=arch.embed_dim, img_size=arch.img_size, mlp_ratio=arch.mlp_ratio,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=arch.num_heads, patch_size=arch.patch_size,
+            qkv_bias=True, use_rel_pos=True, global_attn_indexes=arch.global_attn_indexes,
+            window_size=arch.window_size, out_chans=arch.out_chans),
+        prompt_encoder=PromptEncoder(embed_dim=arch.out_chans, image_embedding_size=(grid, grid),
+                                     input_image_size=(arch.img_size, arch.img_size), mask_in_chans=arch.mask_in_chans),
         mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
-            transformer_dim=dim, iou_head_depth=2, iou_head_hidden_dim=dim),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+            num_multimask_outputs=arch.num_multimask_outputs,
+            transformer=TwoWayTransformer(depth=arch.decoder_depth, embedding_dim=arch.out_chans,
+                                          mlp_dim=arch.decoder_mlp_dim, num_heads=arch.decoder_heads,
+                                          attention_downsample_rate=arch.decoder_downsample),
+            transformer_dim=arch.out_chans, iou_head_depth=arch.iou_head_depth,
+            iou_head_hidden_dim=arch.iou_head_hidden_dim),
+        pixel_mean=list(SAM_PIXEL_MEAN),
+        pixel_std=list(SAM_PIXEL_STD),
     )
+
+
+def build_sam(preset: Preset, seed: int = 0) -> Any:
+    """A `SamPredictor` over SAM; the full preset's architecture is the checkpoint's own (vit_h for the release)."""
+    from segment_anything import SamPredictor
+
+    if check_preset(preset) == "full":
+        sam = load_checkpoint(resolve(SAM_WEIGHTS, SAM_FILE), lambda shapes: sam_from_arch(sam_arch(shapes)),
+                              "segment-anything SAM")
+        return SamPredictor(sam.eval())
+    with seeded(seed):
+        sam = sam_from_arch(TINY_SAM)
+    return SamPredictor(sam.eval())
 
 
 # ---------------------------------------------------------------- SAM 2 video (transformers)
@@ -276,7 +502,7 @@ def build_sam2_video(preset: Preset, seed: int = 0) -> tuple[Any, Any]:
 
     if check_preset(preset) == "full":
         path = resolve(SAM2_WEIGHTS)
-        model = Sam2VideoModel.from_pretrained(path, local_files_only=True)
+        model = load_pretrained(Sam2VideoModel, path, "SAM 2 video")
         return model.eval(), Sam2VideoProcessor.from_pretrained(path, local_files_only=True)
     config = tiny_sam2_video_config()
     with seeded(seed):
@@ -299,8 +525,7 @@ def build_qwen_vl(preset: Preset, dtype: str = "bfloat16", seed: int = 0) -> tup
 
     if check_preset(preset) == "full":
         path = resolve(QWEN_WEIGHTS)
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=getattr(torch, dtype),
-                                                                   local_files_only=True)
+        model = load_pretrained(Qwen2_5_VLForConditionalGeneration, path, "Qwen2.5-VL", dtype=getattr(torch, dtype))
         return model.eval(), AutoProcessor.from_pretrained(path, local_files_only=True)
     tok = tiny_qwen_tokenizer()
     ids = tok.convert_tokens_to_ids
@@ -342,21 +567,102 @@ def build_cogvlm2(trust_remote_code: bool, dtype: str = "bfloat16") -> tuple[Any
 
 # ---------------------------------------------------------------- ProPainter (pytorchcv)
 
+RAFT_CORR_LEVELS = 4  # pytorchcv's correlation pyramid is fixed at 4 levels (CorrCalculator's default)
+PROPAINTER_HEAD_WIDTH = 128  # the ProPainter release: 4 heads over 512 channels; head counts are not in the shapes
+
+
+def _unit_channels(shapes: Shapes, stage: str) -> list[int]:
+    """Output channels of each residual unit of an encoder stage (its last body convolution)."""
+    out = []
+    for j in range(1, numbered(shapes, f"{stage}.unit") + 1):
+        body = f"{stage}.unit{j}.body.conv"
+        last = max(int(k[len(body):].split(".", 1)[0]) for k in shapes if k.startswith(body))
+        out.append(shapes[f"{body}{last}.conv.weight"][0])
+    return out
+
+
+def raft_arch(shapes: Shapes) -> dict[str, Any]:
+    """pytorchcv `RAFT` constructor arguments from a RAFT checkpoint (`raft_things` / `raft_small` key names)."""
+    from pytorchcv.models.raft import ConvGRU, SepConvGRU
+
+    enc, upd = "fnet.features", "update_block"
+    corr = [shapes[f"{upd}.encoder.conv_corr.conv_list.conv{i}.conv.weight"]
+            for i in range(1, numbered(shapes, f"{upd}.encoder.conv_corr.conv_list.conv") + 1)]
+    diameter = math.isqrt(corr[0][1] // RAFT_CORR_LEVELS)  # lookup window (2r + 1)^2 per pyramid level
+    if RAFT_CORR_LEVELS * diameter * diameter != corr[0][1] or diameter % 2 == 0:
+        raise ValueError(f"correlation input of {corr[0][1]} channels is not {RAFT_CORR_LEVELS} levels of (2r+1)^2")
+    hidden = shapes[f"{upd}.flow_head.conv1.conv.weight"][1]
+    separable = f"{upd}.gru.horizontal_gru.conv_z.conv.weight" in shapes
+    gru_z = shapes[f"{upd}.gru.{'horizontal_gru.' if separable else ''}conv_z.conv.weight"]
+    mout_out, mout_in = shapes[f"{upd}.encoder.conv_out.conv.weight"][:2]
+    return dict(
+        corr_levels=RAFT_CORR_LEVELS, corr_radius=diameter // 2, hidden_dim=hidden,
+        context_dim=shapes["cnet.features.final_block.weight"][0] - hidden,
+        encoder_init_block_channels=shapes[f"{enc}.init_block.conv.weight"][0],
+        encoder_mid_channels=[_unit_channels(shapes, f"{enc}.stage{i}")
+                              for i in range(1, numbered(shapes, f"{enc}.stage") + 1)],
+        fnet_final_block_channels=shapes[f"{enc}.final_block.weight"][0],
+        encoder_bottleneck=f"{enc}.stage1.unit1.body.conv3.conv.weight" in shapes,
+        cnet_normalize="cnet.features.init_block.bn.weight" in shapes,
+        corr_out_channels_list=tuple(w[0] for w in corr),
+        flow_out_channels_list=tuple(shapes[f"{upd}.encoder.conv_flow.conv_list.conv{i}.conv.weight"][0]
+                                     for i in (1, 2)),
+        mout_in_channels=mout_in, mout_out_channels=mout_out, gru_class=SepConvGRU if separable else ConvGRU,
+        gru_input_dim=gru_z[1] - hidden, flow_mid_channels=shapes[f"{upd}.flow_head.conv1.conv.weight"][0],
+        mask_out_channels=shapes[f"{upd}.mask.conv2.weight"][0] if f"{upd}.mask.conv2.weight" in shapes else 0)
+
+
+def raft_from_arch(arch: dict[str, Any]) -> Any:
+    from pytorchcv.models.raft import RAFT
+
+    # The streaming sequencer asserts 20 iterations and feeds frames already in [-1, 1].
+    return RAFT(**arch, in_normalize=False, iters=20)
+
+
+def propainter_arch(shapes: Shapes) -> dict[str, Any]:
+    """pytorchcv `ProPainter` sizes from its checkpoint; window and stride are the constructor's (the release's)."""
+    hidden, patch_len = shapes["ss.embedding.weight"]
+    channels = shapes["sc.bias_conv.weight"][0]
+    kernel = math.isqrt(patch_len // channels)  # soft split unfolds kernel x kernel patches of the features
+    if kernel * kernel * channels != patch_len:
+        raise ValueError(f"ss.embedding takes {patch_len} inputs, not square patches of {channels} channels")
+    pool = shapes["transformers.transformer.0.attention.pool_layer.weight"][-2:]
+    return dict(channels=channels, hidden_dim=hidden, num_heads=hidden // PROPAINTER_HEAD_WIDTH,
+                depth=numbered(shapes, "transformers.transformer."), t2t_kernel_size=(kernel, kernel),
+                pool_size=tuple(pool))
+
+
+def propainter_from_arch(arch: dict[str, Any]) -> Any:
+    from pytorchcv.models.propainter import ProPainter
+
+    return ProPainter(**arch)
+
+
+def _rfc_for(_: Shapes) -> Any:
+    from pytorchcv.models.propainter_rfc import propainter_rfc
+
+    return propainter_rfc()  # the recurrent flow completion network has one size: its constructor takes none
+
+
+PROPAINTER_PARTS: dict[str, tuple[Callable[[Shapes], Any], str]] = {
+    "raft": (lambda shapes: raft_from_arch(raft_arch(shapes)), "pytorchcv RAFT"),
+    "rfc": (_rfc_for, "pytorchcv ProPainter recurrent flow completion"),
+    "pp": (lambda shapes: propainter_from_arch(propainter_arch(shapes)), "pytorchcv ProPainter"),
+}
+
+
 def build_propainter(preset: Preset, seed: int = 0) -> tuple[Any, Any, Any]:
     """(RAFT, recurrent flow completion, ProPainter) modules, ready for `ProPainterIterator`.
 
     RAFT must run 20 iterations on inputs already in [-1, 1]: the streaming sequencer asserts `iters == 20`.
     """
-    import torch
-    from pytorchcv.models.propainter import ProPainter, propainter
+    from pytorchcv.models.propainter import ProPainter
     from pytorchcv.models.propainter_rfc import propainter_rfc
-    from pytorchcv.models.raft import RAFT, ConvGRU, raft_things
+    from pytorchcv.models.raft import RAFT, ConvGRU
 
     if check_preset(preset) == "full":
-        modules = (raft_things(in_normalize=False, iters=20), propainter_rfc(), propainter())
-        for module, part in zip(modules, ("raft", "rfc", "pp")):
-            path = resolve(PROPAINTER_WEIGHTS, PROPAINTER_FILES[part])
-            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        modules = tuple(load_checkpoint(resolve(PROPAINTER_WEIGHTS, PROPAINTER_FILES[part]), *PROPAINTER_PARTS[part])
+                        for part in ("raft", "rfc", "pp"))
         return tuple(m.eval().requires_grad_(False) for m in modules)  # type: ignore[return-value]
     with seeded(seed):
         raft = RAFT(corr_levels=4, corr_radius=1, hidden_dim=16, context_dim=16, encoder_init_block_channels=8,
@@ -366,4 +672,3 @@ def build_propainter(preset: Preset, seed: int = 0) -> tuple[Any, Any, Any]:
                     gru_input_dim=32, flow_mid_channels=16, mask_out_channels=0, in_normalize=False, iters=20)
         modules = (raft, propainter_rfc(), ProPainter(hidden_dim=64, num_heads=2, depth=2))
     return tuple(m.eval().requires_grad_(False) for m in modules)  # type: ignore[return-value]
-

@@ -24,13 +24,13 @@ import numpy as np
 
 from data_engine.stages.base import Resources, Row, Stage, StageError
 from data_engine.stages.masks import boxes_from_mask, downsample, iou
-from data_engine.stages.models import build_grounding_dino, build_sam, build_sam2_video, check_preset, device_for
+from data_engine.stages.models import (GDINO_WEIGHTS, SAM2_WEIGHTS, SAM_WEIGHTS, build_grounding_dino, build_sam,
+                                       build_sam2_video, check_preset, device_for)
 
 
 @dataclass(frozen=True)
 class SegmentOptions:
     preset: str = "full"
-    sam_kind: str = "vit_h"
     sam_gap: int = 8
     max_tags: int = 3
     box_threshold: float = 0.35
@@ -89,10 +89,11 @@ def unpack_siblings(summary: dict) -> dict[int, np.ndarray]:
 class SegmentTrackStage(Stage):
     name = "segment"
     default_resources = Resources(num_cpus=1.0, num_gpus=0.15, batch_size=1, retries=1)
+    Options = SegmentOptions
 
-    def __init__(self, resources: Resources | None = None, **options) -> None:
-        super().__init__(resources, **options)
-        self.opts = SegmentOptions(**options)
+    @classmethod
+    def weights(cls, opts: SegmentOptions) -> tuple[str, ...]:
+        return () if opts.preset == "tiny" else (GDINO_WEIGHTS, SAM_WEIGHTS, SAM2_WEIGHTS)
 
     def setup(self) -> None:
         import torch
@@ -101,7 +102,7 @@ class SegmentTrackStage(Stage):
         self.dtype = getattr(torch, self.opts.session_dtype)
         self.gdino, self.gdino_proc = build_grounding_dino(self.opts.preset, seed=self.opts.seed)
         self.gdino.to(self.device)
-        self.sam = build_sam(self.opts.preset, kind=self.opts.sam_kind, seed=self.opts.seed)
+        self.sam = build_sam(self.opts.preset, seed=self.opts.seed)
         self.sam.model.to(self.device)
         self.sam2, self.sam2_proc = build_sam2_video(self.opts.preset, seed=self.opts.seed)
         self.sam2.to(self.device, dtype=self.dtype)

@@ -1,4 +1,4 @@
-"""Missing weights, packages and remote-code opt-in each give one clear line."""
+"""Missing weights and packages each give one clear line (the remote-code opt-in: test_release_weights.py)."""
 from __future__ import annotations
 
 import sys
@@ -37,16 +37,6 @@ def test_missing_ram_package_gives_the_install_command(monkeypatch):
         models.build_ram("full")
     assert "pip install git+https://github.com/xinyu1205/recognize-anything.git" in str(info.value)
     assert "\n" not in str(info.value)
-
-
-def test_cogvlm2_needs_an_explicit_remote_code_opt_in(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAYERFLOW_WEIGHTS", str(tmp_path))
-    folder = tmp_path / spec(models.COGVLM2_WEIGHTS).subdir
-    folder.mkdir()
-    for f in spec(models.COGVLM2_WEIGHTS).files:
-        (folder / f).write_text("{}")
-    with pytest.raises(models.RemoteCodeNotAllowed, match="trust_remote_code: true"):
-        models.build_cogvlm2(trust_remote_code=False)
 
 
 def test_unknown_preset_is_refused():
