@@ -22,7 +22,7 @@ help:
 	@echo "make train     train a stage (STAGE=1|2|3, CONFIG=..., ARGS=...)"
 	@echo "make precompute cache VAE latents + T5 embeddings for a stage (STAGE=, CONFIG=, ARGS=)"
 	@echo "make generate  generate / decompose layered videos (ARGS=...)"
-	@echo "make eval      VBench-style evaluation per layer (TASK=generation|decomposition|score|compare ARGS=...)"
+	@echo "make eval      VBench-style evaluation per layer of what make generate wrote (or TASK=generation|decomposition|score|compare ARGS=...)"
 	@echo "make bench     the benchmark scripts (figures go in BENCHMARKS.md)"
 	@echo "make weights   check which model weights are present under LAYERFLOW_WEIGHTS"
 	@echo "make upgrade-deps  newest dependencies, run the tests, then pin them in constraints.txt"
@@ -65,8 +65,9 @@ precompute: $(STAMP)
 generate: $(STAMP)
 	$(PY) -m model.generate --config $(or $(CONFIG),infra/configs/generate/tiny.yaml) $(ARGS)
 
+# Without TASK: scores what `make generate` wrote.
 eval: $(STAMP)
-	$(PY) -m evaluation $(or $(TASK),generation) $(ARGS)
+	$(PY) -m evaluation $(or $(TASK),score outputs/generate/tiny/generate) $(ARGS)
 
 weights: $(STAMP)
 	$(PY) -m data_engine.cli weights check $(ARGS)

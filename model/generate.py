@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML of defaults for these options (e.g. infra/configs/generate/tiny.yaml)")
     p.add_argument("--task", default="generate", help="generate | fg_conditioned | bg_conditioned | decompose")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESET_DEFAULTS), help="model size")
-    p.add_argument("--model-dir", type=Path, help="local model folder (vae/ text_encoder/ tokenizer/ transformer/)")
+    p.add_argument("--model-dir", type=Path,
+                   help="local model folder (vae/ text_encoder/ tokenizer/ transformer/); none: the preset's random model")
     p.add_argument("--fg-prompt")
     p.add_argument("--bg-prompt")
     p.add_argument("--blend-prompt")
@@ -101,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise GenerateError(f"--config {args.config}: unknown option(s) {unknown}")
         parser.set_defaults(**{k.replace("-", "_"): v for k, v in defaults.items()})
     args = parser.parse_args(argv)
+    if str(args.model_dir).lower() == "none":  # overrides a config's model-dir: the built-in preset
+        args.model_dir = None
     for name in ("model_dir", "prompts", "foreground", "alpha", "background", "blend", "sample", "out"):
         value = getattr(args, name)
         if value is not None and not isinstance(value, Path):
@@ -213,6 +216,10 @@ def load_pipeline(args: argparse.Namespace, spec: TaskSpec):
 
     dtype = getattr(torch, args.dtype)
     if args.model_dir is not None:
+        if not args.model_dir.exists():
+            raise GenerateError(
+                f"--model-dir {args.model_dir} does not exist; for the tiny path train it first (`make train "
+                "STAGE=1|2|3 ARGS=--tiny`, in that order), or pass --model-dir none for the tiny random model")
         pipe = LayerFlowPipeline.from_pretrained(args.model_dir, torch_dtype=dtype, sampler=args.sampler)
     elif args.preset == "tiny":
         pipe = build_tiny_pipeline(num_prompts=len(spec.prompt_layers), sampler=args.sampler or "dpm")

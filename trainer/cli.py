@@ -12,12 +12,14 @@ import warnings
 from pathlib import Path
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from trainer.checkpoint import RNGStateCallback, SafetensorsCheckpointIO
 from trainer.config import STAGES, TrainConfigError, stage_spec
 from trainer.data import LayerFlowDataModule
 from trainer.module import LayerFlowModule
+from trainer.progress import StepProgressBar
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "infra" / "configs" / "train"
 
@@ -31,10 +33,13 @@ class LayerFlowCLI(LightningCLI):
 
 
 def with_run_essentials(kwargs: dict) -> dict:
-    """RNG states in every checkpoint, and checkpoints without pickle (DeepSpeed writes its own format)."""
+    """RNG states in every checkpoint, checkpoints without pickle (DeepSpeed writes its own format), and a
+    progress bar that counts optimizer steps."""
     callbacks = list(kwargs.get("callbacks") or [])
     if not any(isinstance(c, RNGStateCallback) for c in callbacks):
         callbacks.append(RNGStateCallback())
+    if kwargs.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(StepProgressBar())
     kwargs["callbacks"] = callbacks
     strategy = kwargs.get("strategy")
     if "deepspeed" not in type(strategy).__name__.lower() and "deepspeed" not in str(strategy):

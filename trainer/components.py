@@ -55,6 +55,10 @@ def _load_pretrained(root: Path, cfg: ModelConfig) -> Components:
     from model.config import get_preset
     from model.transformer import LayerFlowTransformer
 
+    if not root.exists():
+        raise TrainConfigError(
+            f"model.network.pretrained={root} does not exist; when it is an earlier stage's export, train that stage "
+            "first (e.g. `make train STAGE=1 ARGS=--tiny`), or pass --model.network.pretrained=null for a fresh model")
     missing = [d for d in ("transformer", "vae", "text_encoder", "tokenizer") if not (root / d).is_dir()]
     if missing:
         raise TrainConfigError(f"model.pretrained={root}: missing {', '.join(d + '/' for d in missing)}")

@@ -80,6 +80,7 @@ def test_fit_resizes_and_centre_crops():
         (["--preset", "cogvideox-2b"], "needs --model-dir"),
         (["--background", "nowhere.mp4"], "does not take --background"),
         (["--task", "decompose", "--blend", "nowhere.mp4"], "nowhere.mp4: no such file"),
+        (["--model-dir", "nowhere_model"], "train it first (`make train STAGE=1|2|3 ARGS=--tiny`"),
     ],
 )
 def test_errors_are_one_line(tmp_path, capsys, argv, message):
@@ -91,3 +92,10 @@ def test_errors_are_one_line(tmp_path, capsys, argv, message):
 def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "model.generate", "--help"], capture_output=True, text=True, check=True)
     assert "--model-dir" in out.stdout and "--sample" in out.stdout
+
+
+def test_the_tiny_config_reads_the_trained_model_or_none(tmp_path, repo_root, capsys):
+    config = repo_root / "infra" / "configs" / "generate" / "tiny.yaml"
+    assert yaml.safe_load(config.read_text())["model-dir"] == "outputs/train/tiny_stage3/final"
+    assert main(["--config", str(config), "--model-dir", "none", *FAST, "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "generate" / "alpha.mp4").is_file()

@@ -19,7 +19,8 @@ from trainer.data import LayerFlowDataModule
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 2
 # One task, so the two ranks' micro-batches concatenate into one global batch.
-OVERRIDES = ["--stage", "3", "--tiny", "--data.stream.tasks={generate: 1.0}", "--data.stream.batch_size=1",
+OVERRIDES = ["--stage", "3", "--tiny", "--model.network.pretrained=null", "--data.stream.tasks={generate: 1.0}",
+             "--data.stream.batch_size=1",
              f"--trainer.max_steps={STEPS}", "--trainer.enable_progress_bar=false"]
 
 

@@ -20,7 +20,7 @@ from trainer.seeding import stable_seed
 @pytest.fixture(scope="module")
 def cache_dir(shard_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("latent_cache") / "cache"
-    args = ["--stage", "3", "--tiny", f"--data.stream.shards={shard_dir}", "--cache", str(root)]
+    args = ["--stage", "3", "--tiny", "--model.network.pretrained=null", f"--data.stream.shards={shard_dir}", "--cache", str(root)]
     assert main(args) == 0
     return root
 
@@ -86,7 +86,7 @@ def test_stale_framing_is_refused_before_any_model(cache_dir, shard_dir, tiny_da
 def test_other_encoders_are_refused_in_one_line(cache_dir, shard_dir, capsys):
     from trainer.cli import main as train
 
-    args = ["--stage", "3", "--tiny", f"--data.stream.shards={shard_dir}", f"--data.stream.cache={cache_dir}",
+    args = ["--stage", "3", "--tiny", "--model.network.pretrained=null", f"--data.stream.shards={shard_dir}", f"--data.stream.cache={cache_dir}",
             "--model.network.seed=1", "--trainer.max_steps=1", "--trainer.logger=false"]
     assert train(args) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()

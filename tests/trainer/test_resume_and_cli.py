@@ -73,3 +73,11 @@ def test_cli_reports_missing_shards_before_loading_a_model(tmp_path, make, monke
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(shards) in err[0]
     assert ("does not exist" if make == "missing" else "no complete shards") in err[0]
+
+
+def test_cli_names_the_stage_to_train_first(capsys, shard_dir, tmp_path):
+    missing = tmp_path / "tiny_stage1" / "final"
+    assert main(["--stage", "2", "--tiny", f"--data.stream.shards={shard_dir}",
+                 f"--model.network.pretrained={missing}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(missing) in err[0] and "make train STAGE=1 ARGS=--tiny" in err[0]
