@@ -38,7 +38,7 @@ def with_run_essentials(kwargs: dict) -> dict:
     callbacks = list(kwargs.get("callbacks") or [])
     if not any(isinstance(c, RNGStateCallback) for c in callbacks):
         callbacks.append(RNGStateCallback())
-    if kwargs.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
+    if kwargs.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(StepProgressBar())
     kwargs["callbacks"] = callbacks
     strategy = kwargs.get("strategy")

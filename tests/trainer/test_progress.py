@@ -38,6 +38,8 @@ def test_the_bar_counts_steps_of_max_steps_with_gradient_accumulation():
 
 def test_runs_get_the_step_bar_unless_bars_are_off_or_chosen():
     assert any(isinstance(c, StepProgressBar) for c in with_run_essentials({})["callbacks"])
+    # LightningCLI passes every Trainer argument, unset ones as None
+    assert any(isinstance(c, StepProgressBar) for c in with_run_essentials({"enable_progress_bar": None})["callbacks"])
     assert not any(isinstance(c, StepProgressBar)
                    for c in with_run_essentials({"enable_progress_bar": False})["callbacks"])
     mine = L.pytorch.callbacks.TQDMProgressBar()
