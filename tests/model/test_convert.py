@@ -19,14 +19,6 @@ from model.transformer import LayerFlowTransformer
 LINE = re.compile(r"^\s+(\S+)\s+max\|diff\| = (\S+) <= (\S+)\s+(ok|FAIL)$", re.M)
 
 
-@pytest.fixture(scope="module")
-def sat_tiny(reference_dir: Path) -> Path:
-    folder = reference_dir / "sat_tiny"
-    if not (folder / "fixture.json").is_file():
-        pytest.skip(f"the sat_tiny fixture is not at {folder}")
-    return folder
-
-
 def _verify(folder: Path, capsys) -> tuple[int, dict[str, float]]:
     """Exit code and max |diff| per check; every printed verdict must agree with its diff and tolerance."""
     code = main(["verify-fixture", str(folder)])

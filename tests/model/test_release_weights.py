@@ -37,14 +37,6 @@ def release(release_weights) -> Path:
     return release_weights
 
 
-@pytest.fixture(scope="module")
-def sat_tiny(reference_dir: Path) -> Path:
-    folder = reference_dir / "sat_tiny"
-    if not (folder / "fixture.json").is_file():
-        pytest.skip(f"the sat_tiny fixture is not at {folder}")
-    return folder
-
-
 def official(release: Path, run: str) -> Path:
     return release / release_layout.LAYERFLOW_DIR / release_layout.OFFICIAL[run]
 
