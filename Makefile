@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
+# The one command (infra/cli.py, installed as the package `layerflow`); `python -m <package>` runs the same code.
+LAYERFLOW := $(BIN)/layerflow
 # torch/torchvision pinned: these releases install from the local wheel cache; anything else downloads GBs.
 TORCH := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
@@ -18,7 +20,7 @@ export PYTHONUNBUFFERED := 1
 help:
 	@echo "make demo      end-to-end demo on built-in synthetic videos (tiny preset, CPU, < 10 min)"
 	@echo "make test      the test suite (offline, CPU)"
-	@echo "make dataset   build layered shards (CONFIG=infra/configs/engine/<name>.yaml, ARGS='--limit 10')"
+	@echo "make dataset   build layered shards (CONFIG=<name> or a YAML path, ARGS='--limit 10')"
 	@echo "make train     train a stage (STAGE=1|2|3, CONFIG=..., ARGS=...)"
 	@echo "make precompute cache VAE latents + T5 embeddings for a stage (STAGE=, CONFIG=, ARGS=)"
 	@echo "make generate  generate / decompose layered videos (ARGS=...)"
@@ -51,26 +53,26 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
 demo: $(STAMP)
-	$(PY) infra/demo.py $(ARGS)
+	$(LAYERFLOW) demo $(ARGS)
 
 dataset: $(STAMP)
-	$(PY) -m data_engine.cli dataset $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+	$(LAYERFLOW) dataset $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 train: $(STAMP)
-	$(PY) -m trainer --stage $(STAGE) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+	$(LAYERFLOW) train --stage $(STAGE) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 precompute: $(STAMP)
-	$(PY) -m trainer.precompute --stage $(STAGE) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+	$(LAYERFLOW) precompute --stage $(STAGE) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 generate: $(STAMP)
-	$(PY) -m model.generate --config $(or $(CONFIG),infra/configs/generate/tiny.yaml) $(ARGS)
+	$(LAYERFLOW) generate --config $(or $(CONFIG),tiny) $(ARGS)
 
 # Without TASK: scores what `make generate` wrote.
 eval: $(STAMP)
-	$(PY) -m evaluation $(or $(TASK),score outputs/generate/tiny/generate) $(ARGS)
+	$(LAYERFLOW) eval $(or $(TASK),score outputs/generate/tiny/generate) $(ARGS)
 
 weights: $(STAMP)
-	$(PY) -m data_engine.cli weights check $(ARGS)
+	$(LAYERFLOW) weights check $(ARGS)
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -23,14 +23,13 @@ import statistics
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data_engine.engine.config import parse_config  # noqa: E402
-from data_engine.engine.pipeline import INPUT, WEIGHT, StageActor, build_dataset  # noqa: E402
+from data_engine.engine.pipeline import INPUT, StageActor, build_dataset  # noqa: E402
 from data_engine.engine.resources import PoolPlan, StagePlan  # noqa: E402
 from data_engine.engine.runner import run  # noqa: E402
 
@@ -51,8 +50,7 @@ def engine_config(out: Path, work: Path, args: argparse.Namespace, max_actors: i
 def work_rows(cfg) -> list[dict]:
     from data_engine.engine.inputs import work_items
 
-    return [{INPUT: it.input_id, WEIGHT: Fraction(1), "key": it.input_id, "source_id": it.input_id,
-             "source": it.source, "kind": it.kind, "item": it.item} for it in work_items(cfg)]
+    return [it.row() for it in work_items(cfg)]
 
 
 def chain(cfg) -> list[StageActor]:

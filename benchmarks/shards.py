@@ -10,7 +10,6 @@ included), and the H.264 encode rate that feeds it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import shutil
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from data_engine.schema import sample_key  # noqa: E402
 from data_engine.shards import ShardSink, encode_clip  # noqa: E402
 from data_engine.sources.official import OfficialSampleSource  # noqa: E402
 from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip  # noqa: E402
@@ -52,8 +52,8 @@ def raw_tar(samples, out: Path) -> None:
 def make_sink_writer(per_shard: int, durable: bool):
     def sink(pairs, out: Path) -> None:
         with ShardSink(out, maxcount=per_shard, durable=durable) as s:
-            for clip, sample in pairs:
-                s.write_encoded(clip, sample)
+            for meta, sample in pairs:
+                s.write_encoded(meta, sample)
 
     return sink
 
@@ -80,9 +80,9 @@ def main() -> None:
     encode_s = time.perf_counter() - start
     pairs = []
     for i in range(args.samples):
-        clip, sample = clips[i % len(clips)], encoded[i % len(clips)]
-        key = f"bench-{i:05d}-00"
-        pairs.append((dataclasses.replace(clip, key=key), {**sample, "__key__": key}))
+        meta, sample = encoded[i % len(clips)]
+        key = sample_key("bench", i)
+        pairs.append(({**meta, "key": key}, {**sample, "__key__": key}))
     samples = [s for _, s in pairs]
     nbytes = sum(len(v) for s in samples for k, v in s.items() if not k.startswith("__"))
     writers = {"raw tar": raw_tar,

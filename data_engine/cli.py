@@ -1,24 +1,37 @@
-"""`layerflow` / `python -m data_engine.cli`: build datasets and manage model weights.
+"""`layerflow dataset | weights` (or `python -m data_engine.cli`): build datasets and manage model weights.
 
-    dataset  [--config FILE] [--input PATH|URI] [--out DIR] [--limit N] [--dry-run] [--set KEY=VALUE]...
+    dataset  [--config FILE|NAME] [--input PATH|URI] [--out DIR] [--limit N] [--dry-run] [--set KEY=VALUE]...
     weights  check | download NAME... | download --all
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from rich.console import Console
 
+from data_engine.defaults import config_path
+
 EXIT_USAGE = 2
+DATASET_EXAMPLES = """examples:
+  layerflow dataset --limit 4 --dry-run            # print inputs, resources and the stage plan; start nothing
+  layerflow dataset --input /path/to/mp4s --out outputs/mine
+  layerflow dataset --config synthetic             # an installed config by name, or any YAML path
+  layerflow dataset --config perception_full --input /path/to/mp4s --set stages.tag.num_gpus=0.5
+"""
+WEIGHTS_EXAMPLES = """examples:
+  layerflow weights check                          # what is present under $LAYERFLOW_WEIGHTS
+  layerflow weights download cogvideox-2b layerflow
+  layerflow weights download --all                 # every model; --endpoint URL for a hub mirror
+"""
 
 
 def _dataset(args: argparse.Namespace, console: Console) -> int:
     from data_engine.engine.config import load_config
     from data_engine.engine.runner import run
 
-    cfg = load_config(args.config, args.set, input=args.input, out=args.out, limit=args.limit)
+    config = config_path("engine", args.config) if args.config else None
+    cfg = load_config(config, args.set, input=args.input, out=args.out, limit=args.limit)
     if args.no_progress:
         import dataclasses
 
@@ -58,8 +71,10 @@ def _weights(args: argparse.Namespace, console: Console) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="layerflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("dataset", help="build layered shards with the Ray data engine")
-    d.add_argument("--config", type=Path, default=None, help="engine YAML (default infra/configs/engine/perception_tiny.yaml)")
+    d = sub.add_parser("dataset", help="build layered shards with the Ray data engine", epilog=DATASET_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("--config", default=None, help="engine YAML, or an installed one by name: demo, perception_tiny "
+                   "(the default), perception_full, synthetic")
     d.add_argument("--input", default=None, help="videos: folder, glob, list file, file or URI (replaces the config's sources)")
     d.add_argument("--out", default=None, help="output folder (run.out)")
     d.add_argument("--limit", type=int, default=None, help="process at most N inputs not yet done")
@@ -67,7 +82,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set stages.split.num_cpus=0.5 (repeatable)")
     d.add_argument("--no-progress", action="store_true", help="no live display (the closing summary still prints)")
-    w = sub.add_parser("weights", help="check or download model weights")
+    w = sub.add_parser("weights", help="check or download model weights", epilog=WEIGHTS_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     w.add_argument("action", choices=("check", "download"))
     w.add_argument("names", nargs="*", help="models to download (see `weights check`)")
     w.add_argument("--all", action="store_true", help="download every model in the registry")
@@ -85,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _dataset(args, console) if args.command == "dataset" else _weights(args, console)
-    except (ConfigError, PlanError, SourceError, DownloadError, KeyError, ValueError) as exc:
+    except (ConfigError, PlanError, SourceError, DownloadError, KeyError, ValueError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_USAGE

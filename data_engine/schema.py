@@ -16,14 +16,24 @@ CAPTIONED_LAYERS: tuple[str, ...] = ("fg", "bg", "blend")
 # Where alpha = 0 the official data shows the foreground over mid-grey (rgb * alpha in [-1, 1] space).
 MID_GREY = 127
 ENGINE_VERSION = "0.1.0"
-ORIGINS = ("engine", "copy_paste", "image", "official_import", "synthetic", "generated")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
-def sample_key(source: str, clip: int, obj: int = 0) -> str:
-    """`{source}-{clip:05d}-{obj:02d}` with every character WebDataset would misread replaced."""
+def clip_key(source: str, clip: int) -> str:
+    """`{source}-{clip:05d}`, the key of one clip before its objects are told apart, with every character
+    WebDataset would misread replaced."""
     safe = re.sub(r"[^A-Za-z0-9_\-]", "_", source)
-    return f"{safe}-{clip:05d}-{obj:02d}"
+    return f"{safe}-{clip:05d}"
+
+
+def object_key(clip: str, obj: int) -> str:
+    """`{clip key}-{obj:02d}`: the sample key of object `obj` of a clip."""
+    return f"{clip}-{obj:02d}"
+
+
+def sample_key(source: str, clip: int, obj: int = 0) -> str:
+    """`{source}-{clip:05d}-{obj:02d}`: the one sample-key layout of every source and stage."""
+    return object_key(clip_key(source, clip), obj)
 
 
 def printable_text(text: str) -> str:

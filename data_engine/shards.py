@@ -20,7 +20,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,6 @@ QUARANTINE_LOG = "quarantine.jsonl"
 RUN_STATS_NAME = "stats.json"
 WRITE_BUFFER = 16 << 20
 MEMBERS_VIDEO = tuple(f"{name}.mp4" for name in LAYERS) + ("json",)
-MEMBERS_IMAGE = tuple(f"{name}.png" for name in LAYERS) + ("json",)
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -94,8 +93,10 @@ class EncodeOptions:
     lossless_alpha: bool = False
 
 
-def encode_clip(clip: LayeredClip, options: EncodeOptions = EncodeOptions()) -> dict[str, Any]:
-    """A LayeredClip as a WebDataset sample dict (bytes members, keys without dots)."""
+def encode_clip(clip: LayeredClip, options: EncodeOptions = EncodeOptions()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A LayeredClip as (its json metadata, the WebDataset sample dict: bytes members, keys without dots).
+
+    The metadata travels beside the sample so the sink never parses json it was handed, nor needs the pixels."""
     meta = clip.metadata()
     meta["alpha_lossless"] = options.lossless_alpha if clip.kind == "video" else True
     sample: dict[str, Any] = {"__key__": clip.key}
@@ -107,7 +108,7 @@ def encode_clip(clip: LayeredClip, options: EncodeOptions = EncodeOptions()) -> 
             sample[f"{name}.mp4"] = encode_video(clip.layer(name), clip.fps, crf=options.crf)
         sample["alpha.mp4"] = encode_alpha(clip.alpha, clip.fps, lossless=options.lossless_alpha)
     sample["json"] = json.dumps(meta, sort_keys=True).encode()
-    return sample
+    return meta, sample
 
 
 def decode_sample(sample: dict[str, Any]) -> LayeredClip:
@@ -142,25 +143,27 @@ def _crop_to_meta(layers: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[s
     return {k: v[:, :h, :w] for k, v in layers.items()}
 
 
-def manifest_row(clip: LayeredClip, shard: str, nbytes: int, alpha_lossless: bool) -> dict[str, Any]:
+def manifest_row(meta: dict[str, Any], shard: str, nbytes: int) -> dict[str, Any]:
+    """The manifest row of a sample from its json metadata (`encode_clip`)."""
+    captions = meta["captions"]
     return {
-        "key": clip.key,
+        "key": meta["key"],
         "shard": shard,
-        "kind": clip.kind,
-        "origin": clip.origin,
-        "source_id": clip.source_id,
-        "frame_start": int(clip.frame_range[0]),
-        "frame_end": int(clip.frame_range[1]),
-        "fps": float(clip.fps),
-        "num_frames": clip.num_frames,
-        "height": clip.height,
-        "width": clip.width,
-        "caption_fg": clip.captions.fg,
-        "caption_bg": clip.captions.bg,
-        "caption_blend": clip.captions.blend,
-        "alpha_lossless": alpha_lossless,
-        "scores": json.dumps(clip.scores, sort_keys=True, default=float),
-        "engine_version": clip.engine_version,
+        "kind": meta["kind"],
+        "origin": meta["origin"],
+        "source_id": meta["source_id"],
+        "frame_start": int(meta["frame_range"][0]),
+        "frame_end": int(meta["frame_range"][1]),
+        "fps": float(meta["fps"]),
+        "num_frames": int(meta["num_frames"]),
+        "height": int(meta["height"]),
+        "width": int(meta["width"]),
+        "caption_fg": captions["fg"],
+        "caption_bg": captions["bg"],
+        "caption_blend": captions["blend"],
+        "alpha_lossless": meta["alpha_lossless"],
+        "scores": json.dumps(meta["scores"], sort_keys=True, default=float),
+        "engine_version": meta["engine_version"],
         "bytes": int(nbytes),
     }
 
@@ -292,21 +295,22 @@ class ShardSink:
         if self.has(clip.key):
             self._skipped_this_run += 1
             return False
-        return self.write_encoded(clip, encode_clip(clip, self.options))
+        return self.write_encoded(*encode_clip(clip, self.options))
 
-    def write_encoded(self, clip: LayeredClip, sample: dict[str, Any]) -> bool:
-        """Write an already encoded sample (encoding can then run in parallel workers)."""
-        if self.has(clip.key):
+    def write_encoded(self, meta: dict[str, Any], sample: dict[str, Any]) -> bool:
+        """Write a sample already encoded by `encode_clip` (encoding can then run in parallel workers, and only
+        its metadata and bytes travel to the writer)."""
+        key = meta["key"]
+        if self.has(key):
             self._skipped_this_run += 1
             return False
         if self._writer is None:
             self._writer = self._open_writer()
         nbytes = sum(len(v) for k, v in sample.items() if not k.startswith("__"))
-        lossless = json.loads(sample["json"])["alpha_lossless"]
         # The writer may roll over to a new shard before this sample, which flushes the rows collected so far.
         self._writer.write(sample)
-        self._current.rows.append(manifest_row(clip, "", nbytes, lossless))
-        self._current.keys.add(clip.key)
+        self._current.rows.append(manifest_row(meta, "", nbytes))
+        self._current.keys.add(key)
         self._written_this_run += 1
         self._bytes_this_run += nbytes
         return True
@@ -436,20 +440,3 @@ def iter_raw_samples(path: str | Path) -> Iterator[dict[str, Any]]:
 def read_clips(path: str | Path) -> Iterator[LayeredClip]:
     for sample in iter_raw_samples(path):
         yield decode_sample(sample)
-
-
-def clip_to_tensors(clip: LayeredClip) -> dict[str, Any]:
-    """Normalised float tensors for training: layers in [-1, 1], channels first [T, C, H, W]; alpha 1 channel."""
-    import torch
-
-    out: dict[str, Any] = {}
-    for name in LAYERS:
-        arr = clip.layer(name)
-        t = torch.from_numpy(np.ascontiguousarray(arr)).float().div(127.5).sub(1.0)
-        out[name] = t.unsqueeze(1) if name == "alpha" else t.permute(0, 3, 1, 2)
-    out["captions"] = clip.captions.as_dict()
-    out["kind"] = clip.kind
-    out["key"] = clip.key
-    return out
-
-

@@ -246,6 +246,27 @@ def read_image(path: str | Path, *, grey: bool = False) -> np.ndarray:
     return decode_png(p.read_bytes(), grey=grey, name=str(p))
 
 
+FRAME_EXTS = (".png", ".jpg", ".jpeg")
+
+
+def frame_files(folder: str | Path) -> list[Path]:
+    """The frames of a folder of frames, in name order (the official layout numbers them: 00000.png, ...)."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in FRAME_EXTS)
+
+
+def read_frame_folder(folder: str | Path, *, grey: bool = False) -> np.ndarray:
+    """A folder of frames as uint8 [T, H, W, 3] (grey: [T, H, W]); VideoDecodeError names an empty folder, an
+    unreadable frame or frames of different sizes."""
+    files = frame_files(folder)
+    if not files:
+        raise VideoDecodeError(f"{folder}: no {'/'.join(FRAME_EXTS)} frames in this folder")
+    frames = [read_image(f, grey=grey) for f in files]
+    shapes = {f.shape for f in frames}
+    if len(shapes) != 1:
+        raise VideoDecodeError(f"{folder}: frames differ in size {sorted(shapes)}")
+    return np.stack(frames)
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float, **kwargs) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -256,3 +277,47 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, **kwargs) -> P
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Scale a (src_h, src_w) frame to (scaled_h, scaled_w), then crop (height, width) at (top, left)."""
+
+    scaled_h: int
+    scaled_w: int
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def cover_geometry(src_h: int, src_w: int, height: int, width: int) -> Geometry:
+    """Scale to cover height x width (aspect kept, the overflowing side rounded), then crop the centre."""
+    scale = max(height / src_h, width / src_w)
+    sh, sw = max(height, round(src_h * scale)), max(width, round(src_w * scale))
+    return Geometry(sh, sw, (sh - height) // 2, (sw - width) // 2, height, width)
+
+
+def resize_crop(frames: np.ndarray, geo: Geometry) -> np.ndarray:
+    """uint8 frames [T, H, W, 3] or [T, H, W] scaled and cropped by `geo`.
+
+    The data engine, the trainer and generation all resize here, with PyTorch's antialiased bilinear on uint8:
+    torch is a core dependency while OpenCV comes only with the engine extra; the filter is PIL's bilinear (a
+    triangle widened by the scale when shrinking), so a downscale averages every source pixel as cv2's
+    INTER_AREA does; and its fixed-point uint8 path scaled a 1080p frame to 480 x 853 in 2.9 ms on one core
+    (INTER_AREA 6.6 ms, float32 24 ms, which it matches within 1/255).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    grey = frames.ndim == 3
+    x = torch.from_numpy(np.ascontiguousarray(frames[..., None] if grey else frames)).permute(0, 3, 1, 2)
+    if tuple(x.shape[-2:]) != (geo.scaled_h, geo.scaled_w):
+        x = F.interpolate(x, size=(geo.scaled_h, geo.scaled_w), mode="bilinear", antialias=True, align_corners=False)
+    out = x[..., geo.top : geo.top + geo.height, geo.left : geo.left + geo.width].permute(0, 2, 3, 1).numpy()
+    return np.ascontiguousarray(out[..., 0] if grey else out)
+
+
+def apply_geometry(frame: np.ndarray, geo: Geometry) -> np.ndarray:
+    """One frame ([H, W, 3] or [H, W]) scaled and cropped by `geo`."""
+    return resize_crop(frame[None], geo)[0]

@@ -1,6 +1,6 @@
 """The weights registry: every model we load, its hub id, and the files it needs under LAYERFLOW_WEIGHTS.
 
-Entries live in `infra/weights/*.yaml` (one file per area: model, perception, evaluation), each a mapping
+Entries live in `infra/weights/*.yaml`, installed as package data of `layerflow` (one file per area: model, perception, evaluation), each a mapping
 `name: {hub_id, subdir, files: [...], licence, used_by}` plus how the release is fetched:
 - `snapshot: true`: the whole hub repository (its `files` are the ones loaders open first; the rest, such as
   weight shards, come with it);
@@ -18,7 +18,9 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-REGISTRY_DIR = Path(__file__).resolve().parents[1] / "infra" / "weights"
+from data_engine.defaults import registry_dir
+
+REGISTRY_DIR = registry_dir()
 ENV_VAR = "LAYERFLOW_WEIGHTS"
 DEFAULT_ROOT = Path.home() / ".cache" / "layerflow" / "weights"
 

@@ -1,4 +1,4 @@
-"""`python -m evaluation {generation,decomposition,score,compare} ...`
+"""`layerflow eval {generation,decomposition,score,compare} ...` (or `python -m evaluation`)
 
 `--preset tiny` (the default) scores with randomly initialised metric models (reports say so);
 `--preset full` (implied by `--weights DIR`) loads every metric model from local weight files.
@@ -41,8 +41,17 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="first N prompts / sequences (generation, tiny preset: 2)")
 
 
+EXAMPLES = """examples:
+  layerflow eval score outputs/generate/tiny/generate                 # what `make generate` wrote
+  layerflow eval generation --pipeline outputs/train/tiny_stage3/final --limit 2
+  layerflow eval decomposition ../shared/samples/layerflow_official/DAVIS/480p --limit 1
+  layerflow eval compare outputs/eval/score outputs/eval/generation
+"""
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="layerflow eval", description=__doc__.splitlines()[0], epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generation", help="prompt set -> pipeline -> scores per layer (Table 1)")
     g.add_argument("--prompts", type=Path, default=None, help="JSON lines {id, fg, bg, blend} (default: built-in set)")

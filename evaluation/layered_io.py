@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from data_engine.official_layout import OfficialLayoutError, meta_prompts
 from data_engine.schema import LAYERS, Captions
-from data_engine.sources.base import SourceError
-from data_engine.sources.official import meta_prompts
-from data_engine.video_io import VideoDecodeError, decode_video, probe_video, read_image
+from data_engine.video_io import VideoDecodeError, decode_video, probe_video, read_frame_folder
 from evaluation.errors import EvaluationError
 
 ALIASES = {"fg": ("fg",), "alpha": ("alpha", "mask"), "bg": ("bg",), "blend": ("blend", "bl")}
-FRAME_EXTS = (".png", ".jpg", ".jpeg")
 META_FILES = ("clip.json", "meta.json")
 
 
@@ -46,10 +44,6 @@ class LayerSet:
         return self
 
 
-def _frame_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTS)
-
-
 def read_layer(folder: Path, layer: str) -> tuple[np.ndarray, float | None] | None:
     """(frames, fps or None) of one layer in a sample folder, or None if the folder lacks it."""
     grey = layer == "alpha"
@@ -62,16 +56,10 @@ def read_layer(folder: Path, layer: str) -> tuple[np.ndarray, float | None] | No
                 raise EvaluationError(str(exc)) from exc
         frames_dir = folder / name
         if frames_dir.is_dir():
-            files = _frame_files(frames_dir)
-            if not files:
-                raise EvaluationError(f"{frames_dir}: no .png/.jpg frames")
             try:
-                stack = [read_image(f, grey=grey) for f in files]
+                return read_frame_folder(frames_dir, grey=grey), None
             except VideoDecodeError as exc:
                 raise EvaluationError(str(exc)) from exc
-            if len({s.shape for s in stack}) != 1:
-                raise EvaluationError(f"{frames_dir}: frames differ in size; re-export them at one size")
-            return np.stack(stack), None
     return None
 
 
@@ -91,7 +79,7 @@ def davis_captions(seq_dir: Path) -> Captions:
     """Prompts of a DAVIS-layout sequence from `meta*.json` in its parent or grandparent folder."""
     try:
         return meta_prompts(seq_dir.name, (seq_dir.parent, seq_dir.parent.parent))
-    except SourceError as exc:
+    except OfficialLayoutError as exc:
         raise EvaluationError(str(exc)) from exc
 
 

@@ -1,4 +1,4 @@
-"""`make demo`: the main job end to end on built-in synthetic videos, on CPU, with the `tiny` preset.
+"""`layerflow demo` (`make demo`): the main job end to end on built-in synthetic videos, on CPU, with the `tiny` preset.
 
 1. dataset   the Ray data engine (local Ray) runs the tiny perception chain on synthetic videos and writes
              layered shards, together with synthetic layered clips that carry their true layers;
@@ -12,17 +12,19 @@ system working, not the paper's quality. Each step prints where its outputs are.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from data_engine.defaults import configs_dir
 
 console = Console()
+EXAMPLES = """examples:
+  layerflow demo                                   # everything under outputs/demo/ (about a minute on 2 cores)
+  layerflow demo --out /tmp/demo --train-steps 4
+"""
 PROMPTS = {
     "fg": "A red disc glides to the right against a plain backdrop.",
     "bg": "A wavy sunset coloured pattern slowly drifts left.",
@@ -34,7 +36,7 @@ def build_dataset(out: Path) -> Path:
     from data_engine.engine.config import load_config
     from data_engine.engine.runner import run
 
-    cfg = load_config(REPO / "infra" / "configs" / "engine" / "demo.yaml", out=str(out))
+    cfg = load_config(configs_dir("engine") / "demo.yaml", out=str(out))
     run(cfg, console=console)
     return out
 
@@ -71,8 +73,9 @@ def evaluate(generated: Path, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "demo")
+    parser = argparse.ArgumentParser(prog="layerflow demo", description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--train-steps", type=int, default=2, help="optimizer steps per training stage")
     parser.add_argument("--size", type=int, default=128, help="generated frame size (RAFT needs >= 128)")
     parser.add_argument("--sample-steps", type=int, default=4, help="sampling steps")

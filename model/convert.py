@@ -1,7 +1,9 @@
 """Convert the official LayerFlow (SAT) DiT checkpoints to `LayerFlowTransformer`, and check the port.
 
-    python -m model.convert sat2ours CKPT OUT_DIR [--name NAME] [--latent-size 60x90] [--base COGVIDEOX_2B_DIR]
-    python -m model.convert verify-fixture DIR [--tol ABS]
+    layerflow convert sat2ours CKPT OUT_DIR [--name NAME] [--latent-size 60x90] [--base COGVIDEOX_2B_DIR]
+    layerflow convert verify-fixture DIR [--tol ABS]
+
+(`python -m model.convert` takes the same arguments.)
 
 Every size is read from the state dict (and from a fixture.json config when one is given): hidden size,
 heads (from the q/k LayerNorm width), layers, ranks, text width, time-embedding width, the position table's
@@ -578,8 +580,17 @@ def _link_or_copy(src: str, dst: str) -> str:
     return dst
 
 
+EXAMPLES = """examples:
+  layerflow convert sat2ours $LAYERFLOW_WEIGHTS/layerflow/multi-layer-generation-rgba \\
+      $LAYERFLOW_WEIGHTS/layerflow-generation --base $LAYERFLOW_WEIGHTS/cogvideox-2b   # a whole pipeline folder
+  layerflow convert sat2ours CKPT OUT_DIR --name foreground-conditioned-generation-rgba   # the DiT alone
+  layerflow convert verify-fixture ../shared/reference/sat_tiny                          # parity with the official network
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.convert", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="layerflow convert", description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify-fixture", help="run our model on a sat_tiny-layout fixture and compare")
     v.add_argument("folder", type=Path)

@@ -1,13 +1,15 @@
-"""`python -m model.generate`: layered video generation, conditional generation and decomposition from the shell.
+"""`layerflow generate` (or `python -m model.generate`): layered video generation, conditional generation and
+decomposition from the shell.
 
 Prompts come from flags or a JSON/YAML file; conditions from videos (mp4) or folders of frames, or from a
 folder in the official sample layout (`<seq>/fg, mask, bg, bl` + `meta*.json` prompts), which then also
 supplies the prompts. Every result is written by `model.export` under `--out/<name>/`.
 
 Examples:
-  python -m model.generate --preset tiny --fg-prompt "a dog" --bg-prompt "a park" --blend-prompt "a dog in a park"
-  python -m model.generate --preset tiny --task fg_conditioned --sample ../shared/samples/layerflow_official/DAVIS/480p/dog
-  python -m model.generate --model-dir weights/layerflow-fg2bg --task fg_conditioned --foreground fg.mp4 --alpha mask/
+  layerflow generate --config tiny                   # the tiny stage-3 model that `layerflow train --tiny` exported
+  layerflow generate --preset tiny --fg-prompt "a dog" --bg-prompt "a park" --blend-prompt "a dog in a park"
+  layerflow generate --preset tiny --task fg_conditioned --sample ../shared/samples/layerflow_official/DAVIS/480p/dog
+  layerflow generate --model-dir weights/layerflow-fg2bg --task fg_conditioned --foreground fg.mp4 --alpha mask/
 """
 from __future__ import annotations
 
@@ -21,13 +23,13 @@ import numpy as np
 import torch
 import yaml
 
+from data_engine.defaults import config_path
 from data_engine.schema import Captions, LayeredClip
-from data_engine.video_io import decode_video, read_image
+from data_engine.official_layout import OfficialLayoutError, find_sequences, read_sequence
+from data_engine.video_io import cover_geometry, decode_video, read_frame_folder, resize_crop
 from model.export import RGBA_FORMATS, ExportOptions, export_clip
-from model.layout import LayoutError, TaskSpec, task_spec
+from model.layout import CONDITION_ARGS, LayoutError, TaskSpec, task_spec
 
-FRAME_EXTS = (".png", ".jpg", ".jpeg")
-CONDITION_FLAGS = {"fg": "foreground", "alpha": "alpha", "bg": "background", "blend": "blend"}
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,12 @@ class GenerateError(ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m model.generate",
+        prog="layerflow generate",
         description="LayerFlow: generate layered videos (fg RGBA, bg, blend), conditioned on layers, or decompose.",
+        epilog=__doc__[__doc__.index("Examples:"):], formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", type=Path, help="YAML of defaults for these options (e.g. infra/configs/generate/tiny.yaml)")
+    p.add_argument("--config", help="YAML of defaults for these options, or an installed one by name "
+                   "(e.g. tiny: the defaults of `make generate`)")
     p.add_argument("--task", default="generate", help="generate | fg_conditioned | bg_conditioned | decompose")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESET_DEFAULTS), help="model size")
     p.add_argument("--model-dir", type=Path,
@@ -83,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-slicing", action="store_true", help="run the VAE one sample at a time")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the transformer blocks (full size on an H100: 50-step generation 52 s -> 45 s)")
+    p.add_argument("--fuse-lora", action="store_true",
+                   help="fold the Content LoRA into the base weights before sampling (same output up to float32 "
+                   "rounding, one matmul per projection instead of three)")
     p.add_argument("--formats", default=",".join(RGBA_FORMATS), help=f"RGBA outputs, comma-separated from {RGBA_FORMATS}")
     return p
 
@@ -91,15 +98,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args, _ = parser.parse_known_args(argv)
     if args.config is not None:
-        if not args.config.is_file():
-            raise GenerateError(f"--config {args.config}: no such file")
-        defaults = yaml.safe_load(args.config.read_text()) or {}
+        config = config_path("generate", args.config)
+        if not config.is_file():
+            raise GenerateError(f"--config {config}: no such file")
+        defaults = yaml.safe_load(config.read_text()) or {}
         if not isinstance(defaults, dict):
-            raise GenerateError(f"--config {args.config}: expected a mapping of option: value")
+            raise GenerateError(f"--config {config}: expected a mapping of option: value")
         known = {a.dest for a in parser._actions}
         unknown = sorted(k for k in (k.replace("-", "_") for k in defaults) if k not in known)
         if unknown:
-            raise GenerateError(f"--config {args.config}: unknown option(s) {unknown}")
+            raise GenerateError(f"--config {config}: unknown option(s) {unknown}")
         parser.set_defaults(**{k.replace("-", "_"): v for k, v in defaults.items()})
     args = parser.parse_args(argv)
     if str(args.model_dir).lower() == "none":  # overrides a config's model-dir: the built-in preset
@@ -127,13 +135,7 @@ def load_prompts(path: Path) -> Captions:
 def read_frames(path: Path, grey: bool) -> np.ndarray:
     """A video file or a folder of frames -> uint8 [T, H, W, 3] (grey: [T, H, W])."""
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_EXTS)
-        if not files:
-            raise GenerateError(f"{path}: no {'/'.join(FRAME_EXTS)} frames in this folder")
-        frames = [read_image(f, grey=grey) for f in files]
-        if len({f.shape for f in frames}) != 1:
-            raise GenerateError(f"{path}: frames differ in size")
-        return np.stack(frames)
+        return read_frame_folder(path, grey=grey)
     if not path.exists():
         raise GenerateError(f"{path}: no such file or folder")
     return decode_video(path, grey=grey)
@@ -143,32 +145,16 @@ def fit(frames: np.ndarray, count: int, height: int, width: int, name: str) -> n
     """The first `count` frames, resized to cover height x width and centre-cropped (as the official loader)."""
     if frames.shape[0] < count:
         raise GenerateError(f"{name} has {frames.shape[0]} frames; --frames {count} needs at least {count}")
-    frames = frames[:count]
-    h, w = frames.shape[1:3]
-    if (h, w) == (height, width):
-        return frames
-    grey = frames.ndim == 3
-    x = torch.from_numpy(frames if not grey else frames[..., None]).permute(0, 3, 1, 2).float()
-    scale = max(height / h, width / w)
-    size = (max(height, round(h * scale)), max(width, round(w * scale)))
-    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    top, left = (size[0] - height) // 2, (size[1] - width) // 2
-    x = x[:, :, top : top + height, left : left + width].round().clamp(0, 255).to(torch.uint8)
-    out = x.permute(0, 2, 3, 1).numpy()
-    return out[..., 0] if grey else out
+    return resize_crop(frames[:count], cover_geometry(frames.shape[1], frames.shape[2], height, width))
 
 
 def load_samples(root: Path) -> list[LayeredClip]:
-    from data_engine.sources.base import SourceError
-    from data_engine.sources.official import OfficialSampleSource
-
     try:
-        source = OfficialSampleSource(root)
-        items = source.list_inputs()
-        if not items:
+        sequences = find_sequences(root)
+        if not sequences:
             raise GenerateError(f"--sample {root}: no sequence with fg/ mask/ bg/ bl/ (or JPEGImages/ mask/) found")
-        return [clip for item in items for clip in source.load(item)]
-    except SourceError as exc:
+        return [read_sequence(seq) for seq in sequences]
+    except OfficialLayoutError as exc:
         raise GenerateError(f"--sample: {exc}") from exc
 
 
@@ -182,8 +168,8 @@ class Job:
 def build_jobs(args: argparse.Namespace, spec: TaskSpec) -> list[Job]:
     flag_captions = load_prompts(args.prompts) if args.prompts else Captions()
     overrides = {"fg": args.fg_prompt, "bg": args.bg_prompt, "blend": args.blend_prompt}
-    given = {layer: getattr(args, flag) for layer, flag in CONDITION_FLAGS.items()}
-    stray = [f"--{CONDITION_FLAGS[k]}" for k, v in given.items() if v is not None and k not in spec.conditions]
+    given = {layer: getattr(args, flag) for layer, flag in CONDITION_ARGS.items()}
+    stray = [f"--{CONDITION_ARGS[k]}" for k, v in given.items() if v is not None and k not in spec.conditions]
     if stray:
         raise GenerateError(f"task {spec.task.value} does not take {', '.join(stray)}")
 
@@ -195,7 +181,7 @@ def build_jobs(args: argparse.Namespace, spec: TaskSpec) -> list[Job]:
         out = {}
         for layer in spec.conditions:
             if layer not in source:
-                raise GenerateError(f"task {spec.task.value} needs --{CONDITION_FLAGS[layer]} (or --sample)")
+                raise GenerateError(f"task {spec.task.value} needs --{CONDITION_ARGS[layer]} (or --sample)")
             out[layer] = fit(source[layer], args.frames, args.height, args.width, f"{label} {layer}")
         return out
 
@@ -211,31 +197,28 @@ def build_jobs(args: argparse.Namespace, spec: TaskSpec) -> list[Job]:
     return [Job(spec.task.value, captions_for(Captions()), conditions_for(files, "input"))]
 
 
-def load_pipeline(args: argparse.Namespace, spec: TaskSpec):
-    from model.pipeline import LayerFlowPipeline, build_tiny_pipeline
+def pipeline_for(args: argparse.Namespace, spec: TaskSpec):
+    """The pipeline the command line asks for, on its device with its speed options."""
+    from model.pipeline import load_pipeline
 
-    dtype = getattr(torch, args.dtype)
-    if args.model_dir is not None:
-        if not args.model_dir.exists():
-            raise GenerateError(
-                f"--model-dir {args.model_dir} does not exist; for the tiny path train it first (`make train "
-                "STAGE=1|2|3 ARGS=--tiny`, in that order), or pass --model-dir none for the tiny random model")
-        pipe = LayerFlowPipeline.from_pretrained(args.model_dir, torch_dtype=dtype, sampler=args.sampler)
-    elif args.preset == "tiny":
-        pipe = build_tiny_pipeline(num_prompts=len(spec.prompt_layers), sampler=args.sampler or "dpm")
-        if dtype != torch.float32:  # built in float32
-            pipe.to(dtype=dtype)
-    else:
+    if args.model_dir is not None and not args.model_dir.exists():
+        raise GenerateError(
+            f"--model-dir {args.model_dir} does not exist; for the tiny path train it first (`make train "
+            "STAGE=1|2|3 ARGS=--tiny`, in that order), or pass --model-dir none for the tiny random model")
+    if args.model_dir is None and args.preset != "tiny":
         raise GenerateError(
             f"--preset {args.preset} needs --model-dir: a local folder with vae/ text_encoder/ tokenizer/ "
-            "transformer/ (an official checkpoint becomes one with `python -m model.convert sat2ours CKPT OUT --base "
+            "transformer/ (an official checkpoint becomes one with `layerflow convert sat2ours CKPT OUT --base "
             "COGVIDEOX_2B_DIR`)"
         )
+    pipe = load_pipeline(args.model_dir, spec.task, torch_dtype=getattr(torch, args.dtype), sampler=args.sampler)
     pipe.to(args.device)
     if args.vae_tiling:
         pipe.enable_vae_tiling()
     if args.vae_slicing:
         pipe.enable_vae_slicing()
+    if args.fuse_lora:  # before compiling, so the blocks compile once, already fused
+        pipe.fuse_lora()
     if args.compile:
         pipe.transformer.compile_repeated_blocks()
     return pipe
@@ -255,12 +238,12 @@ def run(args: argparse.Namespace) -> list[Path]:
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     options = ExportOptions(rgba_formats=formats)
     jobs = build_jobs(args, spec)
-    pipe = load_pipeline(args, spec)
+    pipe = pipeline_for(args, spec)
     written = []
     for job in jobs:
         start = time.perf_counter()
         generator = torch.Generator(device="cpu").manual_seed(args.seed)
-        conditions = {CONDITION_FLAGS[layer]: arr for layer, arr in job.conditions.items()}
+        conditions = {CONDITION_ARGS[layer]: arr for layer, arr in job.conditions.items()}
         out = pipe(
             job.captions.fg,
             job.captions.bg,

@@ -22,6 +22,8 @@ from data_engine.schema import CAPTIONED_LAYERS, LAYERS, Captions, LayeredClip
 
 # The prompt of each captioned layer is prefixed with this index ("0, " + fg ...), whatever the task.
 PROMPT_INDEX: dict[str, int] = {"fg": 0, "bg": 1, "blend": 2}
+# The pipeline's keyword argument for each condition layer; the generate command's flags are the same words.
+CONDITION_ARGS: dict[str, str] = {"fg": "foreground", "alpha": "alpha", "bg": "background", "blend": "blend"}
 
 
 class LayoutError(ValueError):
@@ -74,6 +76,19 @@ TASKS: dict[Task, TaskSpec] = {
 
 def task_spec(task: Task | str) -> TaskSpec:
     return TASKS[Task.parse(task)]
+
+
+def is_static(kind: str, static_videos: bool) -> bool:
+    """Whether a training sample is a still video (one frame repeated): every image sample, and every sample of a
+    stage that trains on static videos (stage 2)."""
+    return static_videos or kind == "image"
+
+
+def motion_scale(static: bool) -> float:
+    """The Motion LoRA's scale for a sample: 1 on a still video, 0 on a real one; sampling passes none (0). So the
+    Motion LoRA absorbs what makes image data still, and the Content LoRA trained beside it carries over to
+    videos with it off (the paper's dual LoRA)."""
+    return 1.0 if static else 0.0
 
 
 def prompt_slots(task: Task | str, num_prompts: int) -> tuple[list[int], list[bool]]:

@@ -15,25 +15,20 @@ checkpointing recompute sees the same scale.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 LoraKind = Literal["motion", "content", "all"]
 KINDS: tuple[str, ...] = ("motion", "content")
-LORA_FORMAT = "layerflow-dual-lora-v1"
 
 
 class LoRAError(ValueError):
-    """A LoRA file or request that does not fit the model; the message says what and how to fix it."""
+    """A LoRA request that does not fit the model; the message says what and how to fix it."""
 
 
 class LoRA(nn.Module):
@@ -166,10 +161,6 @@ def lora_parameters(model: nn.Module, kind: LoraKind = "all") -> Iterator[tuple[
             yield name, param
 
 
-def lora_state_dict(model: nn.Module, kind: LoraKind = "all") -> dict[str, torch.Tensor]:
-    return {name: param.detach() for name, param in lora_parameters(model, kind)}
-
-
 @contextmanager
 def motion_scale_applied(layers: Iterable[DualLoRALinear], scale: torch.Tensor | None) -> Iterator[None]:
     """Give `layers` a per-sample motion scale [B] (None: motion LoRA off) for the duration of the block."""
@@ -209,58 +200,6 @@ def unmerge_lora(model: nn.Module) -> None:
         layer.unmerge()
 
 
-def _lora_shape_summary(model: nn.Module) -> dict[str, object]:
-    ranks = {k: sorted({l.lora(k).rank for _, l in lora_layers(model) if l.lora(k) is not None}) for k in KINDS}
-    blocks = sorted({int(n.split(".")[1]) for n, _ in lora_layers(model) if n.startswith("transformer_blocks.")})
-    return {"ranks": ranks, "blocks": blocks}
-
-
-def save_lora(model: nn.Module, path: str | Path, kind: LoraKind = "all") -> Path:
-    """Write the LoRA weights of `kind` as safetensors (with ranks, blocks and kind in the metadata)."""
-    state = {name: tensor.contiguous().cpu() for name, tensor in lora_state_dict(model, kind).items()}
-    if not state:
-        raise LoRAError(f"the model has no {kind} LoRA parameters to save (was it built with lora_blocks='none'?)")
-    if any(layer.merged_content or layer.merged_motion_scale is not None for _, layer in lora_layers(model)):
-        raise LoRAError("cannot save LoRAs while they are merged into the base weights; call unmerge_lora() first")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": LORA_FORMAT, "kind": kind, **{k: json.dumps(v) for k, v in _lora_shape_summary(model).items()}}
-    save_file(state, str(path), metadata=meta)
-    return path
-
-
-def load_lora(model: nn.Module, path: str | Path, kind: LoraKind | None = None) -> list[str]:
-    """Load a file written by `save_lora` (all its tensors, or only `kind`); returns the names loaded.
-
-    Every tensor must match a LoRA parameter of the model in name and shape; the LoRAs of the model that the
-    file does not cover are left as they are.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise LoRAError(f"LoRA file {path} does not exist")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise LoRAError(f"{path} is not a readable safetensors file ({exc}); write it with save_lora()") from None
-    if kind is not None:
-        _check_kind(kind)
-        state = {k: v for k, v in state.items() if is_lora_param(k, kind)}
-    params = dict(lora_parameters(model))
-    not_lora = [k for k in state if not is_lora_param(k)]
-    unknown = [k for k in state if k not in params]
-    if not_lora or unknown:
-        bad = (not_lora or unknown)[:3]
-        raise LoRAError(
-            f"{path}: {len(not_lora or unknown)} tensor(s) match no LoRA parameter of this model (e.g. {bad}); "
-            "build the model with the same lora_blocks and ranks as the file"
-        )
-    for name, tensor in state.items():
-        if params[name].shape != tensor.shape:
-            raise LoRAError(
-                f"{path}: {name} has shape {tuple(tensor.shape)} but the model's is {tuple(params[name].shape)}; "
-                "the LoRA ranks differ (set motion_rank/content_rank to the file's)"
-            )
-    with torch.no_grad():
-        for name, tensor in state.items():
-            params[name].copy_(tensor.to(params[name].dtype))
-    return sorted(state)
+def lora_merged(model: nn.Module) -> bool:
+    """Whether any LoRA of `model` is folded into its base weights."""
+    return any(layer.merged_content or layer.merged_motion_scale is not None for _, layer in lora_layers(model))

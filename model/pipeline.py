@@ -12,7 +12,7 @@ Condition layers are copied into the output as given, so they come back bit-iden
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,15 @@ import torch
 from diffusers import AutoencoderKLCogVideoX, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
 
 from data_engine.schema import CAPTIONED_LAYERS, LAYERS, MID_GREY, Captions, LayeredClip, sample_key
-from model.layout import LayoutError, SequenceLayout, Task, TaskSpec, prompt_slots, task_spec
+from model.layout import CONDITION_ARGS, LayoutError, SequenceLayout, Task, TaskSpec, prompt_slots, task_spec
+from model.lora import lora_merged, merge_lora, unmerge_lora
 from model.schedule import DEFAULT_STEPS, GuidanceSchedule, make_scheduler, sampler_name
 from model.schedule import guidance_scale as cfg_scale
 from model.text import MAX_PROMPT_TOKENS, encode_prompts, indexed_prompts, unconditional_embeddings
 
-CONDITION_ARGS = {"fg": "foreground", "alpha": "alpha", "bg": "background", "blend": "blend"}
 PIPELINE_FILE = "layerflow_pipeline.json"
 
 
@@ -47,6 +48,46 @@ class LayerFlowPipelineOutput(BaseOutput):
 
 
 Condition = np.ndarray | LayeredClip
+MODEL_FOLDERS = ("vae", "text_encoder", "tokenizer", "transformer")
+
+
+class ModelFolderError(PipelineInputError):
+    """A model folder that lacks parts; `missing` names their folders."""
+
+    def __init__(self, root: Path, missing: list[str]) -> None:
+        self.missing = missing
+        super().__init__(
+            f"{root}: missing {', '.join(d + '/' for d in missing)}; a LayerFlow model folder holds vae/, "
+            "text_encoder/, tokenizer/, transformer/ and optionally scheduler/ (see README: weights)"
+        )
+
+
+def load_model_folder(root: Path, torch_dtype: torch.dtype = torch.float32,
+                      load_transformer: Callable[[Path], nn.Module] | None = None) -> dict[str, Any]:
+    """The tokenizer, text_encoder, vae and transformer of a local diffusers-layout folder (safetensors only),
+    every weight in `torch_dtype`. `load_transformer(folder)` builds the transformer when a LayerFlow one as
+    stored will not do (the trainer converts stock CogVideoX); it runs first, so the random initialisation of
+    what it adds sees the same generator state however the other parts load."""
+    from transformers import T5EncoderModel, T5Tokenizer
+
+    from model.transformer import LayerFlowTransformer
+
+    missing = [d for d in MODEL_FOLDERS if not (root / d).is_dir()]
+    if missing:
+        raise ModelFolderError(root, missing)
+    if load_transformer is None:
+        transformer = LayerFlowTransformer.from_pretrained(root / "transformer", use_safetensors=True,
+                                                           torch_dtype=torch_dtype)
+    else:
+        transformer = load_transformer(root / "transformer")
+    # The dtype is explicit for every part: transformers loads a model in its stored dtype (the CogVideoX-2B
+    # release's T5 is float16) where diffusers loads float32.
+    return {
+        "transformer": transformer,
+        "vae": AutoencoderKLCogVideoX.from_pretrained(root / "vae", use_safetensors=True, torch_dtype=torch_dtype),
+        "text_encoder": T5EncoderModel.from_pretrained(root / "text_encoder", use_safetensors=True, dtype=torch_dtype),
+        "tokenizer": T5Tokenizer.from_pretrained(root / "tokenizer"),
+    }
 
 
 class LayerFlowPipeline(DiffusionPipeline):
@@ -72,26 +113,9 @@ class LayerFlowPipeline(DiffusionPipeline):
         """Load from a local folder: vae/, text_encoder/, tokenizer/, transformer/, scheduler/ (safetensors only;
         `python -m model.convert sat2ours CKPT OUT --base COGVIDEOX_2B_DIR` writes one from an official checkpoint)."""
         from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
-        from transformers import T5EncoderModel, T5Tokenizer
-
-        from model.transformer import LayerFlowTransformer
 
         root = Path(path)
-        missing = [d for d in ("vae", "text_encoder", "tokenizer", "transformer") if not (root / d).is_dir()]
-        if missing:
-            raise PipelineInputError(
-                f"{root}: missing {', '.join(d + '/' for d in missing)}; a LayerFlow model folder holds vae/, "
-                "text_encoder/, tokenizer/, transformer/ and optionally scheduler/ (see README: weights)"
-            )
-        dtype_kw = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-        vae = AutoencoderKLCogVideoX.from_pretrained(root / "vae", use_safetensors=True, **dtype_kw)
-        # transformers loads a model in its stored dtype (the CogVideoX-2B release's T5 is float16) where diffusers
-        # loads float32: without torch_dtype every part is float32.
-        text_encoder = T5EncoderModel.from_pretrained(
-            root / "text_encoder", use_safetensors=True, dtype=torch_dtype or torch.float32
-        )
-        tokenizer = T5Tokenizer.from_pretrained(root / "tokenizer")
-        transformer = LayerFlowTransformer.from_pretrained(root / "transformer", use_safetensors=True, **dtype_kw)
+        parts = load_model_folder(root, torch_dtype or torch.float32)
         scheduler_dir = root / "scheduler"
         if sampler is None and scheduler_dir.is_dir():
             cls_name = json.loads((scheduler_dir / "scheduler_config.json").read_text()).get("_class_name", "")
@@ -99,10 +123,14 @@ class LayerFlowPipeline(DiffusionPipeline):
             scheduler = sched_cls.from_pretrained(scheduler_dir)
         else:
             scheduler = make_scheduler(sampler or "dpm")
-        return cls(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler)
+        return cls(**parts, scheduler=scheduler)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write the folder layout `from_pretrained` reads (safetensors weights)."""
+        if lora_merged(self.transformer):
+            # The base weights would carry the LoRAs and the LoRA weights too: a reload would apply them twice.
+            raise PipelineInputError("cannot save a pipeline whose LoRAs are fused into the base weights; "
+                                     "call unfuse_lora() first")
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         self.vae.save_pretrained(root / "vae", safe_serialization=True)
@@ -112,6 +140,17 @@ class LayerFlowPipeline(DiffusionPipeline):
         self.scheduler.save_pretrained(root / "scheduler")
         (root / PIPELINE_FILE).write_text(json.dumps({"pipeline": type(self).__name__, "sampler": sampler_name(self.scheduler)}))
         return root
+
+    # -- LoRA fusing --------------------------------------------------------------------------------------
+    def fuse_lora(self) -> None:
+        """Fold the Content LoRA into the base weights, and the Motion LoRA at scale 0 (off, as sampling runs it):
+        each wrapped projection is then one matmul instead of three, with the same output up to float32
+        rounding. Sampling only; training needs the LoRAs apart."""
+        merge_lora(self.transformer, motion_scale=0.0)
+
+    def unfuse_lora(self) -> None:
+        """Undo `fuse_lora` (the base weights come back up to their dtype's rounding)."""
+        unmerge_lora(self.transformer)
 
     # -- VAE options ---------------------------------------------------------------------------------------
     def enable_vae_tiling(self) -> None:
@@ -391,3 +430,15 @@ def build_tiny_pipeline(seed: int = 0, *, num_prompts: int = 3, sampler: str = "
         transformer=transformer.eval(),
         scheduler=make_scheduler(sampler),
     )
+
+
+def load_pipeline(model_dir: str | Path | None, task: Task | str = Task.GENERATE, *, seed: int = 0,
+                  torch_dtype: torch.dtype | None = None, sampler: str | None = None) -> LayerFlowPipeline:
+    """A local model folder's pipeline; without one, the tiny preset's random pipeline (weights from `seed`) with
+    the prompt slots of `task`'s checkpoint (the official decomposition model reads 2, the others 3)."""
+    if model_dir is not None:
+        return LayerFlowPipeline.from_pretrained(model_dir, torch_dtype=torch_dtype, sampler=sampler)
+    pipe = build_tiny_pipeline(seed, num_prompts=len(task_spec(task).prompt_layers), sampler=sampler or "dpm")
+    if torch_dtype not in (None, torch.float32):  # built in float32
+        pipe.to(dtype=torch_dtype)
+    return pipe

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_tensors
 from torch import nn
 
 from trainer.config import DataConfig, TrainConfigError
@@ -105,24 +104,6 @@ class LatentCache:
             raise StaleCacheError(f"latent cache {self.root} lacks {len(missing)} shard(s) of the data "
                                   f"(e.g. {missing[0]}); rerun python -m trainer.precompute")
         return [str(u) for u in urls]
-
-
-def decode_cached(raw: dict[str, Any], *, static_videos: bool, prompt_dropout: float,
-                  rng: np.random.Generator) -> dict[str, Any]:
-    """A cache entry as a training example (the layout `trainer.data.collate` packs)."""
-    from trainer.data import prompt_keep
-
-    meta = json.loads(raw["json"])
-    tensors = load_tensors(raw[TENSORS_MEMBER])
-    return {
-        "key": meta["key"],
-        "latents": tensors["latents"],
-        "latents_dup": tensors["latents_dup"],
-        "prompt_embeds": tensors["prompt_embeds"],
-        "captions": meta["captions"],
-        "motion_scale": 1.0 if static_videos or meta["kind"] == "image" else 0.0,
-        "keep": prompt_keep(rng, prompt_dropout),
-    }
 
 
 def encode_example(layers: dict[str, np.ndarray], captions: dict[str, str], frames_per_layer: int, vae: nn.Module,

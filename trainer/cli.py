@@ -1,8 +1,14 @@
-"""`python -m trainer --stage N [--config FILE] [overrides]`: LightningCLI over the stage's YAML.
+"""`layerflow train --stage N [--tiny] [--config FILE] [overrides]` (or `python -m trainer`): LightningCLI over the
+stage's YAML (the installed `stageN.yaml`, with --tiny `tiny_stageN.yaml`, unless --config names one).
 
 Overrides use the config's dotted keys, e.g. `--data.stream.shards=DIR --trainer.max_steps=100
 --model.network.pretrained=weights/cogvideox-2b --ckpt_path=runs/stage2/checkpoints/last.ckpt`.
 Every error in the configuration or the data is one line on stderr and exit status 2.
+
+Examples:
+  layerflow train --stage 1 --tiny                  # reads outputs/dataset -> outputs/train/tiny_stage1/final/
+  layerflow train --stage 2 --tiny --trainer.max_steps=20
+  layerflow train --stage 1 --model.network.pretrained=$LAYERFLOW_WEIGHTS/cogvideox-2b --data.stream.shards=DIR
 """
 from __future__ import annotations
 
@@ -15,13 +21,14 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
+from data_engine.defaults import configs_dir
 from trainer.checkpoint import RNGStateCallback, SafetensorsCheckpointIO
 from trainer.config import STAGES, TrainConfigError, stage_spec
 from trainer.data import LayerFlowDataModule
 from trainer.module import LayerFlowModule
 from trainer.progress import StepProgressBar
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "infra" / "configs" / "train"
+CONFIG_DIR = configs_dir("train")
 
 
 class LayerFlowCLI(LightningCLI):
@@ -56,7 +63,7 @@ def stage_config(stage: int, preset: str = "") -> Path:
 
 def build_args(argv: list[str], subcommand: str | None = "fit") -> list[str]:
     """Our flags (--stage, --tiny) -> LightningCLI arguments (`fit` unless None) with the stage's config first."""
-    pre = argparse.ArgumentParser(prog="python -m trainer", add_help=False)
+    pre = argparse.ArgumentParser(prog="layerflow train", add_help=False)
     pre.add_argument("--stage", type=int, required=True)
     pre.add_argument("--tiny", action="store_true", help="the CPU-sized config of the stage")
     ours, rest = pre.parse_known_args(argv)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,40 +50,42 @@ def build_components(cfg: ModelConfig) -> Components:
 
 
 def _load_pretrained(root: Path, cfg: ModelConfig) -> Components:
-    from diffusers import AutoencoderKLCogVideoX
-    from transformers import T5EncoderModel, T5Tokenizer
-
-    from model.config import get_preset
-    from model.transformer import LayerFlowTransformer
+    from model.pipeline import ModelFolderError, load_model_folder
 
     if not root.exists():
         raise TrainConfigError(
             f"model.network.pretrained={root} does not exist; when it is an earlier stage's export, train that stage "
             "first (e.g. `make train STAGE=1 ARGS=--tiny`), or pass --model.network.pretrained=null for a fresh model")
-    missing = [d for d in ("transformer", "vae", "text_encoder", "tokenizer") if not (root / d).is_dir()]
-    if missing:
-        raise TrainConfigError(f"model.pretrained={root}: missing {', '.join(d + '/' for d in missing)}")
-    config = json.loads((root / "transformer" / "config.json").read_text())
+    # float32 weights whatever the files hold (the CogVideoX-2B release is float16): the trainer's precision
+    # setting decides the compute dtype.
+    try:
+        parts = load_model_folder(root, torch.float32, partial(_load_transformer, cfg=cfg))
+    except ModelFolderError as exc:
+        raise TrainConfigError(f"model.pretrained={root}: missing {', '.join(d + '/' for d in exc.missing)}") from None
+    return Components(**parts)
+
+
+def _load_transformer(folder: Path, cfg: ModelConfig) -> nn.Module:
+    """Stock CogVideoX converted with the configured LoRA shape, or a LayerFlow model, which keeps its own."""
+    from model.config import get_preset
+    from model.transformer import LayerFlowTransformer
+
+    config = json.loads((folder / "config.json").read_text())
     if config.get("_class_name") == "CogVideoXTransformer3DModel":
         preset = get_preset(cfg.preset, **cfg.lora_overrides())
-        transformer = LayerFlowTransformer.from_diffusers(
-            root / "transformer", motion_rank=preset.motion_rank, content_rank=preset.content_rank,
+        return LayerFlowTransformer.from_diffusers(
+            folder, motion_rank=preset.motion_rank, content_rank=preset.content_rank,
             lora_alpha=preset.lora_alpha, lora_blocks=preset.lora_blocks)
-    else:
-        transformer = LayerFlowTransformer.from_pretrained(root / "transformer", torch_dtype=torch.float32)
-        have = transformer.layerflow_config.to_dict()
-        differ = {k: (v, have[k]) for k, v in cfg.lora_overrides().items()
-                  if (list(v) if isinstance(v, tuple) else v) != have[k]}
-        if differ:
-            raise TrainConfigError(f"model.network sets {', '.join(f'{k}={w!r}' for k, (w, _) in differ.items())} but "
-                                   f"{root} was trained with {', '.join(f'{k}={h!r}' for k, (_, h) in differ.items())}; "
-                                   "drop these keys (a LayerFlow folder keeps its LoRA shape)")
-    # float32 weights whatever the files hold (the CogVideoX-2B release is float16; diffusers loads float32 by
-    # default, transformers in the stored dtype): the trainer's precision setting decides the compute dtype.
-    vae = AutoencoderKLCogVideoX.from_pretrained(root / "vae", use_safetensors=True, torch_dtype=torch.float32)
-    text_encoder = T5EncoderModel.from_pretrained(root / "text_encoder", use_safetensors=True, dtype=torch.float32)
-    tokenizer = T5Tokenizer.from_pretrained(root / "tokenizer")
-    return Components(transformer, vae, text_encoder, tokenizer)
+    transformer = LayerFlowTransformer.from_pretrained(folder, torch_dtype=torch.float32)
+    have = transformer.layerflow_config.to_dict()
+    differ = {k: (v, have[k]) for k, v in cfg.lora_overrides().items()
+              if (list(v) if isinstance(v, tuple) else v) != have[k]}
+    if differ:
+        raise TrainConfigError(f"model.network sets {', '.join(f'{k}={w!r}' for k, (w, _) in differ.items())} but "
+                               f"{folder.parent} was trained with "
+                               f"{', '.join(f'{k}={h!r}' for k, (_, h) in differ.items())}; "
+                               "drop these keys (a LayerFlow folder keeps its LoRA shape)")
+    return transformer
 
 
 def load_trainable(transformer: nn.Module, path: str | Path) -> list[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -29,15 +28,16 @@ import lightning as L
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-import torch.nn.functional as F
 import webdataset as wds
+from safetensors.torch import load as load_tensors
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data_engine.schema import CAPTIONED_LAYERS, LAYERS, LayeredClip
 from data_engine.shards import MANIFEST_NAME, decode_sample, shard_urls
-from model.layout import SequenceLayout, Task, task_spec
+from data_engine.video_io import Geometry, cover_geometry, resize_crop
+from model.layout import SequenceLayout, Task, is_static, motion_scale, task_spec
 from model.text import indexed_prompts
-from trainer.cache import LatentCache, data_parts, decode_cached
+from trainer.cache import TENSORS_MEMBER, LatentCache, data_parts
 from trainer.config import DataConfig, TrainConfigError, stage_spec, task_weights
 from trainer.seeding import stable_seed
 
@@ -103,39 +103,24 @@ def pick_frames(num_frames: int, want: int, static: bool, rng: np.random.Generat
     return np.linspace(0, num_frames - 1, want).round().astype(int)
 
 
-def resize_cover_crop(frames: np.ndarray, height: int, width: int, rng: np.random.Generator | None) -> np.ndarray:
-    """uint8 [T, h, w(, 3)] -> [T, height, width(, 3)]: scale to cover, then crop (random, or centred if rng is None)."""
-    grey = frames.ndim == 3
-    x = torch.from_numpy(np.ascontiguousarray(frames if not grey else frames[..., None])).permute(0, 3, 1, 2)
-    h, w = x.shape[-2:]
-    scale = max(height / h, width / w)
-    if (h, w) != (height, width):
-        size = (max(height, math.ceil(h * scale - 1e-6)), max(width, math.ceil(w * scale - 1e-6)))
-        if size != (h, w):
-            x = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
-            x = x.round().clamp(0, 255).to(torch.uint8)
-    h, w = x.shape[-2:]
-    if rng is None:
-        top, left = (h - height) // 2, (w - width) // 2
-    else:
-        top, left = int(rng.integers(h - height + 1)), int(rng.integers(w - width + 1))
-    out = x[..., top : top + height, left : left + width].permute(0, 2, 3, 1).numpy()
-    return out[..., 0] if grey else out
+def at_random_offset(geo: Geometry, rng: np.random.Generator) -> Geometry:
+    """The same scaling, cropped at a random place."""
+    return replace(geo, top=int(rng.integers(geo.scaled_h - geo.height + 1)),
+                   left=int(rng.integers(geo.scaled_w - geo.width + 1)))
 
 
 def frame_clip(clip: LayeredClip, cfg: DataConfig, static_videos: bool, rng: np.random.Generator,
                random_crop: bool = True) -> tuple[dict[str, np.ndarray], float]:
     """A decoded clip as training layers at the configured frames and size, and its motion-LoRA scale."""
-    static = static_videos or clip.kind == "image"
+    static = is_static(clip.kind, static_videos)
     idx = pick_frames(clip.num_frames, cfg.frames_per_layer, static, rng)
-    crop_rng = rng if random_crop and cfg.crop == "random" else None
-    crop_seed = None if crop_rng is None else int(crop_rng.integers(2**31))
-    layers = {}
-    for name in LAYERS:
-        # One crop for all four layers: the same seed gives every layer the same offsets.
-        layer_rng = None if crop_seed is None else np.random.default_rng(crop_seed)
-        layers[name] = resize_cover_crop(clip.layer(name)[idx], cfg.height, cfg.width, layer_rng)
-    return layers, 1.0 if static else 0.0
+    geo = cover_geometry(clip.height, clip.width, cfg.height, cfg.width)
+    if random_crop and cfg.crop == "random":
+        # One draw of the sample's generator seeds the offsets: a seed keeps drawing the samples (crops, then
+        # prompt dropout) it always has.
+        geo = at_random_offset(geo, np.random.default_rng(int(rng.integers(2**31))))
+    # One geometry for all four layers: they stay aligned.
+    return {name: resize_crop(clip.layer(name)[idx], geo) for name in LAYERS}, motion_scale(static)
 
 
 def prompt_keep(rng: np.random.Generator, p_drop: float) -> dict[str, bool]:
@@ -249,6 +234,22 @@ def decode_example(raw: dict[str, Any], *, cfg: DataConfig, static_videos: bool,
         "captions": clip.captions.as_dict(),
         "motion_scale": scale,
         "keep": prompt_keep(rng, cfg.prompt_dropout),
+    }
+
+
+def decode_cached(raw: dict[str, Any], *, static_videos: bool, prompt_dropout: float,
+                  rng: np.random.Generator) -> dict[str, Any]:
+    """A latent-cache entry (`trainer.cache`) as a training example, as `decode_example` decodes a data sample."""
+    meta = json.loads(raw["json"])
+    tensors = load_tensors(raw[TENSORS_MEMBER])
+    return {
+        "key": meta["key"],
+        "latents": tensors["latents"],
+        "latents_dup": tensors["latents_dup"],
+        "prompt_embeds": tensors["prompt_embeds"],
+        "captions": meta["captions"],
+        "motion_scale": motion_scale(is_static(meta["kind"], static_videos)),
+        "keep": prompt_keep(rng, prompt_dropout),
     }
 
 

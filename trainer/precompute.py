@@ -1,9 +1,14 @@
-"""`python -m trainer.precompute --stage N [--tiny] [--cache DIR] [overrides]`: encode every sample once.
+"""`layerflow precompute --stage N [--tiny] [--cache DIR] [overrides]` (or `python -m trainer.precompute`): encode
+every sample once.
 
-Reads the same config as `python -m trainer` (so frames, size, stage framing and encoders match the run), frames
+Reads the same config as `layerflow train` (so frames, size, stage framing and encoders match the run), frames
 each sample deterministically (a window and a centred crop drawn from the sample key; images and stage 2 static),
 and writes VAE latents and T5 embeddings to a latent cache (`trainer.cache`), by default `<shards>/latent_cache`,
 which training then reads instead of the pixels. Errors are one line on stderr and exit status 2.
+
+Examples:
+  layerflow precompute --stage 3 --tiny             # outputs/dataset -> outputs/dataset/latent_cache
+  layerflow precompute --stage 1 --cache /scratch/cache --data.stream.shards=DIR
 """
 from __future__ import annotations
 

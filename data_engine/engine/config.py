@@ -1,8 +1,8 @@
 """The engine config: YAML -> typed dataclasses, with `--set a.b=c` overrides and one-line errors.
 
     run:      where to write, cluster, limits       (RunConfig)
-    clip:     the clip policy of probe and split    (data_engine.stages.split.ClipPolicy)
-    sources:  list of {type: <source type>, ...options}   (see data_engine.engine.inputs.SOURCE_TYPES)
+    clip:     the clip policy of probe and split    (data_engine.clip_policy.ClipPolicy)
+    sources:  list of {type: <source type>, ...options}   (see data_engine.sources.SOURCES)
     stages:   list of stage names or {name, num_cpus, num_gpus, batch_size, max_actors, retries, options: {...}}
 
 `--set stages.<name>.<field>=<value>` addresses a stage by name, `--set sources.<index>.<field>=<value>` a source
@@ -17,12 +17,12 @@ from typing import Any
 
 import yaml
 
+from data_engine.clip_policy import ClipPolicy
+from data_engine.defaults import configs_dir
 from data_engine.stages.base import Resources
-from data_engine.stages.split import ClipPolicy
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO / "infra" / "configs" / "engine" / "perception_tiny.yaml"
-SYNTHETIC_CONFIG = REPO / "infra" / "configs" / "engine" / "synthetic.yaml"
+DEFAULT_CONFIG = configs_dir("engine") / "perception_tiny.yaml"
+SYNTHETIC_CONFIG = configs_dir("engine") / "synthetic.yaml"
 SECTIONS = ("run", "clip", "sources", "stages")
 
 
@@ -203,10 +203,10 @@ def load_config(
     out: str | None = None,
     limit: int | None = None,
 ) -> EngineConfig:
-    """Read a YAML config (default: infra/configs/engine/perception_tiny.yaml), apply `--set` overrides and CLI shortcuts."""
+    """Read a YAML config (default: the installed perception_tiny.yaml), apply `--set` overrides and CLI shortcuts."""
     cfg_path = Path(path) if path else DEFAULT_CONFIG
     if not cfg_path.is_file():
-        raise ConfigError(f"config {cfg_path} not found; configs live in infra/configs/engine/")
+        raise ConfigError(f"config {cfg_path} not found; the installed ones are in {DEFAULT_CONFIG.parent}")
     try:
         raw = yaml.safe_load(cfg_path.read_text()) or {}
     except yaml.YAMLError as exc:

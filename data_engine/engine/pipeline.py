@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from data_engine.engine.resources import PoolPlan, StagePlan
 from data_engine.stages import stage_class
-from data_engine.stages.base import FAILED, Resources, Row, Stage, is_failed
+from data_engine.stages.base import FAILED, FINISHED, Resources, Row, Stage, is_failed
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -98,7 +98,7 @@ class StageActor:
         self.stage = cls(resources, **options)
         self.stage.ensure_setup()
         self.plan = plan
-        self.accepts_finished = bool(getattr(cls, "accepts_finished", False))
+        self.accepts_finished = cls.accepts_finished
         self.reports: list[StageReport] = []
         self._last_error: BaseException | None = None
 
@@ -118,7 +118,7 @@ class StageActor:
     def _handles(self, row: Row) -> bool:
         if is_failed(row) or DROPPED in row:
             return False
-        return self.accepts_finished or "clip" not in row
+        return self.accepts_finished or FINISHED not in row
 
     def process(self, rows: list[Row]) -> tuple[list[Row], tuple[int, int, int]]:
         for i, row in enumerate(rows):

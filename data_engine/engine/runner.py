@@ -12,31 +12,28 @@ import os
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from data_engine.clip_policy import ClipPolicy
 from data_engine.engine.config import ConfigError, EngineConfig
-from data_engine.engine.inputs import VIDEO_TYPES, WorkItem, describe_sources, source_stage_options, work_items
+from data_engine.engine.contract import check_chain
+from data_engine.engine.inputs import WorkItem, describe_sources, list_sources, source_stage_options
 from data_engine.engine.pipeline import DROPPED, INPUT, WEIGHT, WORKER_DEATH_RETRIES, resolve_stage, unpack
 from data_engine.engine.progress import DriverCounts, ProgressDisplay, stage_table
 from data_engine.engine.resources import ClusterResources, PoolPlan, plan_stages
 from data_engine.engine.state import InputLedger, load_records
 from data_engine.shards import RUN_STATS_NAME, ShardSink
-from data_engine.stages import MODEL_FREE
 from data_engine.stages.base import FAILED, Resources
-from data_engine.stages.encode import clip_header
-from data_engine.stages.split import ClipPolicy
 
 WORKER_LOST = (
     "no result came back: the worker process died on this input every time (a crash in native code or out of "
     "memory; the Ray log of the dead worker says which); lower the stage's batch size or memory use, then "
     "rerun with --set run.retry_quarantined=true"
 )
-PERCEPTION_HINT = "run a perception config instead, e.g. --config infra/configs/engine/perception_tiny.yaml"
 
 
 @dataclass
@@ -111,26 +108,6 @@ def check_weights(resources: list[tuple[str, Resources]], options: dict[str, dic
         )
 
 
-def check_layers(cfg: EngineConfig, items: list[WorkItem]) -> None:
-    """Fail fast when no stage can give the videos layers (the model-free config on arbitrary videos)."""
-    from data_engine.sources.videos import has_known_layers
-
-    if not any(it.kind in VIDEO_TYPES for it in items):
-        return
-    names = [s.name for s in cfg.stages]
-    missing = [n for n in ("probe", "split", "compose") if n not in names]
-    if missing:
-        raise ConfigError(f"video sources need the stages {missing}; add them to the config's stages")
-    if not all(n in MODEL_FREE for n in names):
-        return
-    videos = [it for it in items if it.kind in ("videos", "frames")]
-    if videos and not any(has_known_layers(it.item) for it in videos):
-        raise ConfigError(
-            f"the model-free stages cannot make layers for arbitrary videos (none of the {len(videos)} input "
-            f"videos is a built-in synthetic one); {PERCEPTION_HINT}"
-        )
-
-
 def prepare(cfg: EngineConfig) -> EnginePlan:
     if not cfg.sources:
         raise ConfigError("no sources: add a `sources:` entry or pass --input /path/to/videos")
@@ -139,11 +116,13 @@ def prepare(cfg: EngineConfig) -> EnginePlan:
     resources, options = stage_setup(cfg)
     if cfg.run.check_weights:
         check_weights(resources, options)
-    items = work_items(cfg)
+    sources = list_sources(cfg)
+    items = [it for s in sources for it in s.items]
     if not items:
         raise ConfigError(f"the sources list no inputs ({'; '.join(describe_sources(cfg))}); check the paths and "
                           "patterns (a glob must match files with a video extension)")
-    check_layers(cfg, items)
+    # The source stage comes first (stage_names): the chain after it starts from the sources' fields.
+    check_chain([(name, resolve_stage(name)) for name, _ in resources[1:]], sources)
     records = load_records(cfg.out)
     redo = {i for i, r in records.items() if cfg.run.retry_quarantined and r["status"] != "ok"}
     done_ids = set(records) - redo
@@ -213,7 +192,7 @@ class Driver:
         elif "sample" in row:
             self.counts.sample_arrived()
             meta = row["meta"]
-            if self.sink.write_encoded(clip_header(meta), row["sample"]):
+            if self.sink.write_encoded(meta, row["sample"]):
                 self.counts.written += 1
             else:
                 self.counts.skipped_existing += 1
@@ -280,8 +259,7 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
 
     metrics_name = f"layerflow-metrics-{uuid.uuid4().hex[:8]}"
     metrics = ray.remote(num_cpus=0)(EngineMetrics).options(name=metrics_name).remote()
-    items = [{INPUT: it.input_id, WEIGHT: Fraction(1), "key": it.input_id, "source_id": it.input_id,
-              "source": it.source, "kind": it.kind, "item": it.item} for it in plan.pending]
+    items = [it.row() for it in plan.pending]
     order = [s.name for p in plans for s in p.stages]
     actors = {s.name: s.actors for p in plans for s in p.stages}
     stages: dict[str, dict[str, Any]] = {}

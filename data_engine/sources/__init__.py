@@ -1,5 +1,28 @@
-"""Sources of layered clips that need no perception model: synthetic, official import, copy-paste, layered images.
+"""Sources: where the engine's rows come from. `SOURCES` maps the `type:` of a config's `sources:` entry to
+`module:Class` of a `Source` (data_engine/sources/base.py), whose `Options` type that entry's other keys; classes
+are imported only when a config uses them.
 
-Every source lists its inputs (`list_inputs`) and turns one input into clips (`load`); a bad input raises
-`SourceError` naming the file, so the caller can quarantine it and go on.
+Video sources point rows at videos for the video stages; layered sources load finished clips, no model needed.
+A bad input raises `SourceError` naming the file, so the engine can quarantine it and go on.
 """
+from __future__ import annotations
+
+import importlib
+
+SOURCES: dict[str, str] = {
+    # video sources
+    "videos": "data_engine.sources.videos:VideoFileSource",
+    "synthetic_videos": "data_engine.sources.synthetic_videos:SyntheticVideoSource",
+    "frames": "data_engine.sources.frames:FrameFolderSource",
+    # layered sources
+    "synthetic": "data_engine.sources.synthetic:SyntheticSource",
+    "official": "data_engine.sources.official:OfficialSampleSource",
+    "layered_images": "data_engine.sources.layered_images:LayeredImageSource",
+    "copy_paste": "data_engine.sources.copy_paste:CopyPasteSource",
+}
+
+
+def source_class(kind: str) -> type:
+    """The source class registered under `kind` (imports its module now); KeyError for an unknown one."""
+    module, _, attr = SOURCES[kind].partition(":")
+    return getattr(importlib.import_module(module), attr)

@@ -1,9 +1,21 @@
-"""What every model-free source shares: an input list, a per-input loader, and one error type."""
+"""What every source shares: typed options, a cheap list of inputs, the row fields it writes, one error type.
+
+A source is one entry of the engine config's `sources:` list. `list_inputs()` enumerates its work items (strings;
+listing never decodes or generates), `input_id(item)` names an item's completion record (stable across runs and
+machines, so resume finds it), and `rows(item)` gives the fields of the row(s) the engine's first stage emits for
+it. There are two kinds:
+- a video source points each row at a video (`source_id`); the video stages (probe, split, ...) make its clips;
+- a layered source (`LayeredSource`) loads finished clips (`clip`), which go around every stage that makes layers.
+`writes` declares the fields every row of the source carries, the start of the stage contract
+(data_engine/stages/base.py) that the engine checks before it runs anything.
+"""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 from data_engine.schema import LayeredClip
 
@@ -20,15 +32,47 @@ class Failure:
 
 
 class Source(ABC):
-    """A source: `list_inputs()` enumerates work items (strings), `load(item)` turns one into clips."""
+    """A source: `list_inputs()` enumerates work items (strings), `rows(item)` turns one into row fields.
 
-    name: str = "source"
+    Config options are declared, never parsed by hand: `Options` is a dataclass of the entry's keys, `required`
+    names those that must be set, and `from_options` builds the source from them.
+    """
+
+    name: ClassVar[str] = "source"
+    Options: ClassVar[type]
+    required: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[frozenset[str]] = frozenset({"key", "source_id"})
+
+    @classmethod
+    @abstractmethod
+    def from_options(cls, opts: Any, work_dir: Path) -> "Source":
+        """The source of a config entry; `work_dir` is where it may write generated inputs."""
 
     @abstractmethod
     def list_inputs(self) -> list[str]: ...
 
+    def input_id(self, item: str) -> str:
+        return item
+
+    def provides(self, items: list[str]) -> frozenset[str]:
+        """The fields rows of these items may carry: `writes`, or more where some items bring more."""
+        return self.writes
+
+    @abstractmethod
+    def rows(self, item: str) -> list[dict[str, Any]]:
+        """The fields of the row(s) of one item; raises SourceError (or OSError / ValueError) for a bad one."""
+
+
+class LayeredSource(Source):
+    """A source of finished clips (no perception model needed): synthetic, official import, copy-paste, images."""
+
+    writes = frozenset({"key", "source_id", "clip"})
+
     @abstractmethod
     def load(self, item: str) -> list[LayeredClip]: ...
+
+    def rows(self, item: str) -> list[dict[str, Any]]:
+        return [{"key": c.key, "source_id": c.source_id, "clip": c} for c in self.load(item)]
 
     def iter_clips(self, limit: int | None = None) -> Iterator[LayeredClip | Failure]:
         """Clips in input order; a failing input yields a Failure instead of stopping the run."""

@@ -4,11 +4,14 @@ videos). Pairs are drawn deterministically from a seed and never pair a clip wit
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from data_engine.schema import MID_GREY, Captions, LayeredClip, sample_key
-from data_engine.sources.base import Source, SourceError
+from data_engine.shards import read_clips
+from data_engine.sources.base import LayeredSource, SourceError
 
 
 def paste(fg_clip: LayeredClip, bg_clip: LayeredClip, key: str) -> LayeredClip:
@@ -41,10 +44,20 @@ def paste(fg_clip: LayeredClip, bg_clip: LayeredClip, key: str) -> LayeredClip:
     )
 
 
-class CopyPasteSource(Source):
-    name = "copy_paste"
+@dataclass(frozen=True)
+class CopyPasteOptions:
+    shards: str = ""  # a shard folder to draw clips from
+    num: int = 8
+    seed: int = 0
 
-    def __init__(self, clips: Sequence[LayeredClip], num: int, seed: int = 0) -> None:
+
+class CopyPasteSource(LayeredSource):
+    name = "copy_paste"
+    Options = CopyPasteOptions
+    required = ("shards",)
+
+    def __init__(self, clips: Sequence[LayeredClip], num: int, seed: int = 0, shards: str = "") -> None:
+        """`shards`: where the clips were read from; it keeps input ids of different shard folders apart."""
         if len(clips) < 2:
             raise SourceError(f"copy-paste needs at least two clips, got {len(clips)}")
         self.clips = list(clips)
@@ -55,9 +68,17 @@ class CopyPasteSource(Source):
             j = int(rng.integers(len(self.clips) - 1))
             self.pairs.append((i, j + (j >= i)))
         self.seed = seed
+        self.shards = shards
+
+    @classmethod
+    def from_options(cls, opts: CopyPasteOptions, work_dir: Path) -> "CopyPasteSource":
+        return cls(list(read_clips(opts.shards)), num=opts.num, seed=opts.seed, shards=opts.shards)
 
     def list_inputs(self) -> list[str]:
         return [f"{n}:{i}:{j}" for n, (i, j) in enumerate(self.pairs)]
+
+    def input_id(self, item: str) -> str:
+        return f"copy_paste:{self.shards}:seed={self.seed}:{item}"
 
     def load(self, item: str) -> list[LayeredClip]:
         n, i, j = (int(x) for x in item.split(":"))

@@ -10,12 +10,13 @@ Folder layout, one sub-folder per image:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from data_engine.schema import Captions, LayeredClip, composite, over_grey, sample_key
-from data_engine.sources.base import Source, SourceError
+from data_engine.sources.base import LayeredSource, SourceError
 from data_engine.video_io import VideoDecodeError, read_image
 
 
@@ -26,13 +27,24 @@ def _load(path: Path, grey: bool) -> np.ndarray:
         raise SourceError(str(exc)) from exc
 
 
-class LayeredImageSource(Source):
+@dataclass(frozen=True)
+class LayeredImagesOptions:
+    root: str = ""
+
+
+class LayeredImageSource(LayeredSource):
     name = "layered_images"
+    Options = LayeredImagesOptions
+    required = ("root",)
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: not a folder of layered images (see data_engine/sources/layered_images.py)")
+
+    @classmethod
+    def from_options(cls, opts: LayeredImagesOptions, work_dir: Path) -> "LayeredImageSource":
+        return cls(opts.root)
 
     def list_inputs(self) -> list[str]:
         return [str(p) for p in sorted(self.root.iterdir()) if p.is_dir()]

@@ -1,61 +1,49 @@
 """Raw video inputs: a local file, folder or glob, a list file, or any pyarrow filesystem URI (`s3://`, `gs://`,
-`file://`...); and the built-in synthetic videos, whose true layers the model-free stages can recover.
+`file://`...).
 
-Inputs are returned as strings: local paths stay paths, remote ones stay URIs; `open_video` gives PyAV something
-it can read for either, without copying the file to local disk first.
+Inputs are returned as strings: local paths stay paths, remote ones stay URIs; `data_engine.uri.open_video` gives
+PyAV something it can read for either, without copying the file to local disk first.
 """
 from __future__ import annotations
 
 import glob as globlib
-import json
 import os
-from dataclasses import asdict
+from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
-from data_engine.sources.base import SourceError
-from data_engine.sources.synthetic import SyntheticConfig, SyntheticTruth, synthetic_clip, synthetic_truth
-from data_engine.video_io import VideoDecodeError, encode_video
+from data_engine.layers_sidecar import sidecar_of
+from data_engine.sources.base import Source, SourceError
+from data_engine.uri import UriError, filesystem, is_uri
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 LIST_EXTENSIONS = (".txt", ".list", ".lst")
-LAYERS_SIDECAR = ".layers.json"
 _GLOB_CHARS = "*?["
 
 
-def is_uri(spec: str) -> bool:
-    return "://" in spec
-
-
-def _has_glob(spec: str) -> bool:
+def has_glob(spec: str) -> bool:
     return any(c in spec for c in _GLOB_CHARS)
-
-
-def _filesystem(uri: str):
-    from pyarrow import fs
-
-    try:
-        return fs.FileSystem.from_uri(uri)
-    except (ValueError, OSError) as exc:
-        raise SourceError(f"{uri}: not a filesystem URI pyarrow can open ({exc})") from exc
 
 
 def _list_uri(uri: str, extensions: tuple[str, ...]) -> list[str]:
     from pyarrow import fs
 
     scheme = uri.split("://", 1)[0]
-    filesystem, path = _filesystem(uri)
+    try:
+        remote, path = filesystem(uri)
+    except UriError as exc:
+        raise SourceError(str(exc)) from exc
     pattern = None
-    if _has_glob(path):
+    if has_glob(path):
         pattern = path
         path = path[: min(path.find(c) for c in _GLOB_CHARS if c in path)].rsplit("/", 1)[0]
-    info = filesystem.get_file_info(path)
+    info = remote.get_file_info(path)
     if info.type == fs.FileType.NotFound:
         raise SourceError(f"{uri}: does not exist")
     if info.type == fs.FileType.File:
         return [uri]
-    found = filesystem.get_file_info(fs.FileSelector(path, recursive=True))
+    found = remote.get_file_info(fs.FileSelector(path, recursive=True))
     paths = sorted(
         f.path for f in found
         if f.type == fs.FileType.File
@@ -98,7 +86,7 @@ def list_videos(spec: str | list[str], extensions: tuple[str, ...] = VIDEO_EXTEN
     if is_uri(spec):
         return _list_uri(spec, exts)
     path = Path(spec).expanduser()
-    if _has_glob(spec):
+    if has_glob(spec):
         return sorted(_listed(Path(p)) for p in globlib.glob(str(path), recursive=True)
                       if p.lower().endswith(exts) and _is_file_or_link(Path(p)))
     if path.is_dir():
@@ -110,107 +98,39 @@ def list_videos(spec: str | list[str], extensions: tuple[str, ...] = VIDEO_EXTEN
     raise SourceError(f"{spec}: no such file or folder (give a folder of videos, a glob, a list file or a URI)")
 
 
-def open_video(uri: str) -> str | BinaryIO:
-    """Something PyAV opens: the local path, or a seekable pyarrow stream for a remote URI."""
-    if uri.startswith("file://"):
-        return uri[len("file://"):]
-    if not is_uri(uri):
-        return uri
-    filesystem, path = _filesystem(uri)
-    try:
-        return filesystem.open_input_file(path)
-    except (FileNotFoundError, PermissionError, OSError) as exc:
-        raise VideoDecodeError(f"{uri}: cannot open ({exc})") from exc
+@dataclass(frozen=True)
+class VideosOptions:
+    input: str | list[str] = ""
+    extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extensions", tuple(self.extensions))  # YAML gives a list
 
 
-# -- built-in synthetic videos -------------------------------------------------------------------------------------
-def synthetic_video_name(cfg: SyntheticConfig, index: int) -> str:
-    return f"synthetic_s{cfg.seed}_{index:05d}.mp4"
+class VideoFileSource(Source):
+    """Your videos: each row points at one file or URI. Videos with a layers sidecar (synthetic videos written
+    elsewhere) also carry `known_layers`, so the model-free stages can take them."""
 
+    name = "videos"
+    Options = VideosOptions
+    required = ("input",)
 
-def write_synthetic_video(cfg: SyntheticConfig, index: int, folder: str | Path) -> Path:
-    """The blend of synthetic clip `index` as an mp4, plus a sidecar naming how to regenerate its true layers.
+    def __init__(self, opts: VideosOptions) -> None:
+        self.opts = opts
 
-    Idempotent and crash-safe: the sidecar is written first and the mp4 appears by rename, so an existing mp4
-    always has its sidecar.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / synthetic_video_name(cfg, index)
-    if path.exists():
-        return path
-    clip = synthetic_clip(cfg, index)
-    sidecar = {"generator": "synthetic", "config": asdict(cfg), "index": index}
-    Path(str(path) + LAYERS_SIDECAR).write_text(json.dumps(sidecar, indent=1))
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(encode_video(clip.blend, clip.fps))
-    os.replace(tmp, path)
-    return path
+    @classmethod
+    def from_options(cls, opts: VideosOptions, work_dir: Path) -> "VideoFileSource":
+        return cls(opts)
 
+    def list_inputs(self) -> list[str]:
+        uris = list_videos(self.opts.input, self.opts.extensions)
+        if not uris:
+            raise SourceError(f"{self.opts.input!r} matches no video files (extensions "
+                              f"{', '.join(self.opts.extensions)}); check the path or pattern")
+        return uris
 
-def has_known_layers(uri: str) -> bool:
-    return not is_uri(uri) and Path(uri + LAYERS_SIDECAR).is_file()
+    def provides(self, items: list[str]) -> frozenset[str]:
+        return self.writes | ({"known_layers"} if any(sidecar_of(u) for u in items) else set())
 
-
-def known_layers(uri: str) -> SyntheticTruth | None:
-    """The true layers of a whole video written by `write_synthetic_video` (all frames, its own size), or None.
-
-    Only what the video cannot give back (the matte, the background, the captions) is rendered, not the composites.
-    """
-    if not has_known_layers(uri):
-        return None
-    sidecar = Path(uri + LAYERS_SIDECAR)
-    try:
-        meta = json.loads(sidecar.read_text())
-        if meta.get("generator") != "synthetic":
-            raise SourceError(f"{sidecar}: unknown generator {meta.get('generator')!r} (expected 'synthetic')")
-        return synthetic_truth(SyntheticConfig(**meta["config"]), int(meta["index"]))
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise SourceError(f"{sidecar}: not a valid layers sidecar ({exc})") from exc
-
-
-# -- folders of frames as raw videos ---------------------------------------------------------------------------------
-FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg")
-
-
-def list_frame_folders(spec: str | list[str]) -> list[str]:
-    """Folders (or a glob of folders) that hold a frame sequence, sorted; folders without frames are left out."""
-    specs = spec if isinstance(spec, (list, tuple)) else [spec]
-    found: list[str] = []
-    for s in specs:
-        matches = globlib.glob(str(Path(s).expanduser()), recursive=True) if _has_glob(s) else [s]
-        for m in sorted(matches):
-            p = Path(m)
-            if p.is_dir() and any(f.suffix.lower() in FRAME_EXTENSIONS for f in p.iterdir()):
-                found.append(str(p.resolve()))
-    return found
-
-
-def frame_video_name(folder: str | Path) -> str:
-    """`<sequence>_<folder>.mp4`, e.g. `dog_bl.mp4` for `.../dog/bl`."""
-    p = Path(folder)
-    return f"{p.parent.name}_{p.name}.mp4"
-
-
-def write_frames_video(folder: str | Path, fps: float, out_folder: str | Path) -> Path:
-    """Encode a folder of frames as an mp4 (crash-safe: appears by rename); a bad frame raises naming the file."""
-    from data_engine.video_io import read_image
-
-    out = Path(out_folder)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / frame_video_name(folder)
-    if path.exists():
-        return path
-    files = sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in FRAME_EXTENSIONS)
-    try:
-        frames = [read_image(f) for f in files]
-    except VideoDecodeError as exc:
-        raise SourceError(str(exc)) from exc
-    if len({f.shape for f in frames}) != 1:
-        raise SourceError(f"{folder}: frames differ in size")
-    import numpy as np
-
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(encode_video(np.stack(frames), fps))
-    os.replace(tmp, path)
-    return path
+    def rows(self, item: str) -> list[dict[str, Any]]:
+        return [{"key": item, "source_id": item}]

@@ -20,8 +20,6 @@ STAGES: dict[str, str] = {
     "inpaint": "data_engine.stages.inpaint:InpaintStage",
     "caption": "data_engine.stages.caption:CaptionStage",
 }
-# Stages that need no model weights: a config made only of these cannot invent layers for arbitrary videos.
-MODEL_FREE = frozenset({"probe", "split", "synthetic_layers", "compose", "encode"})
 
 
 class UnknownStageError(KeyError):

@@ -9,23 +9,42 @@ of rows. Per input row it may
   stage name, error type and message. An exception escaping `process_batch` fails the whole batch: the engine
   retries it up to `Resources.retries` times, then quarantines each of its rows.
 
-Rows are plain dicts. Fields used along the perception chain (a stage documents what it reads and writes):
+The stage contract: every stage declares the row fields it needs (`reads`) and the ones it adds (`writes`), and
+every source the fields its rows start with (`Source.writes`, data_engine/sources/base.py). Before anything runs
+(`--dry-run` included) the engine walks the chain: a stage that reads a field neither the sources nor an earlier
+stage writes is a one-line config error naming the stage, the field and what writes it (plus the stage's
+`hints[field]`, when it has advice), e.g.
+    stages.compose reads 'bg', but neither sources[0] (synthetic_videos) nor an earlier stage writes it; 'bg' is
+    written by stages synthetic_layers, inpaint
+Optional fields (read with `row.get`) are not declared. A row that carries `clip` is finished: it goes around
+every stage except those that set `accepts_finished` (they read the clip).
+
+Rows are plain dicts. The fields of the chain:
+    source, item int, str  the work item a row starts as (set by the engine, read by the `source` stage)
     key          str   sample key (no dots); `split` sets it to the clip key `{source}-{clip:05d}`; fan-out stages
                        derive `{clip key}-{obj:02d}`; `compose` appends `-00` to a row that was never fanned out
+                       (all built by `data_engine.schema`: clip_key, object_key, sample_key)
     clip_key     str   the clip key as `split` set it (unchanged by fan-out)
     source_id    str   input the row came from (file path / URI / synthetic id)
+    source_name  str   the key prefix a video source chose (optional; `split` derives one from `source_id`)
+    known_layers  -    not a value in the row: the video at `source_id` has a layers sidecar
+                       (data_engine/layers_sidecar.py), so its true layers are known; declared by the sources
+                       whose videos have one, read by `synthetic_layers`
     probe        dict  `VideoInfo` fields of the source video (set by `probe`)
     frame_indices list[int]  source frame index of each clip frame (set by `split`)
+    geometry     Geometry  how `split` scaled and cropped the frames
     frame_range  (int, int)
     fps          float
     frames       uint8 [T, H, W, 3]  the clip as decoded (the blend)
     tags         list[{"tag": str, "score": float}]
+    obj, tag, boxes, siblings   one object of a clip (set by `segment`; see segment_track.py)
     mask         uint8 [T, H, W]     one object's alpha (0..255, soft or binary)
     bg           uint8 [T, H, W, 3]  inpainted background
     fg           uint8 [T, H, W, 3]  object over mid-grey
     captions     {"fg", "bg", "blend"}
     scores       dict  per-stage scores and drop reasons (ends up in the sample's json)
     clip         LayeredClip  the finished sample (set by `compose`, or by a layered source)
+    sample, meta the encoded WebDataset sample and its json (set by `encode`, the last stage)
 
 Fields starting with "_" belong to the engine (input accounting, timings): build output rows from the input row
 (`{**row, "mask": m}` or `dict(row, ...)`) so they travel along; a stage never reads or sets them.
@@ -38,6 +57,7 @@ from typing import Any, ClassVar
 
 Row = dict[str, Any]
 FAILED = "_failed"
+FINISHED = "clip"  # the field of a finished row (see the module docstring)
 
 
 class StageError(RuntimeError):
@@ -68,12 +88,17 @@ class Stage(ABC):
     Options are declared, never parsed by hand: a stage that takes options sets `Options` to a dataclass, the
     engine checks a config's option keys and values against it before starting anything (`--dry-run` included),
     and the stage reads them typed from `self.opts`. A stage without `Options` accepts none. Subclasses do not
-    override `__init__` (it would bypass that check): per-actor state belongs in `setup()`.
+    override `__init__` (it would bypass that check): per-actor state belongs in `setup()`. So are its fields:
+    `reads` and `writes` (the stage contract above).
     """
 
     name: ClassVar[str] = "stage"
     default_resources: ClassVar[Resources] = Resources()
     Options: ClassVar[type | None] = None
+    reads: ClassVar[frozenset[str]] = frozenset()
+    writes: ClassVar[frozenset[str]] = frozenset()
+    hints: ClassVar[dict[str, str]] = {}  # field -> what to do when nothing before this stage writes it
+    accepts_finished: ClassVar[bool] = False  # also takes finished rows (with `clip`) and reads them from it
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -79,6 +79,8 @@ class CaptionOptions:
 class CaptionStage(Stage):
     name = "caption"
     accepts_finished = True  # runs after compose: reads and completes the finished `clip`
+    reads = frozenset({"frames", "mask", "bg"})  # of a row not yet finished
+    writes = frozenset({"captions", "scores"})
     default_resources = Resources(num_cpus=1.0, num_gpus=0.3, batch_size=2, retries=1)
     Options = CaptionOptions
 

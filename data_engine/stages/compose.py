@@ -4,7 +4,7 @@
 elsewhere (`over_grey`), alpha = the matte, bg = the inpainted background, blend = the original frames.
 
 `synthetic_layers` gives a clip of a built-in synthetic video its true matte and background: the video was
-rendered by `data_engine.sources.synthetic`, so its layers are regenerated from the sidecar and cut with the
+rendered by `data_engine.synthetic`, so its layers are regenerated from its sidecar and cut with the
 same frame indices and geometry `split` used on the decoded video. It lets the default, model-free config run
 raw mp4s through the real video path (probe, split, compose, encode); for any other video it has no answer, and
 the perception chain (`segment`, `inpaint`, `caption`) provides `mask`, `bg` and `captions` instead.
@@ -13,48 +13,56 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_engine.schema import Captions, LayeredClip, over_grey
-from data_engine.sources.synthetic import SyntheticTruth
+from data_engine.layers_sidecar import SidecarError, read_sidecar, sidecar_of
+from data_engine.schema import Captions, LayeredClip, object_key, over_grey
 from data_engine.stages.base import Resources, Row, Stage, StageError
-from data_engine.stages.split import apply_geometry
+from data_engine.synthetic import SyntheticTruth
+from data_engine.video_io import resize_crop
 
 NO_LAYERS = (
-    "no known layers for this video: the model-free stages only handle the built-in synthetic videos; "
+    "the model-free stages only handle the built-in synthetic videos; "
     "run a perception config (e.g. --config infra/configs/engine/perception_tiny.yaml) to get layers for real videos"
 )
 
 
 class SyntheticLayersStage(Stage):
-    """Reads `source_id`, `frame_indices`, `geometry`; writes `mask`, `bg`, `captions`."""
+    """Reads `source_id` (and its video's sidecar: `known_layers`), `frame_indices`, `geometry`; writes `mask`,
+    `bg`, `captions`."""
 
     name = "synthetic_layers"
     default_resources = Resources(num_cpus=0.5, batch_size=2, retries=1)
+    reads = frozenset({"source_id", "known_layers", "frame_indices", "geometry"})
+    writes = frozenset({"mask", "bg", "captions"})
+    hints = {"known_layers": NO_LAYERS}
 
     def setup(self) -> None:
         self._cache: tuple[str, SyntheticTruth | None] | None = None
 
     def _truth(self, uri: str) -> SyntheticTruth | None:
-        from data_engine.sources.videos import known_layers
-
         # Clips of one video arrive together; regenerating the whole video per clip would dominate the stage.
         if self._cache is None or self._cache[0] != uri:
-            self._cache = (uri, known_layers(uri))
+            sidecar = sidecar_of(uri)
+            self._cache = (uri, read_sidecar(sidecar) if sidecar else None)
         return self._cache[1]
 
     def process_batch(self, rows: list[Row]) -> list[Row]:
         out = []
         for row in rows:
-            truth = self._truth(row["source_id"])
+            try:
+                truth = self._truth(row["source_id"])
+            except SidecarError as exc:
+                out.append(self.failed(row, exc))
+                continue
             if truth is None:
-                out.append(self.failed(row, StageError(f"{row['source_id']}: {NO_LAYERS}")))
+                out.append(self.failed(row, f"{row['source_id']}: no known layers for this video: {NO_LAYERS}"))
                 continue
             idx, geo = row["frame_indices"], row["geometry"]
             if max(idx) >= len(truth.alpha):
                 out.append(self.failed(row, StageError(
                     f"{row['source_id']}: frame {max(idx)} is past the {len(truth.alpha)} frames of its true layers")))
                 continue
-            mask = np.stack([apply_geometry(truth.alpha[i], geo) for i in idx])
-            bg = np.stack([apply_geometry(truth.bg[i], geo) for i in idx])
+            mask = resize_crop(truth.alpha[idx], geo)
+            bg = resize_crop(truth.bg[idx], geo)
             out.append({**row, "mask": mask, "bg": bg, "captions": truth.captions.as_dict()})
         return out
 
@@ -65,6 +73,8 @@ class ComposeStage(Stage):
 
     name = "compose"
     default_resources = Resources(num_cpus=0.5, batch_size=2, retries=1)
+    reads = frozenset({"key", "frames", "mask", "bg", "fps"})
+    writes = frozenset({"key", "clip"})
     CONSUMED = ("frames", "mask", "bg", "fg")
 
     def compose(self, row: Row) -> LayeredClip:
@@ -79,7 +89,7 @@ class ComposeStage(Stage):
             raise StageError(f"mask must be uint8 {frames.shape[:3]}, got {mask.dtype} {mask.shape}")
         key = row["key"]
         if key == row.get("clip_key"):
-            key = f"{key}-00"  # never fanned out: the clip's single object
+            key = object_key(key, 0)  # never fanned out: the clip's single object
         return LayeredClip(
             key=key,
             fg=over_grey(frames, mask),

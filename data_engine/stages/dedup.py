@@ -71,6 +71,8 @@ class DedupStage(Stage):
     name = "dedup"
     default_resources = Resources(num_cpus=0.5, batch_size=8, retries=1)
     Options = DedupOptions
+    reads = frozenset({"mask"})
+    writes = frozenset({"scores"})
 
     def verdict(self, row: Row) -> str | None:
         summary = row.get("siblings")

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
 
 from data_engine.schema import LayeredClip
 from data_engine.shards import EncodeOptions, encode_clip
@@ -17,25 +14,17 @@ class EncodeStageOptions:
     lossless_alpha: bool = False
 
 
-def clip_header(meta: dict[str, Any]) -> LayeredClip:
-    """A LayeredClip with the sample's metadata and no pixels (zero-stride views of one byte).
-
-    The sink needs a clip only for its manifest row; shipping the decoded layers back to the driver would move
-    ~55 MB per 16-frame 480x720 clip for nothing.
-    """
-    t, h, w = meta["num_frames"], meta["height"], meta["width"]
-    zero = np.zeros((), np.uint8)
-    layers = {name: np.broadcast_to(zero, (t, h, w) if name == "alpha" else (t, h, w, 3)) for name in ("fg", "alpha", "bg", "blend")}
-    return LayeredClip.from_layers(meta, layers)
-
-
 class EncodeStage(Stage):
-    """Reads `clip`; writes `sample` (the WebDataset sample dict) and `meta` (its json), dropping the pixels."""
+    """Reads `clip`; writes `sample` (the WebDataset sample dict) and `meta` (its json), dropping the pixels: the
+    sink needs only those, and shipping the decoded layers back to the driver would move ~55 MB per 16-frame
+    480x720 clip for nothing."""
 
     name = "encode"
     default_resources = Resources(num_cpus=1.0, batch_size=1, retries=1)
     Options = EncodeStageOptions
     accepts_finished = True
+    reads = frozenset({"clip"})
+    writes = frozenset({"key", "sample", "meta"})
 
     def process_batch(self, rows: list[Row]) -> list[Row]:
         options = EncodeOptions(crf=self.opts.crf, lossless_alpha=self.opts.lossless_alpha)
@@ -45,7 +34,7 @@ class EncodeStage(Stage):
             if clip is None:
                 out.append(self.failed(row, "no finished clip to encode: list `compose` (or a layered source) before encode"))
                 continue
-            sample = encode_clip(clip, options)
+            meta, sample = encode_clip(clip, options)
             rest = {k: v for k, v in row.items() if k not in ("clip", "frames", "mask", "bg", "fg")}
-            out.append({**rest, "key": clip.key, "sample": sample, "meta": clip.metadata()})
+            out.append({**rest, "key": clip.key, "sample": sample, "meta": meta})
         return out

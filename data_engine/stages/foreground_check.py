@@ -85,6 +85,8 @@ class ForegroundCheckStage(Stage):
     name = "fg_check"
     default_resources = Resources(num_cpus=1.0, num_gpus=0.25, batch_size=4, retries=1)
     Options = ForegroundOptions
+    reads = frozenset({"frames", "mask"})
+    writes = frozenset({"scores"})
 
     @classmethod
     def weights(cls, opts: ForegroundOptions) -> tuple[str, ...]:

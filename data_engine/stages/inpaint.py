@@ -59,6 +59,8 @@ class InpaintStage(Stage):
     name = "inpaint"
     default_resources = Resources(num_cpus=1.0, num_gpus=0.2, batch_size=1, retries=1)
     Options = InpaintOptions
+    reads = frozenset({"frames", "mask"})
+    writes = frozenset({"bg", "scores"})
 
     @classmethod
     def weights(cls, opts: InpaintOptions) -> tuple[str, ...]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from data_engine.clip_policy import ClipPolicy
 from data_engine.stages.base import Resources, Row, Stage
-from data_engine.stages.split import ClipPolicy, VideoRejected, usable_ticks
+from data_engine.stages.split import VideoRejected, usable_ticks
+from data_engine.uri import open_video
 from data_engine.video_io import VideoDecodeError, probe_video
 
 
@@ -16,10 +18,10 @@ class ProbeStage(Stage):
     name = "probe"
     default_resources = Resources(num_cpus=0.25, batch_size=4, retries=1)
     Options = ClipPolicy
+    reads = frozenset({"source_id"})
+    writes = frozenset({"probe"})
 
     def check(self, row: Row) -> Row:
-        from data_engine.sources.videos import open_video
-
         uri = row["source_id"]
         info = probe_video(open_video(uri), name=uri)
         policy: ClipPolicy = self.opts

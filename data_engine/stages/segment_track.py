@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_engine.schema import object_key
 from data_engine.stages.base import Resources, Row, Stage, StageError
 from data_engine.stages.masks import boxes_from_mask, downsample, iou
 from data_engine.stages.models import (GDINO_WEIGHTS, SAM2_WEIGHTS, SAM_WEIGHTS, build_grounding_dino, build_sam,
@@ -65,10 +66,6 @@ class TrackedObject:
     mask: np.ndarray  # bool [T, H, W]
 
 
-def object_key(clip_key: str, obj: int) -> str:
-    return f"{clip_key}-{obj:02d}"
-
-
 def siblings_summary(objects: list[TrackedObject], stride: int) -> dict:
     small = [downsample(o.mask, stride) for o in objects]
     return {
@@ -90,6 +87,8 @@ class SegmentTrackStage(Stage):
     name = "segment"
     default_resources = Resources(num_cpus=1.0, num_gpus=0.15, batch_size=1, retries=1)
     Options = SegmentOptions
+    reads = frozenset({"key", "frames", "tags"})
+    writes = frozenset({"key", "clip_key", "obj", "tag", "mask", "boxes", "siblings", "scores"})
 
     @classmethod
     def weights(cls, opts: SegmentOptions) -> tuple[str, ...]:

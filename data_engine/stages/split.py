@@ -13,67 +13,26 @@ Policy (`ClipPolicy`, the engine config's `clip:` section; defaults are the pape
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from data_engine.schema import sample_key
+from data_engine.clip_policy import ClipPolicy
+from data_engine.schema import clip_key
 from data_engine.stages.base import Resources, Row, Stage, StageError
-from data_engine.video_io import VideoDecodeError, apply_codec_threads, unreadable
+from data_engine.uri import open_video
+from data_engine.video_io import (Geometry, VideoDecodeError, apply_codec_threads, apply_geometry, cover_geometry,
+                                unreadable)
 
 
 class VideoRejected(StageError):
     """A readable video the clip policy refuses (too short, too large...); the message says why and what to change."""
 
 
-@dataclass(frozen=True)
-class ClipPolicy:
-    num_frames: int = 16
-    fps: float = 8.0
-    height: int = 480
-    width: int = 720
-    resize: str = "cover"
-    stride: int | None = None
-    max_clips: int | None = None
-    max_pixels: int = 4096 * 2304
-
-    def __post_init__(self) -> None:
-        if self.resize not in ("cover", "stretch"):
-            raise ValueError(f"clip.resize must be 'cover' or 'stretch', got {self.resize!r}")
-        if self.num_frames < 1 or self.fps <= 0 or self.height < 2 or self.width < 2:
-            raise ValueError(f"clip policy needs num_frames >= 1, fps > 0 and a size >= 2x2, got {self}")
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Scale a (src_h, src_w) frame to (scaled_h, scaled_w), then crop (height, width) at (top, left)."""
-
-    scaled_h: int
-    scaled_w: int
-    top: int
-    left: int
-    height: int
-    width: int
-
-
 def geometry(src_h: int, src_w: int, policy: ClipPolicy) -> Geometry:
     if policy.resize == "stretch":
         return Geometry(policy.height, policy.width, 0, 0, policy.height, policy.width)
-    scale = max(policy.height / src_h, policy.width / src_w)
-    sh, sw = max(policy.height, round(src_h * scale)), max(policy.width, round(src_w * scale))
-    return Geometry(sh, sw, (sh - policy.height) // 2, (sw - policy.width) // 2, policy.height, policy.width)
-
-
-def apply_geometry(frame: np.ndarray, geo: Geometry) -> np.ndarray:
-    """One frame ([H, W, 3] or [H, W]) scaled and cropped; area interpolation when shrinking."""
-    import cv2
-
-    h, w = frame.shape[:2]
-    if (h, w) != (geo.scaled_h, geo.scaled_w):
-        shrink = geo.scaled_h < h or geo.scaled_w < w
-        frame = cv2.resize(frame, (geo.scaled_w, geo.scaled_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(frame[geo.top : geo.top + geo.height, geo.left : geo.left + geo.width])
+    return cover_geometry(src_h, src_w, policy.height, policy.width)
 
 
 def output_fps(source_fps: float, policy: ClipPolicy) -> float:
@@ -194,11 +153,6 @@ def source_name(source_id: str) -> str:
     return f"{stem}_{hashlib.sha1(source_id.encode()).hexdigest()[:6]}"
 
 
-def clip_key(name: str, clip: int) -> str:
-    """`{source}-{clip:05d}`: the sample key without the object suffix."""
-    return sample_key(name, clip).rsplit("-", 1)[0]
-
-
 class SplitStage(Stage):
     """Reads `source_id`, `probe`, `source_name` (optional: the key prefix, default `source_name(source_id)`);
     writes one row per clip with `key`, `clip_key`, `frames`, `fps`, `frame_range`,
@@ -207,15 +161,10 @@ class SplitStage(Stage):
     name = "split"
     default_resources = Resources(num_cpus=1.0, batch_size=1, retries=1)
     Options = ClipPolicy
-
-    def setup(self) -> None:
-        import cv2
-
-        cv2.setNumThreads(max(1, int(self.resources.num_cpus)))
+    reads = frozenset({"source_id", "probe"})  # probe rejects what the policy refuses before anything is decoded
+    writes = frozenset({"key", "clip_key", "frames", "fps", "frame_range", "frame_indices", "geometry", "scores"})
 
     def process_batch(self, rows: list[Row]) -> list[Row]:
-        from data_engine.sources.videos import open_video
-
         out: list[Row] = []
         for row in rows:
             uri = row["source_id"]

@@ -51,6 +51,8 @@ class TagStage(Stage):
     name = "tag"
     default_resources = Resources(num_cpus=1.0, num_gpus=0.05, batch_size=4, retries=1)
     Options = TagOptions
+    reads = frozenset({"frames"})
+    writes = frozenset({"tags", "scores"})
 
     @classmethod
     def weights(cls, opts: TagOptions) -> tuple[str, ...]:

@@ -78,9 +78,9 @@ def _resize(gt: LayerSet, height: int, width: int) -> LayerSet:
 def _decomposer(cfg: DecompositionConfig, preset: str):
     import torch
 
-    from evaluation.runners.generation import load_pipeline
+    from evaluation.runners.generation import pipeline_to_evaluate
 
-    pipe = load_pipeline(cfg.pipeline, preset, cfg.seed, task="decompose")
+    pipe = pipeline_to_evaluate(cfg.pipeline, preset, cfg.seed, task="decompose")
 
     def decompose(gt: LayerSet) -> LayerSet:
         blend = gt.layers["blend"][: cfg.num_frames]

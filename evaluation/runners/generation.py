@@ -58,16 +58,13 @@ def read_prompts(path: str | Path) -> list[Prompt]:
     return prompts
 
 
-def load_pipeline(folder: Path | None, preset: str, seed: int, task: str = "generate"):
-    """The real pipeline from a local folder, or (tiny preset, no folder) the tiny random one for `task`
-    (decomposition checkpoints read two prompts, the others three)."""
-    from model.pipeline import LayerFlowPipeline, build_tiny_pipeline
+def pipeline_to_evaluate(folder: Path | None, preset: str, seed: int, task: str = "generate"):
+    """The pipeline of a local folder, or (tiny preset, no folder) the tiny random one for `task`."""
+    from model.pipeline import load_pipeline
 
-    if folder is not None:
-        return LayerFlowPipeline.from_pretrained(folder)
-    if preset != "tiny":
+    if folder is None and preset != "tiny":
         raise EvaluationError("the full preset needs --pipeline DIR (a LayerFlowPipeline folder with local weights)")
-    return build_tiny_pipeline(seed=seed, num_prompts=2 if task == "decompose" else 3)
+    return load_pipeline(folder, task, seed=seed)
 
 
 def run_generation(cfg: GenerationConfig, out: str | Path,
@@ -77,7 +74,7 @@ def run_generation(cfg: GenerationConfig, out: str | Path,
     from model.export import ExportOptions, export_clip
 
     prompts = read_prompts(cfg.prompts)[: cfg.limit]
-    pipe = load_pipeline(cfg.pipeline, suite_cfg.preset, cfg.seed)
+    pipe = pipeline_to_evaluate(cfg.pipeline, suite_cfg.preset, cfg.seed)
     suite = build_suite(suite_cfg, GENERATION_LAYERS)
     out = Path(out)
 

@@ -172,6 +172,33 @@ def test_model_free_config_on_arbitrary_videos_fails_fast(tmp_path):
         prepare(cfg)
 
 
+def test_stage_contract_is_checked_at_plan_time(tmp_path, capsys):
+    """A stage that reads a field that neither the sources nor an earlier stage write: one line naming the stage,
+    the field and what writes it, before anything runs (--dry-run too); finished clips need no video stage."""
+    raw = yaml.safe_load(SYNTHETIC_CONFIG.read_text())
+    raw["run"]["out"] = str(tmp_path / "out")
+    with pytest.raises(ConfigError) as err:
+        prepare(parse_config({**raw, "stages": ["probe", "split", "compose", "encode"]}))
+    assert str(err.value).startswith("stages.compose reads 'bg', but neither sources[0] (synthetic_videos) nor an "
+                                     "earlier stage writes it; 'bg' is written by stages synthetic_layers, inpaint")
+    with pytest.raises(ConfigError, match="stages.split reads 'probe'.* written by stage probe$"):
+        prepare(parse_config({**raw, "stages": ["split", "synthetic_layers", "compose", "encode"]}))
+    with pytest.raises(ConfigError, match="stages.encode reads 'clip'.* written by stage compose and sources synthetic"):
+        prepare(parse_config({**raw, "stages": ["probe", "split", "synthetic_layers"]}))
+    layered = [{"type": "synthetic", "num_clips": 2, "num_frames": 4, "height": 32, "width": 48}]
+    assert prepare(parse_config({**raw, "sources": layered, "stages": ["encode"]})).items
+    cfg_file = tmp_path / "no_compose.yaml"
+    cfg_file.write_text(yaml.safe_dump({**raw, "stages": ["probe", "split", "synthetic_layers", "encode"]}))
+    assert main(["dataset", "--dry-run", "--config", str(cfg_file)]) == 2
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(err_lines) == 1 and err_lines[0].startswith("error: stages.encode reads 'clip'")
+
+
+@pytest.mark.parametrize("name", ["perception_tiny", "synthetic", "demo"])
+def test_shipped_configs_keep_the_stage_contract(tmp_path, name):
+    prepare(load_config(DEFAULT_CONFIG.parent / f"{name}.yaml", out=str(tmp_path)))
+
+
 def test_cli_dry_run_prints_plan_and_starts_nothing(tmp_path, capsys):
     import ray
 

@@ -21,8 +21,9 @@ import yaml
 from data_engine.engine.config import parse_config
 from data_engine.engine.runner import run
 from data_engine.shards import complete_shards, read_clips
+from data_engine.layers_sidecar import LAYERS_SIDECAR
 from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
-from data_engine.sources.videos import LAYERS_SIDECAR, write_synthetic_video
+from data_engine.sources.synthetic_videos import write_synthetic_video
 from data_engine.stages.compose import NO_LAYERS
 from data_engine.video_io import encode_video, psnr, write_video
 
@@ -180,7 +181,8 @@ def test_one_pool_per_stage_gives_the_same_samples_quarantine_and_counts(messy_i
 def test_vfr_clips_carry_the_true_layers_of_the_frames_they_show(messy_inputs, messy_run):
     cfg, _ = messy_run
     truth = synthetic_clip(SMALL, 0)
-    from data_engine.stages.split import ClipPolicy, apply_geometry, geometry
+    from data_engine.clip_policy import ClipPolicy
+    from data_engine.stages.split import apply_geometry, geometry
 
     geo = geometry(SMALL.height, SMALL.width, ClipPolicy(**CLIP))
     for clip in read_clips(cfg.out):

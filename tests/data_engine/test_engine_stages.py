@@ -8,15 +8,17 @@ import av
 import numpy as np
 import pytest
 
+from data_engine.clip_policy import ClipPolicy
 from data_engine.engine.pipeline import DROPPED, INPUT, WEIGHT, StageActor
 from data_engine.engine.resources import StagePlan
 from data_engine.schema import over_grey
 from data_engine.sources.base import SourceError
 from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
-from data_engine.sources.videos import list_videos, write_synthetic_video
+from data_engine.sources.synthetic_videos import write_synthetic_video
+from data_engine.sources.videos import list_videos
 from data_engine.stages.base import FAILED, Resources, Stage, is_failed
 from data_engine.stages.compose import NO_LAYERS
-from data_engine.stages.split import ClipPolicy, apply_geometry, clip_windows, decode_clips, geometry
+from data_engine.stages.split import apply_geometry, clip_windows, decode_clips, geometry
 from data_engine.video_io import encode_video, psnr, write_video
 
 POLICY = ClipPolicy(num_frames=4, fps=8, height=32, width=48)

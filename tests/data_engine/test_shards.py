@@ -15,7 +15,6 @@ import wids
 
 from data_engine.schema import LAYERS, Captions, LayeredClip
 from data_engine.shards import (
-    MEMBERS_IMAGE,
     MEMBERS_VIDEO,
     EncodeOptions,
     ShardSink,
@@ -135,7 +134,7 @@ def test_image_samples_use_png_members(tmp_path):
     )
     _write(tmp_path, [img])
     raw = next(iter(wds.WebDataset(shard_urls(tmp_path), shardshuffle=False)))
-    assert set(MEMBERS_IMAGE) <= set(raw)
+    assert {f"{name}.png" for name in LAYERS} | {"json"} <= set(raw)
     back = decode_sample(raw)
     for name in LAYERS:
         assert np.array_equal(back.layer(name), img.layer(name))

@@ -6,9 +6,10 @@ from copy import deepcopy
 import numpy as np
 import pytest
 
+from data_engine.schema import object_key
 from data_engine.stages.dedup import DedupOptions, DedupStage, select
 from data_engine.stages.masks import boxes_from_mask, dilate, iou, mask_to_png, mask_to_rle, png_to_mask, rle_to_mask
-from data_engine.stages.segment_track import TrackedObject, object_key, siblings_summary
+from data_engine.stages.segment_track import TrackedObject, siblings_summary
 
 T, H, W = 6, 40, 48
 

@@ -58,13 +58,16 @@ def test_regional_compilation_wraps_exactly_the_blocks():
     assert compiled == {f"transformer_blocks.{i}" for i in range(cfg.num_layers)}
 
 
-def test_generate_cli_compile_flag_compiles_the_blocks():
-    from model.generate import load_pipeline, parse_args
+def test_generate_cli_compile_and_fuse_flags():
+    from model.generate import parse_args, pipeline_for
     from model.layout import task_spec
+    from model.lora import lora_merged
 
-    args = parse_args(["--compile", "--device", "cpu", "--dtype", "float32"])
-    pipe = load_pipeline(args, task_spec("generate"))
+    args = parse_args(["--compile", "--fuse-lora", "--device", "cpu", "--dtype", "float32"])
+    pipe = pipeline_for(args, task_spec("generate"))
     blocks = pipe.transformer.transformer_blocks
     assert all(getattr(b, "_compiled_call_impl", None) is not None for b in blocks)
-    plain = load_pipeline(parse_args(["--device", "cpu", "--dtype", "float32"]), task_spec("generate"))
+    assert lora_merged(pipe.transformer)
+    plain = pipeline_for(parse_args(["--device", "cpu", "--dtype", "float32"]), task_spec("generate"))
     assert all(getattr(b, "_compiled_call_impl", None) is None for b in plain.transformer.transformer_blocks)
+    assert not lora_merged(plain.transformer)

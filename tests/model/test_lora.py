@@ -1,12 +1,11 @@
-"""Dual LoRA invariants: scale 0 is the no-motion model, per-sample scales, merge, save/load, block rule, names."""
+"""Dual LoRA invariants: scale 0 is the no-motion model, per-sample scales, merge, block rule, names."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from model.config import get_preset
-from model.lora import (DualLoRALinear, LoRAError, load_lora, lora_layers, lora_parameters, lora_state_dict,
-                        merge_lora, save_lora, unmerge_lora)
+from model.lora import DualLoRALinear, LoRAError, lora_layers, lora_merged, lora_parameters, merge_lora, unmerge_lora
 from model.transformer import LayerFlowTransformer
 from model.numerics import assert_float32_close
 
@@ -89,51 +88,20 @@ def test_merged_equals_unmerged():
     with torch.no_grad():
         ref_off = model(x, text, t)
         ref_half = model(x, text, t, motion_scale=torch.full((2,), 0.5))
+        assert not lora_merged(model)
         merge_lora(model)
+        assert lora_merged(model)
         assert_float32_close(model(x, text, t), ref_off, ulps=64, what="merged at scale 0")
         merge_lora(model, content=False, motion_scale=0.5)
         assert_float32_close(model(x, text, t, motion_scale=0.5), ref_half, ulps=64, what="merged at scale 0.5")
         with pytest.raises(LoRAError, match="merged at scale 0.5"):
             model(x, text, t, motion_scale=torch.tensor([0.5, 1.0]))
         unmerge_lora(model)
+        assert not lora_merged(model)
         assert_float32_close(model(x, text, t, motion_scale=torch.full((2,), 0.5)), ref_half, ulps=64,
                              what="unmerged")
     for name, p in model.named_parameters():
         assert_float32_close(p, weights[name], ulps=8, what=name)  # merge then unmerge: w + d - d
-
-
-def test_save_load_round_trip(tmp_path):
-    source = _live_model(lora_seed=1)
-    target = _live_model(lora_seed=2)
-    motion_before = {k: v.clone() for k, v in lora_state_dict(target, "motion").items()}
-    path = save_lora(source, tmp_path / "content.safetensors", kind="content")
-    loaded = load_lora(target, path)
-    assert loaded == sorted(lora_state_dict(source, "content"))
-    for name, value in lora_state_dict(source, "content").items():
-        assert torch.equal(lora_state_dict(target, "content")[name], value)
-    for name, value in lora_state_dict(target, "motion").items():
-        assert torch.equal(value, motion_before[name])
-    save_lora(source, tmp_path / "all.safetensors")
-    load_lora(target, tmp_path / "all.safetensors")
-    x, text, t = _inputs()
-    with torch.no_grad():
-        assert torch.equal(target(x, text, t, motion_scale=torch.ones(2)), source(x, text, t, motion_scale=torch.ones(2)))
-
-
-def test_load_rejects_mismatched_files(tmp_path):
-    source = _live_model()
-    path = save_lora(source, tmp_path / "all.safetensors")
-    other_rank = LayerFlowTransformer.from_config(CONFIG.replace(content_rank=8))
-    with pytest.raises(LoRAError, match="ranks differ"):
-        load_lora(other_rank, path)
-    fewer_blocks = LayerFlowTransformer.from_config(CONFIG.replace(lora_blocks=(1,)))
-    with pytest.raises(LoRAError, match="match no LoRA parameter"):
-        load_lora(fewer_blocks, path)
-    junk = tmp_path / "junk.safetensors"
-    junk.write_bytes(b"not a safetensors file")
-    with pytest.raises(LoRAError, match="not a readable safetensors") as err:
-        load_lora(source, junk)
-    assert "\n" not in str(err.value)
 
 
 def test_block_rule_selects_every_sixth_block_of_the_2b_model():

@@ -11,6 +11,7 @@ from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel
 
 from data_engine.schema import LAYERS, Captions, LayeredClip, composite, over_grey
 from model.layout import SequenceLayout, Task
+from model.lora import lora_parameters
 from model.pipeline import LayerFlowPipeline, PipelineInputError, build_tiny_pipeline
 from model.schedule import guidance_scale as cfg_scale
 from model.schedule import make_scheduler
@@ -249,3 +250,30 @@ def test_vae_slicing_and_tiling_switches(pipe):
     assert pipe.vae.use_tiling
     pipe.disable_vae_tiling()
     assert not pipe.vae.use_tiling
+
+
+def test_fused_lora_samples_as_the_unfused_model(tmp_path):
+    live = build_tiny_pipeline(seed=0)
+    live.set_progress_bar_config(disable=True)
+    g = _generator(1)
+    with torch.no_grad():  # non-zero LoRAs, so that fusing has something to fold
+        for _, p in lora_parameters(live.transformer):
+            p.copy_(0.2 * torch.randn(p.shape, generator=g))
+
+    def sample() -> torch.Tensor:
+        return live(*PROMPTS, num_frames=F, height=H, width=W, num_inference_steps=2, generator=_generator(),
+                    output_type="latent").latents
+
+    unfused = sample()
+    live.transformer.set_lora_enabled(False)
+    without = sample()
+    live.transformer.set_lora_enabled(True)
+    assert (unfused - without).abs().max() > 1e-2  # the Content LoRA matters in this model
+    weights = {n: p.detach().clone() for n, p in live.transformer.named_parameters()}
+    live.fuse_lora()
+    assert_float32_close(sample(), unfused, ulps=64, what="fused vs unfused latents")
+    with pytest.raises(PipelineInputError, match="unfuse_lora"):
+        live.save_pretrained(tmp_path / "fused")
+    live.unfuse_lora()
+    for name, p in live.transformer.named_parameters():
+        assert_float32_close(p, weights[name], ulps=8, what=name)
