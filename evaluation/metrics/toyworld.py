@@ -1,0 +1,341 @@
+"""Scores of the four tasks on clips of the tiny synthetic world (`data_engine.synthetic`), pure numpy.
+
+Layers are uint8: fg / bg / blend [T, H, W, 3], alpha [T, H, W]; fg is stored over mid-grey (127) where alpha = 0,
+as everywhere in LayerFlow. Conventions shared by every function here:
+
+- A pixel is *on* (foreground) when alpha >= 128, i.e. alpha > 0.5 (`ALPHA_THRESHOLD`, as in `layer_accuracy`).
+- PSNR is over every pixel and channel selected, against a peak of 255, pooled over the whole clip (one MSE),
+  and capped at `PSNR_CAP` = 100 dB: a perfect match scores 100.0, not inf, so that means over clips stay finite.
+  Over an empty selection it is NaN (the caller decides how to count it).
+- The *object region* of a true matte is every pixel the object touches at all (alpha > 0, its soft edge
+  included), dilated by `REGION_DILATION` = 2 px (Chebyshev) per frame: a halo or ghost that a model leaves just
+  outside the edge is scored too.
+
+Evaluation may not import `data_engine.synthetic` (see `.importlinter`), so the world's vocabulary (`SHAPES`,
+`COLOURS`) and its shapes' signed distances are restated here; `tests/evaluation/test_toyworld_scores.py` checks
+they equal the data engine's. The trivial baseline (`trivial_*`) produces layers that go through the same scores.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+
+from data_engine.schema import MID_GREY, composite
+from evaluation.errors import EvaluationError
+from evaluation.metrics.layer_accuracy import ALPHA_THRESHOLD, alpha_iou
+
+PSNR_CAP = 100.0
+REGION_DILATION = 2  # px
+ALPHA_CLEAR = 12  # a generated matte says "background" where alpha <= 12 (< 5 %)
+COVERAGE_RANGE = (0.02, 0.60)  # a non-trivial matte covers 2 % .. 60 % of the clip's pixels
+SHAPE_MIN_IOU = 0.8  # a matte is a shape when its mean soft IoU with the fitted template reaches this
+COLOUR_MAX_DISTANCE = 80.0  # RGB distance: a mean colour farther than this from every named colour is none of them
+
+SHAPES = ("disc", "rounded square", "diamond", "ring")
+COLOURS = {
+    "red": (220, 40, 40),
+    "orange": (240, 140, 30),
+    "yellow": (235, 210, 40),
+    "green": (40, 180, 70),
+    "blue": (40, 90, 220),
+    "purple": (150, 60, 200),
+    "white": (240, 240, 240),
+}
+
+
+def _check(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    if a.shape != b.shape:
+        raise EvaluationError(f"{what}: shapes {tuple(a.shape)} and {tuple(b.shape)} differ; "
+                              f"give layers of the same frame count and size")
+
+
+def masked_psnr(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR (dB) of `pred` against `ref` over the pixels where `mask` [T, H, W] is true (all pixels if None).
+
+    One MSE pooled over every selected pixel and channel of the clip, peak 255, capped at `PSNR_CAP` (a perfect
+    match gives 100.0); NaN when the mask selects nothing. The building block of every PSNR below."""
+    _check(pred, ref, "psnr")
+    err = pred.astype(np.float64) - ref.astype(np.float64)
+    if mask is not None:
+        if mask.shape != pred.shape[:mask.ndim] or mask.dtype != bool:
+            raise EvaluationError(f"psnr: the mask must be bool of shape {tuple(pred.shape[:-1])}, got "
+                                  f"{mask.dtype} {tuple(mask.shape)}")
+        err = err[mask]
+    if err.size == 0:
+        return math.nan
+    mse = float(np.mean(err ** 2))
+    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10.0 * math.log10(255.0 ** 2 / mse))
+
+
+def object_region(true_alpha: np.ndarray, dilation: int = REGION_DILATION) -> np.ndarray:
+    """Bool [T, H, W]: where the true object is (alpha > 0, its soft edge included), grown by `dilation` px in
+    every direction (a (2d+1)^2 square per frame). The pixels whose background a model had to invent, plus a
+    margin where its ghost or halo would show."""
+    region = true_alpha > 0
+    if dilation <= 0:
+        return region
+    t, h, w = region.shape
+    padded = np.pad(region, ((0, 0), (dilation, dilation), (dilation, dilation)))
+    grown = np.zeros_like(region)
+    for dy in range(2 * dilation + 1):
+        for dx in range(2 * dilation + 1):
+            grown |= padded[:, dy:dy + h, dx:dx + w]
+    return grown
+
+
+def un_grey(fg: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The object's own RGB from its over-grey fg layer: the inverse of `schema.over_grey`,
+    rgb = (fg - 127 (1 - a)) / a rounded and clipped, where alpha > 0; mid-grey where alpha = 0 (any value would
+    do: it is weighted by 0 wherever it is composited). `composite(un_grey(fg, a), a, bg)` is within 1 level of
+    `composite(rgb, a, bg)` when fg = over_grey(rgb, a), since the rounding error of fg is divided by a here and
+    multiplied by a again there."""
+    _check(fg[..., 0], alpha, "un_grey")
+    a = alpha.astype(np.float64)[..., None] / 255.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rgb = (fg.astype(np.float64) - MID_GREY * (1.0 - a)) / a
+    rgb = np.where(a > 0, rgb, MID_GREY)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+# ---- decomposition: blend -> fg, alpha, bg -------------------------------------------------------------------
+
+def bg_psnr_in_object(pred_bg: np.ndarray, true_bg: np.ndarray, true_alpha: np.ndarray) -> float:
+    """PSNR of a predicted background against the true one inside the true object's region (`object_region`).
+    Only there is the background hidden in the blend, so only there does it measure what a decomposer or a
+    fg-conditioned generator had to invent: a ghost of the object left in the background scores low. NaN when
+    the object is absent from the whole clip."""
+    _check(pred_bg, true_bg, "background")
+    return masked_psnr(pred_bg, true_bg, object_region(true_alpha))
+
+
+def fg_psnr_on_object(pred_fg: np.ndarray, true_fg: np.ndarray, true_alpha: np.ndarray) -> float:
+    """PSNR of a predicted fg layer against the true fg where the true alpha > 0.5: the object's colour where
+    the object is. Both layers are over grey; where alpha = 1 that is the object's own RGB, and on the soft edge
+    both are mixed with the same grey, so they compare directly. NaN when the object is absent."""
+    _check(pred_fg, true_fg, "foreground")
+    return masked_psnr(pred_fg, true_fg, true_alpha >= ALPHA_THRESHOLD)
+
+
+def decomposition_scores(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> dict[str, float]:
+    """Decomposition of a blend, each layer against the truth (dicts of fg, alpha, bg):
+    `alpha_iou` (binarised at 0.5, pooled over the clip; both mattes empty counts as 1.0, see `layer_accuracy`),
+    `bg_psnr_object` (`bg_psnr_in_object`) and `fg_psnr_object` (`fg_psnr_on_object`)."""
+    return {
+        "alpha_iou": alpha_iou(pred["alpha"], true["alpha"]),
+        "bg_psnr_object": bg_psnr_in_object(pred["bg"], true["bg"], true["alpha"]),
+        "fg_psnr_object": fg_psnr_on_object(pred["fg"], true["fg"], true["alpha"]),
+    }
+
+
+# ---- fg-conditioned: fg, alpha -> bg, blend ------------------------------------------------------------------
+
+def unchanged(given: np.ndarray, returned: np.ndarray) -> bool:
+    """True when a conditioning layer comes back exactly as given: same shape, dtype and every value. A
+    conditioned model must not alter the layers it was given; any drift (a re-encode through the VAE) fails."""
+    return given.shape == returned.shape and given.dtype == returned.dtype and bool(np.array_equal(given, returned))
+
+
+def fg_conditioned_scores(given: dict[str, np.ndarray], out: dict[str, np.ndarray],
+                          true_bg: np.ndarray) -> dict[str, float | bool]:
+    """Generation of bg and blend for a given fg and alpha: `bg_psnr_object` (the generated bg inside the object's
+    region against the clip's true bg: no ghost of the object; note it also rewards matching the true texture),
+    `fg_unchanged` and `alpha_unchanged` (`unchanged`)."""
+    return {
+        "bg_psnr_object": bg_psnr_in_object(out["bg"], true_bg, given["alpha"]),
+        "fg_unchanged": unchanged(given["fg"], out["fg"]),
+        "alpha_unchanged": unchanged(given["alpha"], out["alpha"]),
+    }
+
+
+# ---- bg-conditioned: bg -> fg, alpha, blend -----------------------------------------------------------------
+
+def matte_coverage(alpha: np.ndarray) -> float:
+    """Fraction of the clip's pixels (all frames) with alpha > 0.5. The matte of a generated object must cover
+    some of the frame but not most of it: `nontrivial_coverage` asks for `COVERAGE_RANGE` (2 % .. 60 %), which
+    rules out the empty matte (an easy way to keep the given background intact) and the all-on one."""
+    return float((alpha >= ALPHA_THRESHOLD).mean()) if alpha.size else 0.0
+
+
+def nontrivial_coverage(coverage: float, bounds: tuple[float, float] = COVERAGE_RANGE) -> bool:
+    return bounds[0] <= coverage <= bounds[1]
+
+
+def clear_blend_psnr(blend: np.ndarray, given_bg: np.ndarray, alpha: np.ndarray) -> tuple[float, int]:
+    """(PSNR, pixels): the generated blend against the given background where the generated matte is clear
+    (alpha <= `ALPHA_CLEAR`, under 5 %: a decoded matte is seldom exactly 0), and how many pixels that is over the
+    clip. Where there is no object the blend must be the background it was given; NaN when the matte is
+    nowhere clear. Read it with `matte_coverage`: the empty matte with blend = bg scores 100."""
+    _check(blend, given_bg, "blend vs background")
+    _check(blend[..., 0], alpha, "blend vs alpha")
+    clear = alpha <= ALPHA_CLEAR
+    return masked_psnr(blend, given_bg, clear), int(clear.sum())
+
+
+def bg_conditioned_scores(given_bg: np.ndarray, out: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Generation of fg, alpha and blend for a given bg: `coverage`, `coverage_ok`, `clear_blend_psnr`,
+    `clear_pixels`, and `bg_unchanged` when the output carries a bg layer."""
+    coverage = matte_coverage(out["alpha"])
+    value, pixels = clear_blend_psnr(out["blend"], given_bg, out["alpha"])
+    row: dict[str, Any] = {"coverage": coverage, "coverage_ok": nontrivial_coverage(coverage),
+                           "clear_blend_psnr": value, "clear_pixels": pixels}
+    if "bg" in out:
+        row["bg_unchanged"] = unchanged(given_bg, out["bg"])
+    return row
+
+
+# ---- generation from three prompts: fg, alpha, bg, blend ------------------------------------------------------
+
+def coherence_psnr(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray, blend: np.ndarray) -> float:
+    """Inter-layer coherence: PSNR of the generated blend against composite(un_grey(fg, alpha), alpha, bg), the
+    blend the other three layers imply. The fg is un-greyed first (`un_grey`): compositing the over-grey fg
+    directly would mix grey into every soft edge (an error of a (1 - a) |rgb - 127|, up to 32 levels), so even
+    the true layers would not score the cap; this way they are within 1 level. The fg's values where alpha = 0
+    carry no weight, so they do not count."""
+    _check(fg, bg, "fg vs bg")
+    _check(fg, blend, "fg vs blend")
+    return masked_psnr(blend, composite(un_grey(fg, alpha), alpha, bg))
+
+
+def caption_words(caption: str) -> tuple[str | None, str | None]:
+    """(shape, colour) named in a caption: the first of `SHAPES` / `COLOURS` found as whole words (None if
+    none), e.g. "A red rounded square glides to the left ..." -> ("rounded square", "red")."""
+    text = caption.lower()
+
+    def first(names) -> str | None:
+        hits = [(m.start(), n) for n in names for m in [re.search(rf"\b{re.escape(n)}\b", text)] if m]
+        return min(hits)[1] if hits else None
+
+    return first(SHAPES), first(COLOURS)
+
+
+EDGE_SOFTNESS = 1.5  # px: the world's anti-aliased alpha ramp (`SyntheticConfig.edge_softness`)
+# area of each shape (d < 0) per r^2: disc, rounded square (corner 0.3 r), diamond, ring (0.4 r .. r)
+_AREA = {"disc": math.pi, "rounded square": 4.0 - (4.0 - math.pi) * 0.09, "diamond": 2.0, "ring": 0.84 * math.pi}
+
+
+def _signed_distance(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    """The world's shapes (px, negative inside), centred at the origin, as `data_engine.synthetic` draws them."""
+    if shape == "disc":
+        return np.hypot(dx, dy) - r
+    if shape == "rounded square":
+        corner = 0.3 * r
+        qx, qy = np.abs(dx) - (r - corner), np.abs(dy) - (r - corner)
+        return np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0) - corner
+    if shape == "diamond":
+        return (np.abs(dx) + np.abs(dy) - r) / math.sqrt(2.0)
+    if shape == "ring":
+        return np.abs(np.hypot(dx, dy) - 0.7 * r) - 0.3 * r
+    raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
+
+
+def shape_fit(alpha: np.ndarray) -> dict[str, float]:
+    """Per shape, the mean over frames of the soft IoU (sum of min / sum of max, alpha in [0, 1]) between the
+    matte and that shape's template fitted to it.
+
+    The template is the world's own rendering (signed distance, `EDGE_SOFTNESS` ramp) centred at the matte's
+    alpha-weighted centroid, with the size whose area equals the matte's (sum of alpha), best of 0.95 / 1 / 1.05
+    times it. Using the soft matte keeps the sub-pixel evidence a 4 px object has. Frames whose matte touches the
+    frame's border (a clipped object: a biased centroid) are skipped unless every usable frame does; frames with
+    under 4 px of alpha are skipped. All zeros when no frame is usable."""
+    a_all = alpha.astype(np.float64) / 255.0
+    frames = [i for i in range(len(a_all)) if a_all[i].sum() >= 4.0]
+    inner = [i for i in frames if not (alpha[i, 0].any() or alpha[i, -1].any()
+                                       or alpha[i, :, 0].any() or alpha[i, :, -1].any())]
+    frames = inner or frames
+    if not frames:
+        return {s: 0.0 for s in SHAPES}
+    h, w = alpha.shape[1:]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    totals = dict.fromkeys(SHAPES, 0.0)
+    for i in frames:
+        a = a_all[i]
+        area = a.sum()
+        cy, cx = float((a * ys).sum() / area), float((a * xs).sum() / area)
+        r_max = 1.05 * math.sqrt(area / min(_AREA.values())) + 2 * EDGE_SOFTNESS + 1
+        y0, y1 = max(0, int(cy - r_max)), min(h, int(math.ceil(cy + r_max)) + 1)
+        x0, x1 = max(0, int(cx - r_max)), min(w, int(math.ceil(cx + r_max)) + 1)
+        crop, dy, dx = a[y0:y1, x0:x1], ys[y0:y1, x0:x1] - cy, xs[y0:y1, x0:x1] - cx
+        outside = area - crop.sum()  # matte beyond the crop: counted in the union
+        for shape in SHAPES:
+            best = 0.0
+            for scale in (0.95, 1.0, 1.05):
+                r = scale * math.sqrt(area / _AREA[shape])
+                tpl = np.clip(0.5 - _signed_distance(shape, dx, dy, r) / EDGE_SOFTNESS, 0.0, 1.0)
+                best = max(best, np.minimum(tpl, crop).sum() / (np.maximum(tpl, crop).sum() + outside))
+            totals[shape] += float(best)
+    return {s: totals[s] / len(frames) for s in SHAPES}
+
+
+def detect_shape(alpha: np.ndarray) -> tuple[str | None, float]:
+    """(shape, IoU): the best-fitting of `SHAPES` by `shape_fit`, or None when even the best fits worse than
+    `SHAPE_MIN_IOU` (an empty matte, a blob or noise is no shape: a guess would be right 1 time in 4)."""
+    fits = shape_fit(alpha)
+    shape = max(SHAPES, key=lambda s: fits[s])
+    return (shape if fits[shape] >= SHAPE_MIN_IOU else None), fits[shape]
+
+
+def detect_colour(fg: np.ndarray, alpha: np.ndarray) -> tuple[str | None, tuple[float, float, float] | None]:
+    """(colour, mean RGB): the mean of the object's own RGB (`un_grey`) over the pixels with alpha > 0.5, and
+    the nearest of `COLOURS` (Euclidean RGB), or None when that is farther than `COLOUR_MAX_DISTANCE` or no
+    pixel is on. The world shades each object by 0.55..1.25 across it; the mean stays near the named colour."""
+    _check(fg[..., 0], alpha, "fg vs alpha")
+    on = alpha >= ALPHA_THRESHOLD
+    if not on.any():
+        return None, None
+    mean = un_grey(fg, alpha)[on].astype(np.float64).mean(axis=0)
+    dist = {name: float(np.linalg.norm(mean - np.array(rgb, np.float64))) for name, rgb in COLOURS.items()}
+    name = min(dist, key=dist.get)
+    return (name if dist[name] <= COLOUR_MAX_DISTANCE else None), tuple(float(v) for v in mean)
+
+
+def prompt_match(fg: np.ndarray, alpha: np.ndarray, fg_caption: str) -> dict[str, Any]:
+    """Whether the shape and colour the fg prompt names appear in the generated fg / alpha: the detected and the
+    named (shape, colour), and `shape_ok` / `colour_ok` (detected == named; False when either is None)."""
+    shape, fit = detect_shape(alpha)
+    colour, mean = detect_colour(fg, alpha)
+    named_shape, named_colour = caption_words(fg_caption)
+    return {
+        "shape": shape, "shape_iou": fit, "colour": colour, "mean_rgb": mean,
+        "named_shape": named_shape, "named_colour": named_colour,
+        "shape_ok": shape is not None and shape == named_shape,
+        "colour_ok": colour is not None and colour == named_colour,
+    }
+
+
+def generation_scores(out: dict[str, np.ndarray], fg_caption: str) -> dict[str, Any]:
+    """Generation from three prompts: `coherence_psnr` plus `prompt_match` of the fg prompt."""
+    return {"coherence_psnr": coherence_psnr(out["fg"], out["alpha"], out["bg"], out["blend"]),
+            **prompt_match(out["fg"], out["alpha"], fg_caption)}
+
+
+# ---- the trivial baseline -----------------------------------------------------------------------------------
+
+def _grey(shape: tuple[int, ...]) -> np.ndarray:
+    return np.full(shape, MID_GREY, np.uint8)
+
+
+def trivial_decomposition(blend: np.ndarray) -> dict[str, np.ndarray]:
+    """No object: alpha = 0, fg = mid-grey (what alpha = 0 stores), bg = the blend itself."""
+    return {"fg": _grey(blend.shape), "alpha": np.zeros(blend.shape[:-1], np.uint8), "bg": blend.copy(),
+            "blend": blend.copy()}
+
+
+def trivial_fg_conditioned(fg: np.ndarray, alpha: np.ndarray) -> dict[str, np.ndarray]:
+    """The given fg and alpha returned unchanged, bg = mid-grey, blend = their composite (= fg, which is over grey)."""
+    bg = _grey(fg.shape)
+    return {"fg": fg.copy(), "alpha": alpha.copy(), "bg": bg, "blend": composite(un_grey(fg, alpha), alpha, bg)}
+
+
+def trivial_bg_conditioned(bg: np.ndarray) -> dict[str, np.ndarray]:
+    """No object: alpha = 0, fg = mid-grey, blend = the given bg (returned unchanged)."""
+    return {"fg": _grey(bg.shape), "alpha": np.zeros(bg.shape[:-1], np.uint8), "bg": bg.copy(), "blend": bg.copy()}
+
+
+def trivial_generation(num_frames: int, height: int, width: int) -> dict[str, np.ndarray]:
+    """No object and no picture: alpha = 0, fg = bg = blend = mid-grey."""
+    grey = _grey((num_frames, height, width, 3))
+    return {"fg": grey, "alpha": np.zeros((num_frames, height, width), np.uint8), "bg": grey.copy(),
+            "blend": grey.copy()}
