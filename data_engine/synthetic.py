@@ -72,8 +72,9 @@ def _background(rng: np.random.Generator, cfg: SyntheticConfig, palette: str, te
     return frames, _direction(*vel)
 
 
-def _signed_distance(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
-    """Approximate signed distance (px, negative inside) to the shape centred at the origin."""
+def signed_distance(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    """Approximate signed distance (px, negative inside) to the shape centred at the origin; the world's shapes,
+    also the templates its scores fit a generated matte against (evaluation/metrics/toyworld.py)."""
     if shape == "disc":
         return np.hypot(dx, dy) - r
     if shape == "rounded square":
@@ -103,7 +104,7 @@ def _foreground(rng: np.random.Generator, cfg: SyntheticConfig, shape: str, colo
         cy = start[1] + vel[1] * i + wobble * np.sin(i * 0.8)
         r = r0 * (1.0 + 0.05 * np.sin(i * 0.5))
         dx, dy = xs - cx, ys - cy
-        d = _signed_distance(shape, dx, dy, r)
+        d = signed_distance(shape, dx, dy, r)
         a = np.clip(0.5 - d / cfg.edge_softness, 0.0, 1.0)
         shade = np.clip(1.0 - 0.35 * (dx + dy) / (2 * r), 0.55, 1.25)[..., None]
         rgb[i] = np.clip(base * shade, 0, 255).astype(np.uint8)

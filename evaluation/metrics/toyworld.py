@@ -11,9 +11,8 @@ as everywhere in LayerFlow. Conventions shared by every function here:
   included), dilated by `REGION_DILATION` = 2 px (Chebyshev) per frame: a halo or ghost that a model leaves just
   outside the edge is scored too.
 
-Evaluation may not import `data_engine.synthetic` (see `.importlinter`), so the world's vocabulary (`SHAPES`,
-`COLOURS`) and its shapes' signed distances are restated here; `tests/evaluation/test_toyworld_scores.py` checks
-they equal the data engine's. The trivial baseline (`trivial_*`) produces layers that go through the same scores.
+The world's vocabulary (`SHAPES`, `COLOURS`) and its shapes come from `data_engine.synthetic`, the world itself.
+The trivial baseline (`trivial_*`) produces layers that go through the same scores.
 """
 from __future__ import annotations
 
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from data_engine.schema import MID_GREY, composite
+from data_engine.synthetic import COLOURS, SHAPES, SyntheticConfig, signed_distance
 from evaluation.errors import EvaluationError
 from evaluation.metrics.layer_accuracy import ALPHA_THRESHOLD, alpha_iou
 
@@ -34,16 +34,6 @@ COVERAGE_RANGE = (0.02, 0.60)  # a non-trivial matte covers 2 % .. 60 % of the c
 SHAPE_MIN_IOU = 0.8  # a matte is a shape when its mean soft IoU with the fitted template reaches this
 COLOUR_MAX_DISTANCE = 80.0  # RGB distance: a mean colour farther than this from every named colour is none of them
 
-SHAPES = ("disc", "rounded square", "diamond", "ring")
-COLOURS = {
-    "red": (220, 40, 40),
-    "orange": (240, 140, 30),
-    "yellow": (235, 210, 40),
-    "green": (40, 180, 70),
-    "blue": (40, 90, 220),
-    "purple": (150, 60, 200),
-    "white": (240, 240, 240),
-}
 
 
 def _check(a: np.ndarray, b: np.ndarray, what: str) -> None:
@@ -211,24 +201,9 @@ def caption_words(caption: str) -> tuple[str | None, str | None]:
     return first(SHAPES), first(COLOURS)
 
 
-EDGE_SOFTNESS = 1.5  # px: the world's anti-aliased alpha ramp (`SyntheticConfig.edge_softness`)
+EDGE_SOFTNESS = SyntheticConfig().edge_softness  # px: the world's anti-aliased alpha ramp
 # area of each shape (d < 0) per r^2: disc, rounded square (corner 0.3 r), diamond, ring (0.4 r .. r)
 _AREA = {"disc": math.pi, "rounded square": 4.0 - (4.0 - math.pi) * 0.09, "diamond": 2.0, "ring": 0.84 * math.pi}
-
-
-def _signed_distance(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
-    """The world's shapes (px, negative inside), centred at the origin, as `data_engine.synthetic` draws them."""
-    if shape == "disc":
-        return np.hypot(dx, dy) - r
-    if shape == "rounded square":
-        corner = 0.3 * r
-        qx, qy = np.abs(dx) - (r - corner), np.abs(dy) - (r - corner)
-        return np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0) - corner
-    if shape == "diamond":
-        return (np.abs(dx) + np.abs(dy) - r) / math.sqrt(2.0)
-    if shape == "ring":
-        return np.abs(np.hypot(dx, dy) - 0.7 * r) - 0.3 * r
-    raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
 
 
 def shape_fit(alpha: np.ndarray) -> dict[str, float]:
@@ -263,7 +238,7 @@ def shape_fit(alpha: np.ndarray) -> dict[str, float]:
             best = 0.0
             for scale in (0.95, 1.0, 1.05):
                 r = scale * math.sqrt(area / _AREA[shape])
-                tpl = np.clip(0.5 - _signed_distance(shape, dx, dy, r) / EDGE_SOFTNESS, 0.0, 1.0)
+                tpl = np.clip(0.5 - signed_distance(shape, dx, dy, r) / EDGE_SOFTNESS, 0.0, 1.0)
                 best = max(best, np.minimum(tpl, crop).sum() / (np.maximum(tpl, crop).sum() + outside))
             totals[shape] += float(best)
     return {s: totals[s] / len(frames) for s in SHAPES}

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 
-from data_engine import synthetic
 from data_engine.schema import MID_GREY, composite, over_grey
 from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from evaluation.errors import EvaluationError
@@ -26,15 +25,6 @@ def clip():
 
 def layers(c) -> dict[str, np.ndarray]:
     return {"fg": c.fg, "alpha": c.alpha, "bg": c.bg, "blend": c.blend}
-
-
-def test_vocabulary_and_shapes_are_the_data_engines():
-    assert tw.SHAPES == synthetic.SHAPES and tw.COLOURS == synthetic.COLOURS
-    assert tw.EDGE_SOFTNESS == SyntheticConfig().edge_softness
-    dy, dx = np.mgrid[-12:13, -12:13].astype(np.float64)
-    for shape in tw.SHAPES:
-        np.testing.assert_allclose(tw._signed_distance(shape, dx, dy, 7.3),
-                                   synthetic._signed_distance(shape, dx, dy, 7.3))
 
 
 def test_masked_psnr_caps_perturbs_and_says_nan_when_empty():
