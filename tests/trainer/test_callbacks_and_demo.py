@@ -1,6 +1,7 @@
 """The validation callback's TensorBoard output, and the demo's three chained stages."""
 from __future__ import annotations
 
+import csv
 import io
 import time
 
@@ -76,3 +77,32 @@ def test_train_all_stages_chains_the_three_stages(tmp_path, shard_dir):
     with pytest.raises(TrainConfigError, match=r"motion_rank=8 but .* motion_rank=16") as exc:
         build_components(ModelConfig(preset="tiny", pretrained=str(exports[1]), motion_rank=8))
     assert "\n" not in str(exc.value)
+
+
+def test_train_all_stages_from_a_base_folder_with_steps_per_stage(tmp_path, shard_dir, tiny_parts):
+    """What benchmarks/toyworld.py runs: stage 1 from a given model folder (there, one with a trained VAE), each
+    stage its own step count, extra arguments for every stage, and each command line reported before it runs."""
+    from model.pipeline import LayerFlowPipeline
+    from model.schedule import make_scheduler
+    from trainer.demo import train_all_stages
+
+    base = LayerFlowPipeline(tokenizer=tiny_parts.tokenizer, text_encoder=tiny_parts.text_encoder,
+                             vae=tiny_parts.vae, transformer=tiny_parts.transformer,
+                             scheduler=make_scheduler("dpm")).save_pretrained(tmp_path / "base")
+    with torch.no_grad():  # a VAE unlike the tiny preset's: only the folder can be where stage 1 got it from
+        marked = LayerFlowPipeline.from_pretrained(base)
+        marked.vae.decoder.conv_out.conv.bias.fill_(0.25)
+        marked.save_pretrained(base)
+    commands: list[str] = []
+    exports = train_all_stages(shard_dir, tmp_path / "run", {1: 1, 2: 1, 3: 2}, base=base,
+                               overrides=["--data.stream.batch_size=1"], log=commands.append)
+    assert len(commands) == 3 and all(c.startswith("layerflow train --stage ") for c in commands)
+    assert f"--model.network.pretrained={base}" in commands[0]
+    assert f"--model.network.pretrained={exports[2]}" in commands[2]
+    assert all("--data.stream.batch_size=1" in c for c in commands)
+    for stage, steps in {1: 1, 2: 1, 3: 2}.items():
+        (metrics,) = (tmp_path / "run" / f"stage{stage}").rglob("metrics.csv")
+        logged = [row for row in csv.DictReader(metrics.open()) if row["train/loss"]]  # one row per step
+        assert len(logged) == steps, stage
+    bias = LayerFlowPipeline.from_pretrained(exports[3]).vae.decoder.conv_out.conv.bias
+    assert torch.all(bias == 0.25)
