@@ -29,7 +29,7 @@ from model.layout import CONDITION_ARGS, LayoutError, SequenceLayout, Task, Task
 from model.lora import lora_merged, merge_lora, unmerge_lora
 from model.schedule import DEFAULT_STEPS, GuidanceSchedule, make_scheduler, sampler_name
 from model.schedule import guidance_scale as cfg_scale
-from model.text import MAX_PROMPT_TOKENS, encode_prompts, indexed_prompts, unconditional_embeddings
+from model.text import encode_prompts, indexed_prompts, unconditional_embeddings
 
 PIPELINE_FILE = "layerflow_pipeline.json"
 
@@ -172,10 +172,10 @@ class LayerFlowPipeline(DiffusionPipeline):
         slots, used = prompt_slots(task, self.transformer.layerflow_config.num_prompts)
         layers = tuple(CAPTIONED_LAYERS[i] for i in slots)
         prompts = [indexed_prompts(c.as_dict(), layers) for c in captions]
-        embeds = encode_prompts(
-            self.tokenizer, self.text_encoder, prompts, device=self._execution_device, dtype=self.transformer.dtype
-        )
-        keep = torch.tensor(used, device=embeds.device).repeat_interleave(MAX_PROMPT_TOKENS)
+        tokens = self.transformer.layerflow_config.text_tokens_per_prompt
+        embeds = encode_prompts(self.tokenizer, self.text_encoder, prompts, max_length=tokens,
+                                device=self._execution_device, dtype=self.transformer.dtype)
+        keep = torch.tensor(used, device=embeds.device).repeat_interleave(tokens)
         return embeds * keep[None, :, None].to(embeds.dtype)
 
     @torch.no_grad()
@@ -329,12 +329,13 @@ class LayerFlowPipeline(DiffusionPipeline):
             )
 
     def _check_embeds(self, embeds: torch.Tensor, spec: TaskSpec, batch: int) -> None:
-        slots = self.transformer.layerflow_config.num_prompts
-        tokens = slots * MAX_PROMPT_TOKENS
+        config = self.transformer.layerflow_config
+        slots, per_prompt = config.num_prompts, config.text_tokens_per_prompt
+        tokens = slots * per_prompt
         if embeds.ndim != 3 or embeds.shape[0] != batch or embeds.shape[1] != tokens:
             raise PipelineInputError(
                 f"prompt_embeds for task {spec.task.value} must be [{batch}, {tokens}, d] "
-                f"({slots} prompts x {MAX_PROMPT_TOKENS} tokens), got {tuple(embeds.shape)}"
+                f"({slots} prompts x {per_prompt} tokens), got {tuple(embeds.shape)}"
             )
 
     def _conditions(

@@ -31,7 +31,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from model.config import TransformerConfig
+from model.config import TEXT_TOKENS_PER_PROMPT, TransformerConfig
 from model.lora import DualLoRALinear, apply_dual_lora, lora_layers, motion_scale_applied
 
 
@@ -147,6 +147,7 @@ class LayerFlowTransformer(CogVideoXTransformer3DModel):
             text_embed_dim=conf["text_embed_dim"], time_embed_dim=conf["time_embed_dim"],
             sample_height=conf["sample_height"], sample_width=conf["sample_width"], sample_frames=sample_frames,
             temporal_compression_ratio=conf["temporal_compression_ratio"], num_prompts=num_prompts,
+            text_tokens_per_prompt=conf.get("max_text_seq_length", TEXT_TOKENS_PER_PROMPT),
             norm_eps=conf["norm_eps"], spatial_interpolation_scale=conf["spatial_interpolation_scale"],
             temporal_interpolation_scale=conf["temporal_interpolation_scale"],
         ).replace(**overrides)

@@ -2,7 +2,7 @@
 
 A cache folder mirrors a shard directory, one tar per data shard (same name), one entry per sample key:
     <key>.cache.safetensors   latents [T', C, h, w] (plain layout), latents_dup (duplicated first frame),
-                              prompt_embeds [3 * 226, d] (fg, bg, blend prompts, index-prefixed)
+                              prompt_embeds [3 * tokens per prompt, d] (fg, bg, blend prompts, index-prefixed)
     <key>.json                key, origin, kind, captions
 and `cache.json`, written last: the config hash and what it hashes (the VAE's and T5's identity, frames, size,
 static framing). A run whose settings hash differently refuses the cache: its latents would be wrong.
@@ -52,8 +52,10 @@ def data_parts(cfg: DataConfig, static_videos: bool) -> dict[str, Any]:
             "static_videos": static_videos}
 
 
-def encoder_parts(vae: nn.Module, text_encoder: nn.Module) -> dict[str, str]:
-    return {"vae": model_fingerprint(vae), "text_encoder": model_fingerprint(text_encoder)}
+def encoder_parts(vae: nn.Module, text_encoder: nn.Module, text_tokens: int) -> dict[str, Any]:
+    """What of the encoders the cached tensors depend on; `text_tokens`: T5 tokens per prompt."""
+    return {"vae": model_fingerprint(vae), "text_encoder": model_fingerprint(text_encoder),
+            "text_tokens_per_prompt": text_tokens}
 
 
 def config_hash(parts: dict[str, Any]) -> str:
@@ -107,7 +109,8 @@ class LatentCache:
 
 
 def encode_example(layers: dict[str, np.ndarray], captions: dict[str, str], frames_per_layer: int, vae: nn.Module,
-                   text_encoder: nn.Module, tokenizer, generator: torch.Generator) -> dict[str, torch.Tensor]:
+                   text_encoder: nn.Module, tokenizer, generator: torch.Generator,
+                   text_tokens: int) -> dict[str, torch.Tensor]:
     """One framed sample's cache tensors: a VAE posterior sample (x scaling factor) of each packing, and T5."""
     from data_engine.schema import CAPTIONED_LAYERS
     from model.layout import SequenceLayout, Task
@@ -121,6 +124,7 @@ def encode_example(layers: dict[str, np.ndarray], captions: dict[str, str], fram
             eps = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
             latents = (posterior.mean + posterior.std * eps) * vae.config.scaling_factor
             out[name] = latents[0].permute(1, 0, 2, 3).float().contiguous()
-        text = encode_prompts(tokenizer, text_encoder, [indexed_prompts(captions, CAPTIONED_LAYERS)])
+        text = encode_prompts(tokenizer, text_encoder, [indexed_prompts(captions, CAPTIONED_LAYERS)],
+                              max_length=text_tokens)
         out["prompt_embeds"] = text[0].float().contiguous()
     return out

@@ -112,6 +112,10 @@ class ModelConfig:
     content_rank: int | None = None
     lora_alpha: float | None = None
     lora_blocks: str | list[int] | None = None
+    # Stage 1's trainable blocks: "paper" fine-tunes a pretrained base's 1/6 of the blocks (index % 6 == 5) and
+    # the layer embedder; "all" trains every non-LoRA weight of the transformer, for a base that was never
+    # pretrained (the tiny world's, where stage 1 stands in for CogVideoX's pretraining too).
+    stage1_blocks: Literal["paper", "all"] = "paper"
 
     def lora_overrides(self) -> dict[str, Any]:
         """The LoRA fields set here, as `model.config.TransformerConfig` overrides."""

@@ -21,7 +21,7 @@ from data_engine.schema import CAPTIONED_LAYERS
 from model.layout import LayoutError, SequenceLayout, Task, prompt_slots
 from model.lora import is_lora_param
 from model.schedule import alpha_bar, make_scheduler, training_loss_weight
-from model.text import MAX_PROMPT_TOKENS, encode_prompts
+from model.text import encode_prompts
 from trainer.config import ModelConfig, OptimConfig, TrainConfigError, stage_spec
 from trainer.seeding import sample_generator
 
@@ -30,25 +30,26 @@ TRAINABLE_BLOCK_EVERY = 6  # blocks with index % 6 == 5: "1/6 of the blocks" of 
 TASKS = tuple(Task)
 
 
-def is_trainable(name: str, kind: str) -> bool:
-    """Whether parameter `name` of the transformer is trained in a stage of `kind` (see `trainer.config.STAGES`)."""
+def is_trainable(name: str, kind: str, blocks: str = "paper") -> bool:
+    """Whether parameter `name` of the transformer is trained in a stage of `kind` (see `trainer.config.STAGES`);
+    `blocks` is stage 1's set (`ModelConfig.stage1_blocks`): the paper's 1/6 of the blocks, or all of them."""
     if kind == "motion_lora":
         return is_lora_param(name, "motion")
     if kind == "content_lora":
         return is_lora_param(name, "content")
     if is_lora_param(name):
         return False
-    if "layer_embed" in name:
+    if "layer_embed" in name or blocks == "all":
         return True
     block = _BLOCK.search(name)
     return block is not None and int(block.group(1)) % TRAINABLE_BLOCK_EVERY == TRAINABLE_BLOCK_EVERY - 1
 
 
-def select_trainable(transformer: nn.Module, kind: str) -> list[str]:
+def select_trainable(transformer: nn.Module, kind: str, blocks: str = "paper") -> list[str]:
     """Freeze everything except the stage's parameters; returns their names."""
     names = []
     for name, p in transformer.named_parameters():
-        p.requires_grad_(is_trainable(name, kind))
+        p.requires_grad_(is_trainable(name, kind, blocks))
         if p.requires_grad:
             names.append(name)
     if not names:
@@ -104,7 +105,7 @@ class LayerFlowModule(L.LightningModule):
         self.use_components(build_components(self.model_cfg))
         cache = getattr(self._trainer and self._trainer.datamodule, "cache", None)
         if cache is not None:
-            cache.check(encoder_parts(self.vae, self.text_encoder))
+            cache.check(encoder_parts(self.vae, self.text_encoder, self.text_tokens))
 
     def use_components(self, parts) -> None:
         """Attach built models (`trainer.components.Components`) and select the stage's trainable set."""
@@ -117,9 +118,14 @@ class LayerFlowModule(L.LightningModule):
             frozen.requires_grad_(False).eval()
         if self.model_cfg.init_weights:
             load_trainable(self.transformer, self.model_cfg.init_weights)
-        self.trainable_names = select_trainable(self.transformer, self.spec.trainable)
+        self.trainable_names = select_trainable(self.transformer, self.spec.trainable, self.model_cfg.stage1_blocks)
         if self.model_cfg.gradient_checkpointing and hasattr(self.transformer, "enable_gradient_checkpointing"):
             self.transformer.enable_gradient_checkpointing()
+
+    @property
+    def text_tokens(self) -> int:
+        """T5 tokens per prompt: the transformer's text length (226 for CogVideoX-2B)."""
+        return self.transformer.layerflow_config.text_tokens_per_prompt
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The stage's weights, named as in the transformer (what checkpoints and exports store)."""
@@ -150,7 +156,7 @@ class LayerFlowModule(L.LightningModule):
         """(latents [B, T', C, h, w], text [B, P*226, d]) from pixels and prompts, or as given pre-encoded (latents + all three prompts' embeddings)."""
         first = self._first_index(batch)
         slots, used = self.prompt_slots(Task.parse(batch["task"]))
-        tokens = MAX_PROMPT_TOKENS
+        tokens = self.text_tokens
         if "latents" in batch:
             latents = batch["latents"].to(self.device)
             embeds = batch["prompt_embeds"].to(self.device).unflatten(1, (len(CAPTIONED_LAYERS), tokens))
@@ -166,7 +172,8 @@ class LayerFlowModule(L.LightningModule):
                 latents = (posterior.mean + posterior.std * eps) * self.vae.config.scaling_factor
                 latents = latents.permute(0, 2, 1, 3, 4)
                 prompts = [[sample[i] for i in slots] for sample in batch["prompts"]]
-                text = encode_prompts(self.tokenizer, self.text_encoder, prompts, device=self.device)
+                text = encode_prompts(self.tokenizer, self.text_encoder, prompts, max_length=tokens,
+                                      device=self.device)
         keep = batch["prompt_keep"].to(self.device)[:, slots] & used.to(self.device)
         # A dropped prompt is all-zero embeddings: the unconditional input the sampler's CFG uses.
         mask = keep.repeat_interleave(tokens, dim=1)[..., None].to(text.dtype)

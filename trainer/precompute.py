@@ -36,7 +36,7 @@ def precompute(module, datamodule, cache_dir: str | Path | None = None) -> Path:
     """Encode the datamodule's shards with the module's (built) VAE and T5 into a cache folder; returns it."""
     cfg = datamodule.cfg
     root = Path(cache_dir) if cache_dir else resolve_cache_dir(cfg)
-    parts = {**data_parts(cfg, datamodule.static_videos), **encoder_parts(module.vae, module.text_encoder)}
+    parts = {**data_parts(cfg, datamodule.static_videos), **encoder_parts(module.vae, module.text_encoder, module.text_tokens)}
     # The crop is centred; the frame window comes from the key, so a cache is the same however often it is made.
     framing = replace(cfg, crop="center")
     tmp = root.with_name(root.name + ".tmp")
@@ -52,7 +52,8 @@ def precompute(module, datamodule, cache_dir: str | Path | None = None) -> Path:
                 layers, _ = frame_clip(clip, framing, datamodule.static_videos, rng, random_crop=False)
                 generator = torch.Generator().manual_seed(stable_seed(cfg.seed, clip.key, "vae"))
                 tensors = encode_example(layers, clip.captions.as_dict(), cfg.frames_per_layer, module.vae,
-                                         module.text_encoder, module.tokenizer, generator)
+                                         module.text_encoder, module.tokenizer, generator,
+                                         module.text_tokens)
                 meta = {"key": clip.key, "origin": clip.origin, "kind": clip.kind,
                         "captions": clip.captions.as_dict()}
                 sink.write({"__key__": raw["__key__"], TENSORS_MEMBER: save_tensors(tensors),

@@ -15,7 +15,7 @@ CONFIG = get_preset("tiny").replace(num_prompts=1, num_layers=2, lora_blocks="al
 def _inputs(seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 3, CONFIG.in_channels, 4, 6, generator=g)
-    text = torch.randn(2, 226, CONFIG.text_embed_dim, generator=g)
+    text = torch.randn(2, CONFIG.text_tokens_per_prompt, CONFIG.text_embed_dim, generator=g)
     return x, text, torch.tensor([700.0, 30.0])
 
 

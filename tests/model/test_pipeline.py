@@ -111,10 +111,12 @@ def test_prompt_encoding_matches_diffusers_t5(pipe):
     """Each indexed prompt encoded as CogVideoX encodes one prompt, concatenated in fg, bg, blend order."""
     reference = CogVideoXPipeline(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler)
     ours = pipe.encode_prompt([Captions(*PROMPTS)], "generate")
-    parts = [reference._get_t5_prompt_embeds(f"{i}, {p}", device="cpu") for i, p in enumerate(PROMPTS)]
+    tokens = pipe.transformer.layerflow_config.text_tokens_per_prompt
+    parts = [reference._get_t5_prompt_embeds(f"{i}, {p}", max_sequence_length=tokens, device="cpu")
+             for i, p in enumerate(PROMPTS)]
     # Batched vs one-at-a-time matmuls differ in the last float bits only.
     assert_float32_close(ours, torch.cat(parts, dim=1), ulps=64, what="T5 embeddings")
-    assert ours.shape == (1, 3 * 226, 32)
+    assert ours.shape == (1, 3 * tokens, 32)
 
 
 def test_unconditional_branch_is_zero_embeddings(pipe):
@@ -230,8 +232,9 @@ def test_prompt_slots_follow_the_model(pipe, decompose_pipe):
     caps = [Captions(*PROMPTS)]
     embeds = pipe.encode_prompt(caps, "decompose")
     full = pipe.encode_prompt(caps, "generate")
-    torch.testing.assert_close(embeds[:, :452], full[:, :452], rtol=0, atol=0)
-    assert embeds[:, 452:].abs().max() == 0 and full[:, 452:].abs().max() > 0
+    two = 2 * pipe.transformer.layerflow_config.text_tokens_per_prompt
+    torch.testing.assert_close(embeds[:, :two], full[:, :two], rtol=0, atol=0)
+    assert embeds[:, two:].abs().max() == 0 and full[:, two:].abs().max() > 0
     out = pipe(*PROMPTS, task="decompose", blend=source.blend, **common)
     assert np.array_equal(out.clips[0].blend, source.blend)
 

@@ -11,14 +11,15 @@ from model.transformer import LayerFlowTransformer, TransformerInputError, _diff
 from model.numerics import assert_float32_close
 
 TINY = get_preset("tiny")
-ONE_PROMPT = TINY.replace(num_prompts=1)  # 226 text tokens: cheaper wherever the prompt count does not matter
+ONE_PROMPT = TINY.replace(num_prompts=1)  # one prompt's tokens: cheaper wherever the prompt count does not matter
+N = TINY.text_tokens_per_prompt
 FRAMES, H, W = 4, 4, 6  # a short clip keeps each forward in milliseconds
 
 
 def _inputs(batch=2, prompts=3, frames=FRAMES, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, frames, TINY.in_channels, H, W, generator=g)
-    text = torch.randn(batch, prompts * 226, TINY.text_embed_dim, generator=g)
+    text = torch.randn(batch, prompts * N, TINY.text_embed_dim, generator=g)
     t = torch.tensor([999.0, 421.0][:batch])
     return x, text, t
 
@@ -81,15 +82,15 @@ def test_layer_embedding_is_per_prompt_on_text_only():
     model = LayerFlowTransformer.from_config(TINY).eval()
     _randomise(model, "layer_embedder", seed=3)
     emb = model.layer_embeddings()
-    assert emb.shape == (3 * 226, TINY.hidden_size)
+    assert emb.shape == (3 * N, TINY.hidden_size)
     for i in range(3):
-        block = emb[i * 226:(i + 1) * 226]
+        block = emb[i * N:(i + 1) * N]
         assert torch.equal(block, block[:1].expand_as(block))
-    assert (emb[0] - emb[226]).abs().max() > 1e-3 and (emb[226] - emb[452]).abs().max() > 1e-3
+    assert (emb[0] - emb[N]).abs().max() > 1e-3 and (emb[N] - emb[2 * N]).abs().max() > 1e-3
     # Video tokens get nothing: with the embedder on/off only the text part of the input sequence differs,
     # so swapping the prompts' order must change the output (layer awareness is not symmetric in prompts).
     x, text, t = _inputs()
-    swapped = torch.cat([text[:, 226:452], text[:, :226], text[:, 452:]], dim=1)
+    swapped = torch.cat([text[:, N:2 * N], text[:, :N], text[:, 2 * N:]], dim=1)
     with torch.no_grad():
         a, b = model(x, text, t), model(x, swapped, t)
         model.set_layer_embedding(False)
@@ -160,7 +161,7 @@ def test_bad_inputs_give_one_clear_line():
     model = LayerFlowTransformer.from_config(TINY).eval()
     x, text, t = _inputs()
     cases = [
-        (lambda: model(x, text[:, :452], t), "3 prompts x 226"),
+        (lambda: model(x, text[:, :2 * N], t), f"3 prompts x {N}"),
         (lambda: model(x[:, :, :8], text, t), "hidden_states must be"),
         (lambda: model(x, text, t[:1].expand(3)), "timestep must be"),
         (lambda: model(x[:, 2:], text, t, cond_latents=x[:, :2], cond_indices=[0, 0]), "cond_indices"),

@@ -98,8 +98,8 @@ def tiny_module(tiny_parts):
 
     from trainer.module import LayerFlowModule
 
-    def make(stage: int, **kw):
-        module = LayerFlowModule(stage=stage, network=TINY_MODEL, **kw)
+    def make(stage: int, network=TINY_MODEL, **kw):
+        module = LayerFlowModule(stage=stage, network=network, **kw)
         module.use_components(copy.deepcopy(tiny_parts))
         return module
 

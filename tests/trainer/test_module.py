@@ -58,6 +58,21 @@ def test_stage_updates_exactly_its_parameters(tiny_module, examples, stage):
         assert motion and all(torch.equal(module.transformer.get_parameter(n), before[n]) for n in motion)
 
 
+def test_stage1_all_blocks_trains_every_base_weight_and_no_lora(tiny_module, examples):
+    """`stage1_blocks: all` (a base that was never pretrained): every non-LoRA weight moves, no LoRA does."""
+    from dataclasses import replace
+
+    module = tiny_module(1, network=replace(tiny_module(1).model_cfg, stage1_blocks="all"))
+    before = {n: p.detach().clone() for n, p in module.transformer.named_parameters()}
+    _train(module, collate(examples, "generate", 4), steps=2)
+    changed = {n for n, p in module.transformer.named_parameters() if not torch.equal(p, before[n])}
+    base = {n for n in before if "_lora." not in n}
+    # A parameter that gets no gradient at all stays put; every block's weights and the embedders move.
+    assert {n.split(".")[0] for n in changed} >= {"transformer_blocks", "patch_embed", "layer_embedder"}
+    assert changed <= base and {int(n.split(".")[1]) for n in changed if n.startswith("transformer_blocks.")} \
+        == set(range(module.transformer.layerflow_config.num_layers))
+
+
 def test_motion_scale_reaches_the_lora_layers_per_sample(tiny_module, examples):
     module = tiny_module(3)
     batch = collate(examples, "generate", 4)
