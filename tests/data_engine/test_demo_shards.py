@@ -8,6 +8,9 @@ import webdataset as wds
 import wids
 
 MEMBERS = {"fg.mp4", "alpha.mp4", "bg.mp4", "blend.mp4", "json"}
+# The demo config: one sample per synthetic video (the perception chain keeps one object) and 64 world clips,
+# at most 8 samples per shard.
+SAMPLES, SHARDS = 2 + 64, 9
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +20,7 @@ def demo_shards(tmp_path_factory, repo_root):
     spec.loader.exec_module(demo)
     out = demo.build_dataset(tmp_path_factory.mktemp("demo") / "dataset")
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["samples"] == 10 and stats["shards"] == 2 and stats["quarantined"] == 0
+    assert stats["samples"] == SAMPLES and stats["shards"] == SHARDS and stats["quarantined"] == 0
     (out / "shard-000007.tar.tmp").write_bytes(b"half a shard")  # what a killed writer leaves behind
     return out
 
@@ -25,7 +28,7 @@ def demo_shards(tmp_path_factory, repo_root):
 def test_plain_webdataset(demo_shards):
     urls = sorted(str(p) for p in demo_shards.glob("shard-*.tar"))
     samples = list(wds.WebDataset(urls, shardshuffle=False))
-    assert len(samples) == 10 == len({s["__key__"] for s in samples})
+    assert len(samples) == SAMPLES == len({s["__key__"] for s in samples})
     origins = set()
     for s in samples:
         assert MEMBERS <= set(s)
@@ -43,7 +46,7 @@ def test_wids_through_the_index(demo_shards):
         sample = ds[i]
         assert {f".{m}" for m in MEMBERS} <= set(sample)
         keys.add(sample["__key__"])
-    assert len(keys) == 10
+    assert len(keys) == SAMPLES
 
 
 def test_ray_data_read_webdataset(demo_shards):
@@ -53,5 +56,5 @@ def test_ray_data_read_webdataset(demo_shards):
         rows = ray.data.read_webdataset(str(demo_shards), file_extensions=["tar"]).take_all()
     finally:
         ray.shutdown()
-    assert len(rows) == 10
+    assert len(rows) == SAMPLES
     assert all(MEMBERS <= set(r) for r in rows)
