@@ -18,6 +18,7 @@ SOURCES: dict[str, str] = {
     "synthetic": "data_engine.sources.synthetic:SyntheticSource",
     "official": "data_engine.sources.official:OfficialSampleSource",
     "layered_images": "data_engine.sources.layered_images:LayeredImageSource",
+    "mulan": "data_engine.sources.mulan:MulanSource",
     "copy_paste": "data_engine.sources.copy_paste:CopyPasteSource",
 }
 
