@@ -1,23 +1,13 @@
 """`data_engine.safe_pickle`: downloaded pickles build only the format's types; anything else is refused unrun."""
 from __future__ import annotations
 
-import os
 import pickle
 
 import numpy as np
 import pytest
 
+from hostile_pickle import RunsACommand
 from data_engine.safe_pickle import NUMPY_ARRAYS, UnsafePickleError, restricted_loads
-
-
-class RunsACommand:
-    """What a malicious pickle carries: unpickling it calls os.system."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 def test_numpy_arrays_and_plain_values_round_trip():
