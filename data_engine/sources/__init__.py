@@ -20,6 +20,7 @@ SOURCES: dict[str, str] = {
     "layered_images": "data_engine.sources.layered_images:LayeredImageSource",
     "mulan": "data_engine.sources.mulan:MulanSource",
     "copy_paste": "data_engine.sources.copy_paste:CopyPasteSource",
+    "video_matting": "data_engine.sources.video_matting:VideoMattingSource",
 }
 
 
