@@ -143,6 +143,7 @@ def collate(examples: list[dict[str, Any]], task: Task | str, frames_per_layer: 
         "task": task.value,
         "frames_per_layer": frames_per_layer,
         "keys": [e["key"] for e in examples],
+        "origins": [e["origin"] for e in examples],
         "motion_scale": torch.tensor([e["motion_scale"] for e in examples], dtype=torch.float32),
         "prompt_keep": torch.tensor([[e["keep"][l] for l in CAPTIONED_LAYERS] for e in examples]),
     }
@@ -230,6 +231,7 @@ def decode_example(raw: dict[str, Any], *, cfg: DataConfig, static_videos: bool,
     layers, scale = frame_clip(clip, cfg, static_videos, rng)
     return {
         "key": clip.key,
+        "origin": clip.origin,
         "layers": layers,
         "captions": clip.captions.as_dict(),
         "motion_scale": scale,
@@ -244,6 +246,7 @@ def decode_cached(raw: dict[str, Any], *, static_videos: bool, prompt_dropout: f
     tensors = load_tensors(raw[TENSORS_MEMBER])
     return {
         "key": meta["key"],
+        "origin": meta["origin"],
         "latents": tensors["latents"],
         "latents_dup": tensors["latents_dup"],
         "prompt_embeds": tensors["prompt_embeds"],

@@ -93,6 +93,8 @@ class LayerFlowModule(L.LightningModule):
         self.text_encoder: nn.Module | None = None
         self.tokenizer = None
         self.trainable_names: list[str] = []
+        # Samples seen per origin (all ranks) since the run began, resumes included: the mix a run actually saw.
+        self.mix_seen: dict[str, int] = {}
 
     # -- building ------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -135,6 +137,10 @@ class LayerFlowModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = {f"transformer.{n}" for n in self.trainable_names}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["mix_seen"] = dict(self.mix_seen)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.mix_seen = dict(checkpoint.get("mix_seen", {}))
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -239,7 +245,29 @@ class LayerFlowModule(L.LightningModule):
         for i, task in enumerate(TASKS):
             if sums[1, i] > 0:
                 self.log(f"train/loss_{task.value}", sums[0, i] / sums[1, i], rank_zero_only=True, batch_size=b)
+        if "origins" in batch:
+            self.count_origins(batch["origins"], b)
         return loss
+
+    def count_origins(self, origins: list[str], batch: int) -> None:
+        """Add this step's samples per origin (summed over ranks) to `mix_seen` and log each origin's share so far
+        as `train/mix_<origin>`: the proportions the run actually saw, next to the configured `data.mix`."""
+        groups = getattr(getattr(self._trainer, "datamodule", None), "groups", None)
+        names = sorted({g.origin for g in groups} if groups else set(origins))
+        counts = torch.tensor([float(origins.count(n)) for n in names], device=self.device)
+        if self.trainer.world_size > 1:
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        for name, count in zip(names, counts.tolist()):
+            self.mix_seen[name] = self.mix_seen.get(name, 0) + int(count)
+        total = sum(self.mix_seen.values())
+        for name in names:
+            self.log(f"train/mix_{name}", self.mix_seen.get(name, 0) / total, rank_zero_only=True, batch_size=batch)
+
+    def on_train_end(self) -> None:
+        total = sum(self.mix_seen.values())
+        if total and self.trainer.is_global_zero:
+            seen = ", ".join(f"{n} {c / total:.1%} ({c})" for n, c in sorted(self.mix_seen.items()))
+            print(f"samples seen per origin: {seen}; {total} in all", flush=True)
 
     # -- optimisation ----------------------------------------------------------------------------------------
     def trainable_parameters(self) -> Iterable[nn.Parameter]:

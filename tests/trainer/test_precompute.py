@@ -44,7 +44,7 @@ def test_datamodule_reads_the_cache_instead_of_pixels(cache_dir, shard_dir, tiny
         clip = clips[e["key"]]
         layers, _ = frame_clip(clip, cfg, False, np.random.default_rng(stable_seed(cfg.seed, clip.key, "frames")),
                                random_crop=False)
-        pixels = collate([{"key": e["key"], "layers": layers, "captions": clip.captions.as_dict(),
+        pixels = collate([{"key": e["key"], "origin": clip.origin, "layers": layers, "captions": clip.captions.as_dict(),
                            "motion_scale": e["motion_scale"], "keep": e["keep"]}], "generate", 4)
         _, text = module.encode_batch(pixels, 0)
         torch.testing.assert_close(e["prompt_embeds"], text[0], rtol=0, atol=0)
