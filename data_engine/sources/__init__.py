@@ -19,6 +19,7 @@ SOURCES: dict[str, str] = {
     "official": "data_engine.sources.official:OfficialSampleSource",
     "layered_images": "data_engine.sources.layered_images:LayeredImageSource",
     "mulan": "data_engine.sources.mulan:MulanSource",
+    "image_matting": "data_engine.sources.image_matting:ImageMattingSource",
     "copy_paste": "data_engine.sources.copy_paste:CopyPasteSource",
     "video_matting": "data_engine.sources.video_matting:VideoMattingSource",
 }

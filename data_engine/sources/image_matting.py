@@ -1,0 +1,118 @@
+"""Image-matting sets -> layered image samples (stage 3's "image matting datasets").
+
+Layouts, one file per image, matched by name (any of .png .jpg .jpeg .webp):
+    <root>/fg/<name>     + <root>/alpha/<name>  + <root>/bg/<name>    foreground, matte and its own background
+    <root>/fg/<name>     + <root>/alpha/<name>  + backgrounds: DIR    Composition-1k / Distinctions-646 style: the
+                                                                      foreground pasted over a background drawn
+                                                                      from DIR by (seed, name), scaled to cover
+    <root>/image/<name>  + <root>/alpha/<name>  + <root>/bg/<name>    a photo, its matte and the clean background
+                                                                      (the photo's colours serve as fg)
+    <root>/captions.json                                              optional {name: {fg, bg, blend}}
+A set with only image/ + alpha/ needs its background inpainted, which this source does not do: it names what is
+missing. An alpha of another size than its image, an empty alpha or a missing or unreadable file is a
+`SourceError` naming the file: the engine quarantines it and goes on.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_engine.schema import Captions, LayeredClip, composite, over_grey, sample_key
+from data_engine.sources.base import LayeredSource, SourceError
+from data_engine.video_io import VideoDecodeError, cover_geometry, read_image, resize_crop
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@dataclass(frozen=True)
+class ImageMattingOptions:
+    root: str = ""
+    backgrounds: str = ""  # backgrounds to paste fg/ over when the set has no bg/
+    seed: int = 0
+    min_alpha: float = 0.001  # an alpha covering less of its image than this is empty
+
+
+def _by_name(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
+
+
+def _read(path: Path, grey: bool) -> np.ndarray:
+    try:
+        return read_image(path, grey=grey)
+    except VideoDecodeError as exc:
+        raise SourceError(str(exc)) from None
+
+
+class ImageMattingSource(LayeredSource):
+    name = "image_matting"
+    Options = ImageMattingOptions
+    required = ("root",)
+
+    def __init__(self, opts: ImageMattingOptions) -> None:
+        self.opts, root = opts, Path(opts.root)
+        self.alpha = _by_name(root / "alpha")
+        self.fg, self.image, self.bg = _by_name(root / "fg"), _by_name(root / "image"), _by_name(root / "bg")
+        self.backgrounds = _by_name(Path(opts.backgrounds)) if opts.backgrounds else {}
+        if not self.alpha or not (self.fg or self.image):
+            raise SourceError(f"{root}: expected alpha/ with fg/ or image/ (see data_engine/sources/image_matting.py)")
+        if opts.backgrounds and not self.backgrounds:
+            raise SourceError(f"{opts.backgrounds}: no background images")
+        path = root / "captions.json"
+        try:
+            self.captions = json.loads(path.read_text()) if path.is_file() else {}
+        except json.JSONDecodeError as exc:
+            raise SourceError(f"{path}: not JSON ({exc})") from None
+
+    @classmethod
+    def from_options(cls, opts: ImageMattingOptions, work_dir: Path) -> "ImageMattingSource":
+        return cls(opts)
+
+    def list_inputs(self) -> list[str]:
+        return sorted(set(self.fg) | set(self.image))
+
+    def input_id(self, item: str) -> str:
+        return f"image_matting:{self.opts.root}:{item}"
+
+    def load(self, item: str) -> list[LayeredClip]:
+        root = Path(self.opts.root)
+        colour_path = self.fg.get(item) or self.image[item]
+        if item not in self.alpha:
+            raise SourceError(f"{colour_path}: no matte beside it (expected {root / 'alpha' / item}.*)")
+        rgb, alpha = _read(colour_path, grey=False), _read(self.alpha[item], grey=True)
+        if alpha.shape != rgb.shape[:2]:
+            raise SourceError(f"{self.alpha[item]}: alpha {list(alpha.shape)} is another size than its image "
+                              f"{list(rgb.shape[:2])}")
+        if (alpha > 0).mean() < self.opts.min_alpha:
+            raise SourceError(f"{self.alpha[item]}: empty alpha (covers {(alpha > 0).mean():.2%} of the image)")
+        bg, bg_name = self._background(item, colour_path, rgb.shape[:2])
+        caps = self.captions.get(item, {}) if isinstance(self.captions.get(item), dict) else {}
+        rgb_t, alpha_t, bg_t = rgb[None], alpha[None], bg[None]
+        return [LayeredClip(
+            key=sample_key(f"matting_{item}", 0), fg=over_grey(rgb_t, alpha_t), alpha=alpha_t, bg=bg_t,
+            blend=composite(rgb_t, alpha_t, bg_t),
+            captions=Captions(fg=caps.get("fg", ""), bg=caps.get("bg", ""), blend=caps.get("blend", "")),
+            fps=1.0, kind="image", origin="image", source_id=str(colour_path), frame_range=(0, 1),
+            scores={"background": bg_name},
+        )]
+
+    def _background(self, item: str, colour_path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, str]:
+        if item in self.bg:
+            bg = _read(self.bg[item], grey=False)
+            if bg.shape[:2] != shape:
+                raise SourceError(f"{self.bg[item]}: background {list(bg.shape[:2])} is another size than its "
+                                  f"image {list(shape)}")
+            return bg, str(self.bg[item])
+        if item in self.fg and self.backgrounds:
+            names = sorted(self.backgrounds)
+            rng = np.random.default_rng([self.opts.seed, *item.encode()])
+            path = self.backgrounds[names[int(rng.integers(len(names)))]]
+            bg = _read(path, grey=False)
+            return resize_crop(bg[None], cover_geometry(*bg.shape[:2], *shape))[0], str(path)
+        raise SourceError(f"{colour_path}: no background (no bg/{item}.*, and "
+                          + ("an image/ photo needs its background inpainted, which this source does not do)"
+                             if item not in self.fg else "no backgrounds: folder to paste it over)"))
