@@ -3,7 +3,6 @@ built here; known answers for the layers, and a one-line reason for each bad ite
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,8 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from local_engine import run_locally
 from data_engine.engine.config import parse_config
-from data_engine.engine.runner import run
 from data_engine.schema import composite, over_grey
 from data_engine.sources.base import SourceError
 from data_engine.sources.image_matting import ImageMattingOptions, ImageMattingSource
@@ -84,17 +83,11 @@ def test_bad_items_name_the_file_and_the_reason(sets, name, reason):
 
 
 def test_through_the_engine(sets, tmp_path):
-    import ray
-
     root, _ = sets
     cfg = parse_config({"run": {"out": str(tmp_path / "out"), "maxcount": 4, "progress": False},
                         "clip": {"num_frames": 1, "fps": 1, "height": H, "width": W},
                         "sources": [{"type": "image_matting", "root": str(root / "own")}], "stages": ["encode"]})
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    try:
-        run(cfg)
-    finally:
-        ray.shutdown()
+    run_locally(cfg)
     out = tmp_path / "out"
     samples = list(wds.WebDataset(sorted(str(p) for p in out.glob("shard-*.tar")), shardshuffle=False))
     assert len(samples) == 1 and json.loads(samples[0]["json"])["captions"]["fg"] == "a box"

@@ -4,7 +4,6 @@ annotations are quarantined with a one-line reason and nothing in them runs."""
 from __future__ import annotations
 
 import json
-import logging
 import pickle
 import zlib
 from pathlib import Path
@@ -17,9 +16,9 @@ import wids
 from PIL import Image
 
 from hostile_pickle import RunsACommand
+from local_engine import run_locally
 from data_engine.defaults import configs_dir
 from data_engine.engine.config import load_config
-from data_engine.engine.runner import run
 from data_engine.shards import read_clips
 from data_engine.sources.base import SourceError
 from data_engine.sources.mulan import MulanSource
@@ -109,19 +108,13 @@ def test_a_malicious_annotation_is_refused_without_running(mulan):
 
 @pytest.fixture(scope="module")
 def engine_run(mulan, tmp_path_factory):
-    import ray
-
     root, _ = mulan
     out = tmp_path_factory.mktemp("mulan_out")
     # The shipped config, as `make dataset CONFIG=mulan ARGS="--set ..."` runs it.
     cfg = load_config(configs_dir("engine") / "mulan.yaml", [
         f"sources.0.annotations={root / 'annotations'}", f"sources.0.images=[{root / 'coco' / 'val2017'}]",
         "run.progress=false", "run.maxcount=4"], out=str(out))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    try:
-        run(cfg)
-    finally:
-        ray.shutdown()
+    run_locally(cfg)
     return out
 
 

@@ -3,7 +3,6 @@ from the synthetic world; known answers for the pasted matte and the blend, dete
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from local_engine import run_locally
 from data_engine.engine.config import parse_config
-from data_engine.engine.runner import run
 from data_engine.schema import MID_GREY
 from data_engine.shards import read_clips
 from data_engine.sources.base import SourceError
@@ -104,8 +103,6 @@ def test_bad_clips_give_one_line_reasons(data, tmp_path):
 
 
 def test_the_engine_writes_copy_paste_shards_and_quarantines_the_bad_clip(data, tmp_path):
-    import ray
-
     good, bad, backgrounds = data
     entry = {"type": "video_matting", "backgrounds": str(backgrounds), **OPTS}
     cfg = parse_config({"run": {"out": str(tmp_path / "out"), "maxcount": 4, "progress": False},
@@ -113,11 +110,7 @@ def test_the_engine_writes_copy_paste_shards_and_quarantines_the_bad_clip(data, 
                                  "width": OPTS["width"]},
                         "sources": [{**entry, "root": str(good)}, {**entry, "root": str(bad), "num": 1}],
                         "stages": ["encode"]})
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    try:
-        run(cfg)
-    finally:
-        ray.shutdown()
+    run_locally(cfg)
     out = tmp_path / "out"
     samples = list(wds.WebDataset(sorted(str(p) for p in out.glob("shard-*.tar")), shardshuffle=False))
     assert len(samples) == OPTS["num"]
