@@ -6,7 +6,8 @@ world VAE, the pipeline with the Motion LoRA off. A mismatch between the trainer
 the layers in the sequence, where the clean condition latents sit) makes the pipeline ask the model something it
 never learned: the last two tests apply each such mutation to the pipeline alone and check that the first test's
 assertion then fails. (The model does not learn to read its prompts at this budget, so a swap of the prompt
-slots goes unseen here.) A smaller budget than `benchmarks/toyworld.py`: about 2 minutes on 2 cores.
+slots goes unseen here.) A smaller budget than `benchmarks/toyworld.py` (32 videos, decomposition only, 600 / 10 / 40 steps): about
+2.5 minutes on 2 cores.
 """
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ from layerflow.toyworld import Recipe, heldout_clips, sample_tasks, train
 from model.layout import SequenceLayout
 from model.pipeline import LayerFlowPipeline
 
-RECIPE = replace(Recipe(), videos=32, stage_steps=(600, 10, 40))
+RECIPE = replace(Recipe(), videos=32, stage_steps=(600, 10, 40), tasks="{decompose: 1}")
 HELDOUT_SEED, CLIPS = 1000, 8
-# dB above the trivial answer's background PSNR inside the object's region (the trivial answer shows the object
-# there); see the assertion for what the trained model reaches.
-MARGIN_DB = 3.0
+# The issue's target: the decomposed background inside the object's region, where the trivial answer (bg = the
+# blend) shows the object, at least 6 dB better than that answer; and a foreground on the object no more than 2 dB
+# worse than the trivial answer's mid-grey (this budget learns backgrounds, not yet the objects' colours).
+BG_MARGIN_DB, FG_SLACK_DB = 6.0, 2.0
 
 
 @pytest.fixture(scope="module")
@@ -42,20 +44,24 @@ def clips():
     return heldout_clips(RECIPE, HELDOUT_SEED, CLIPS)
 
 
-def _bg_psnr(outputs, clips) -> float:
-    return float(np.nanmean([tw.decomposition_scores(o, c)["bg_psnr_object"] for o, c in zip(outputs, clips)]))
+def _psnr(outputs, clips) -> dict[str, float]:
+    rows = [tw.decomposition_scores(o, c) for o, c in zip(outputs, clips)]
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in ("bg_psnr_object", "fg_psnr_object")}
 
 
-def decompose(pipe: LayerFlowPipeline, clips) -> float:
-    """The decomposed background's PSNR inside the object's region, mean over the held-out clips."""
+def decompose(pipe: LayerFlowPipeline, clips) -> dict[str, float]:
+    """The decomposed bg's PSNR inside the object's region and the fg's on the object, mean over the clips."""
     pipe.set_progress_bar_config(disable=True)
     outputs = sample_tasks(pipe, clips, RECIPE, steps=8, guidance=6.0, seed=HELDOUT_SEED, tasks=("decompose",))
-    return _bg_psnr(outputs["decompose"], clips)
+    return _psnr(outputs["decompose"], clips)
 
 
-def learned_enough(bg: float, clips) -> tuple[bool, str]:
-    trivial = _bg_psnr([tw.trivial_decomposition(c["blend"]) for c in clips], clips)
-    return bg >= trivial + MARGIN_DB, f"decomposed bg PSNR in the object's region {bg:.1f} dB, trivial {trivial:.1f}"
+def learned_enough(scores: dict[str, float], clips) -> tuple[bool, str]:
+    trivial = _psnr([tw.trivial_decomposition(c["blend"]) for c in clips], clips)
+    bg, fg = scores["bg_psnr_object"], scores["fg_psnr_object"]
+    ok = bg >= trivial["bg_psnr_object"] + BG_MARGIN_DB and fg >= trivial["fg_psnr_object"] - FG_SLACK_DB
+    return ok, (f"decomposed bg PSNR in the object's region {bg:.1f} dB (trivial {trivial['bg_psnr_object']:.1f}), "
+                f"fg on the object {fg:.1f} dB (trivial {trivial['fg_psnr_object']:.1f})")
 
 
 def test_decomposition_beats_the_trivial_baseline(trained, clips):
