@@ -45,20 +45,19 @@ def build_dataset(out: Path) -> Path:
 
 
 def train(shards: Path, out: Path, recipe, threads: int) -> Path:
+    """The trained run's folder (`layerflow.toyworld.train`); its stage-3 export is the model."""
     from layerflow.toyworld import train as train_world
 
-    run = train_world(recipe, out, threads, log=console.print, mix="{synthetic: 1}", shards=shards)
-    return run / "train" / "stage3" / "final"
+    return train_world(recipe, out, threads, log=console.print, mix="{synthetic: 1}", shards=shards)
 
 
 def generate(model_dir: Path, out: Path, recipe, steps: int) -> list[Path]:
-    from data_engine.synthetic import SyntheticConfig, synthetic_truth
     from data_engine.video_io import write_video
     from layerflow.toyworld import heldout_clips
     from model.generate import main as generate_main
 
-    clip = heldout_clips(recipe, HELDOUT_SEED, 1)[0]
-    captions = synthetic_truth(SyntheticConfig(num_frames=2, height=8, width=8, seed=HELDOUT_SEED + 1), 0).captions
+    clip = heldout_clips(recipe, HELDOUT_SEED, 1)[0]  # decomposed
+    captions = heldout_clips(recipe, HELDOUT_SEED + 1, 1)[0]["captions"]  # generation's prompts, held out too
     common = ["--model-dir", str(model_dir), "--out", str(out), "--frames", str(recipe.frames_per_layer),
               "--height", str(recipe.height), "--width", str(recipe.width), "--steps", str(steps), "--seed", "0"]
     prompts = ["--fg-prompt", captions.fg, "--bg-prompt", captions.bg, "--blend-prompt", captions.blend]
@@ -113,12 +112,11 @@ def main(argv: list[str] | None = None) -> int:
 
     shards = step(1, "dataset (Ray engine: tiny perception chain + the synthetic world)", build_dataset,
                   out / "dataset")
-    model_dir = step(2, "train stages 1 -> 2 -> 3 on the world (tiny)", train, shards, out / "train", recipe,
-                     args.threads)
-    step(3, "generate all layers, decompose a held-out blend", generate, model_dir, out / "generate", recipe,
-         args.sample_steps)
-    picture = step(4, "score the four tasks on held-out clips", score, model_dir.parents[2], out / "score", recipe,
-                   args.sample_steps)
+    run = step(2, "train stages 1 -> 2 -> 3 on the world (tiny)", train, shards, out / "train", recipe,
+               args.threads)
+    step(3, "generate all layers, decompose a held-out blend", generate, run / "train" / "stage3" / "final",
+         out / "generate", recipe, args.sample_steps)
+    picture = step(4, "score the four tasks on held-out clips", score, run, out / "score", recipe, args.sample_steps)
 
     table = Table(title=f"LayerFlow demo finished in {time.time() - started:.0f} s")
     table.add_column("step")

@@ -74,8 +74,8 @@ class Recipe:
     # Optimizer steps of stages 1, 2, 3; stage 1 trains every block of the never-pretrained tiny base.
     stage_steps: tuple[int, int, int] = (1500, 100, 300)
     batch_size: int = 2
-    # Every stage's learning rate: 1e-2 (the tiny configs', for LoRAs on a frozen base) diverged on the whole
-    # transformer; 1e-3 and 3e-3 reached the same loss in 1500 steps, 3e-3 a higher held-out bg PSNR.
+    # Every stage's learning rate, in place of the tiny configs' 1e-2 (set for LoRAs on a frozen base): for the
+    # whole transformer, 1e-3 and 3e-3 reached the same loss in 1500 steps, 3e-3 a higher held-out bg PSNR.
     lr: float = 3e-3
     # data.stream.tasks of every stage (a YAML mapping, e.g. "{decompose: 1}"); None: the configs' (all four).
     tasks: str | None = None

@@ -159,7 +159,7 @@ class LayerFlowModule(L.LightningModule):
         return slots, torch.tensor(used)
 
     def encode_batch(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(latents [B, T', C, h, w], text [B, P*226, d]) from pixels and prompts, or as given pre-encoded (latents + all three prompts' embeddings)."""
+        """(latents [B, T', C, h, w], text [B, P * text_tokens, d]) from pixels and prompts, or as given pre-encoded (latents + all three prompts' embeddings)."""
         first = self._first_index(batch)
         slots, used = self.prompt_slots(Task.parse(batch["task"]))
         tokens = self.text_tokens

@@ -36,7 +36,8 @@ def precompute(module, datamodule, cache_dir: str | Path | None = None) -> Path:
     """Encode the datamodule's shards with the module's (built) VAE and T5 into a cache folder; returns it."""
     cfg = datamodule.cfg
     root = Path(cache_dir) if cache_dir else resolve_cache_dir(cfg)
-    parts = {**data_parts(cfg, datamodule.static_videos), **encoder_parts(module.vae, module.text_encoder, module.text_tokens)}
+    parts = {**data_parts(cfg, datamodule.static_videos),
+             **encoder_parts(module.vae, module.text_encoder, module.text_tokens)}
     # The crop is centred; the frame window comes from the key, so a cache is the same however often it is made.
     framing = replace(cfg, crop="center")
     tmp = root.with_name(root.name + ".tmp")

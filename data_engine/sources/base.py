@@ -11,17 +11,43 @@ it. There are two kinds:
 """
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from data_engine.schema import LayeredClip
+from data_engine.video_io import VideoDecodeError, read_image
+
+# Still images a source reads: the frame formats, and WebP (LAION and other web sets ship it).
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
 
 
 class SourceError(ValueError):
     """An input that cannot become a layered clip; the message names the file and the reason."""
+
+
+def read_source_image(path: Path, grey: bool = False) -> np.ndarray:
+    """An image of a source's input as uint8 [H, W, 3] ([H, W] grey); a missing or unreadable one is a SourceError."""
+    try:
+        return read_image(path, grey=grey)
+    except VideoDecodeError as exc:
+        raise SourceError(str(exc)) from None
+
+
+def read_optional_json(path: Path):
+    """A source's optional JSON side file (e.g. captions.json): its content, None when absent; bad JSON is a
+    SourceError naming it."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{path}: not JSON ({exc})") from None
 
 
 @dataclass(frozen=True)

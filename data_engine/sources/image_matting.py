@@ -14,17 +14,14 @@ missing. An alpha of another size than its image, an empty alpha or a missing or
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from data_engine.schema import Captions, LayeredClip, composite, over_grey, sample_key
-from data_engine.sources.base import LayeredSource, SourceError
-from data_engine.video_io import VideoDecodeError, cover_geometry, read_image, resize_crop
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
+from data_engine.sources.base import IMAGE_EXTS, LayeredSource, SourceError, read_optional_json, read_source_image
+from data_engine.video_io import cover_geometry, resize_crop
 
 
 @dataclass(frozen=True)
@@ -41,13 +38,6 @@ def _by_name(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
 
 
-def _read(path: Path, grey: bool) -> np.ndarray:
-    try:
-        return read_image(path, grey=grey)
-    except VideoDecodeError as exc:
-        raise SourceError(str(exc)) from None
-
-
 class ImageMattingSource(LayeredSource):
     name = "image_matting"
     Options = ImageMattingOptions
@@ -62,11 +52,7 @@ class ImageMattingSource(LayeredSource):
             raise SourceError(f"{root}: expected alpha/ with fg/ or image/ (see data_engine/sources/image_matting.py)")
         if opts.backgrounds and not self.backgrounds:
             raise SourceError(f"{opts.backgrounds}: no background images")
-        path = root / "captions.json"
-        try:
-            self.captions = json.loads(path.read_text()) if path.is_file() else {}
-        except json.JSONDecodeError as exc:
-            raise SourceError(f"{path}: not JSON ({exc})") from None
+        self.captions = read_optional_json(root / "captions.json") or {}
 
     @classmethod
     def from_options(cls, opts: ImageMattingOptions, work_dir: Path) -> "ImageMattingSource":
@@ -83,7 +69,7 @@ class ImageMattingSource(LayeredSource):
         colour_path = self.fg.get(item) or self.image[item]
         if item not in self.alpha:
             raise SourceError(f"{colour_path}: no matte beside it (expected {root / 'alpha' / item}.*)")
-        rgb, alpha = _read(colour_path, grey=False), _read(self.alpha[item], grey=True)
+        rgb, alpha = read_source_image(colour_path, grey=False), read_source_image(self.alpha[item], grey=True)
         if alpha.shape != rgb.shape[:2]:
             raise SourceError(f"{self.alpha[item]}: alpha {list(alpha.shape)} is another size than its image "
                               f"{list(rgb.shape[:2])}")
@@ -102,7 +88,7 @@ class ImageMattingSource(LayeredSource):
 
     def _background(self, item: str, colour_path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, str]:
         if item in self.bg:
-            bg = _read(self.bg[item], grey=False)
+            bg = read_source_image(self.bg[item], grey=False)
             if bg.shape[:2] != shape:
                 raise SourceError(f"{self.bg[item]}: background {list(bg.shape[:2])} is another size than its "
                                   f"image {list(shape)}")
@@ -111,7 +97,7 @@ class ImageMattingSource(LayeredSource):
             names = sorted(self.backgrounds)
             rng = np.random.default_rng([self.opts.seed, *item.encode()])
             path = self.backgrounds[names[int(rng.integers(len(names)))]]
-            bg = _read(path, grey=False)
+            bg = read_source_image(path, grey=False)
             return resize_crop(bg[None], cover_geometry(*bg.shape[:2], *shape))[0], str(path)
         raise SourceError(f"{colour_path}: no background (no bg/{item}.*, and "
                           + ("an image/ photo needs its background inpainted, which this source does not do)"

@@ -16,15 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from data_engine.schema import Captions, LayeredClip, composite, over_grey, sample_key
-from data_engine.sources.base import LayeredSource, SourceError
-from data_engine.video_io import VideoDecodeError, read_image
-
-
-def _load(path: Path, grey: bool) -> np.ndarray:
-    try:
-        return read_image(path, grey=grey)
-    except VideoDecodeError as exc:
-        raise SourceError(str(exc)) from exc
+from data_engine.sources.base import LayeredSource, SourceError, read_source_image
 
 
 @dataclass(frozen=True)
@@ -60,16 +52,16 @@ class LayeredImageSource(LayeredSource):
         with Image.open(fg_path) as im:
             has_alpha = im.mode in ("RGBA", "LA")
         if alpha_path.exists():
-            alpha = _load(alpha_path, grey=True)
+            alpha = read_source_image(alpha_path, grey=True)
         elif has_alpha:
             with Image.open(fg_path) as im:
                 alpha = np.asarray(im.convert("RGBA"))[..., 3].copy()
         else:
             raise SourceError(f"{alpha_path}: missing, and {fg_path.name} has no alpha channel")
-        rgb, bg = _load(fg_path, grey=False), _load(bg_path, grey=False)
+        rgb, bg = read_source_image(fg_path, grey=False), read_source_image(bg_path, grey=False)
         if not (rgb.shape[:2] == alpha.shape == bg.shape[:2]):
             raise SourceError(f"{folder}: fg {rgb.shape[:2]}, alpha {alpha.shape} and bg {bg.shape[:2]} differ in size")
-        blend = _load(folder / "blend.png", grey=False) if (folder / "blend.png").exists() else None
+        blend = read_source_image(folder / "blend.png", grey=False) if (folder / "blend.png").exists() else None
         captions_file = folder / "captions.json"
         try:
             captions = Captions(**json.loads(captions_file.read_text())) if captions_file.exists() else Captions()

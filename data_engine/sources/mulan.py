@@ -19,6 +19,7 @@ malformed annotation, a missing base image, an alpha of another size than its im
 """
 from __future__ import annotations
 
+import pickle
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,9 @@ import numpy as np
 
 from data_engine.safe_pickle import NUMPY_ARRAYS, restricted_loads
 from data_engine.schema import Captions, LayeredClip, composite, over_grey, sample_key
-from data_engine.sources.base import LayeredSource, SourceError
-from data_engine.video_io import VideoDecodeError, read_image
+from data_engine.sources.base import IMAGE_EXTS, LayeredSource, SourceError, read_source_image
 
 ANNOTATION_SUFFIX = ".p.zl"
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 # PIL images pickle as their class plus (info, mode, size, bytes); Image.open's subclasses keep their class.
 MULAN_GLOBALS = NUMPY_ARRAYS | {("PIL.Image", "Image"), ("PIL.PngImagePlugin", "PngImageFile"),
                                 ("PIL.JpegImagePlugin", "JpegImageFile")}
@@ -48,8 +47,6 @@ class MulanOptions:
 
 def load_annotation(path: Path) -> dict[str, Any]:
     """One MuLAn annotation, decompressed and unpickled under the format's allow-list."""
-    import pickle
-
     try:
         raw = zlib.decompress(path.read_bytes())
     except zlib.error as exc:
@@ -168,10 +165,7 @@ class MulanSource(LayeredSource):
         stem = path.name[: -len(ANNOTATION_SUFFIX)]
         ann = load_annotation(path)
         image_path = self.base_image(stem)
-        try:
-            base = read_image(image_path, grey=False)
-        except VideoDecodeError as exc:
-            raise SourceError(str(exc)) from None
+        base = read_source_image(image_path)
         shape = base.shape[:2]
         behind = layer_rgb(base, ann["background"], f"{path.name} background", instance=False)
         bg_caption = _caption(ann["background"], self.caption)

@@ -15,14 +15,13 @@ naming the file: the engine quarantines that sample and goes on.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from data_engine.schema import Captions, LayeredClip, composite, over_grey, sample_key
-from data_engine.sources.base import LayeredSource, SourceError
+from data_engine.sources.base import LayeredSource, SourceError, read_optional_json
 from data_engine.video_io import FRAME_EXTS, Geometry, VideoDecodeError, cover_geometry, decode_video, \
     read_frame_folder, resize_crop
 
@@ -67,13 +66,7 @@ def _read(path: Path, grey: bool, frames: int) -> np.ndarray:
 
 
 def _captions(folder: Path) -> dict[str, str]:
-    path = folder / "captions.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SourceError(f"{path}: not JSON ({exc})") from None
+    data = read_optional_json(folder / "captions.json")
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
