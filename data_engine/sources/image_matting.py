@@ -7,15 +7,20 @@ Layouts, one file per image, matched by name (any of .png .jpg .jpeg .webp):
                                                                       from DIR by (seed, name), scaled to cover
     <root>/image/<name>  + <root>/alpha/<name>  + <root>/bg/<name>    a photo, its matte and the clean background
                                                                       (the photo's colours serve as fg)
+    <root>/image/<name>  + <root>/alpha/<name>                        a photo and its matte, no background: its row
+                                                                      carries the photo (`frames`) and matte (`mask`)
+                                                                      unfinished, for the image_inpaint stage to fill
+                                                                      the object's region and finish the sample
+                                                                      (infra/configs/engine/image_matting.yaml)
     <root>/captions.json                                              optional {name: {fg, bg, blend}}
-A set with only image/ + alpha/ needs its background inpainted, which this source does not do: it names what is
-missing. An alpha of another size than its image, an empty alpha or a missing or unreadable file is a
-`SourceError` naming the file: the engine quarantines it and goes on.
+An alpha of another size than its image, an empty alpha or a missing or unreadable file is a `SourceError` naming
+the file: the engine quarantines it and goes on.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +47,8 @@ class ImageMattingSource(LayeredSource):
     name = "image_matting"
     Options = ImageMattingOptions
     required = ("root",)
+    # The fields of a photo's row when its background is to be inpainted (see `rows`).
+    unfinished = frozenset({"key", "source_id", "frames", "mask", "fps", "captions", "scores"})
 
     def __init__(self, opts: ImageMattingOptions) -> None:
         self.opts, root = opts, Path(opts.root)
@@ -64,27 +71,50 @@ class ImageMattingSource(LayeredSource):
     def input_id(self, item: str) -> str:
         return f"image_matting:{self.opts.root}:{item}"
 
+    def needs_inpainting(self, item: str) -> bool:
+        """A photo (image/) with no bg/ of its own: its background is the image_inpaint stage's to make."""
+        return item in self.image and item not in self.fg and item not in self.bg
+
+    def provides(self, items: list[str]) -> frozenset[str]:
+        inpaint = [self.needs_inpainting(i) for i in items]
+        return (self.writes if not all(inpaint) else frozenset()) | (self.unfinished if any(inpaint) else frozenset())
+
+    def rows(self, item: str) -> list[dict[str, Any]]:
+        if not self.needs_inpainting(item):
+            return super().rows(item)
+        rgb, alpha = self._read(item)
+        return [{"key": sample_key(f"matting_{item}", 0), "source_id": str(self.image[item]), "frames": rgb[None],
+                 "mask": alpha[None], "fps": 1.0, "captions": self._captions(item).as_dict(),
+                 "scores": {"background": "inpainted"}}]
+
     def load(self, item: str) -> list[LayeredClip]:
-        root = Path(self.opts.root)
+        colour_path = self.fg.get(item) or self.image[item]
+        rgb, alpha = self._read(item)
+        bg, bg_name = self._background(item, colour_path, rgb.shape[:2])
+        rgb_t, alpha_t, bg_t = rgb[None], alpha[None], bg[None]
+        return [LayeredClip(
+            key=sample_key(f"matting_{item}", 0), fg=over_grey(rgb_t, alpha_t), alpha=alpha_t, bg=bg_t,
+            blend=composite(rgb_t, alpha_t, bg_t), captions=self._captions(item),
+            fps=1.0, kind="image", origin="image", source_id=str(colour_path), frame_range=(0, 1),
+            scores={"background": bg_name},
+        )]
+
+    def _read(self, item: str) -> tuple[np.ndarray, np.ndarray]:
+        """The item's colours uint8 [H, W, 3] and matte [H, W], checked."""
         colour_path = self.fg.get(item) or self.image[item]
         if item not in self.alpha:
-            raise SourceError(f"{colour_path}: no matte beside it (expected {root / 'alpha' / item}.*)")
+            raise SourceError(f"{colour_path}: no matte beside it (expected {Path(self.opts.root) / 'alpha' / item}.*)")
         rgb, alpha = read_source_image(colour_path, grey=False), read_source_image(self.alpha[item], grey=True)
         if alpha.shape != rgb.shape[:2]:
             raise SourceError(f"{self.alpha[item]}: alpha {list(alpha.shape)} is another size than its image "
                               f"{list(rgb.shape[:2])}")
         if (alpha > 0).mean() < self.opts.min_alpha:
             raise SourceError(f"{self.alpha[item]}: empty alpha (covers {(alpha > 0).mean():.2%} of the image)")
-        bg, bg_name = self._background(item, colour_path, rgb.shape[:2])
+        return rgb, alpha
+
+    def _captions(self, item: str) -> Captions:
         caps = self.captions.get(item, {}) if isinstance(self.captions.get(item), dict) else {}
-        rgb_t, alpha_t, bg_t = rgb[None], alpha[None], bg[None]
-        return [LayeredClip(
-            key=sample_key(f"matting_{item}", 0), fg=over_grey(rgb_t, alpha_t), alpha=alpha_t, bg=bg_t,
-            blend=composite(rgb_t, alpha_t, bg_t),
-            captions=Captions(fg=caps.get("fg", ""), bg=caps.get("bg", ""), blend=caps.get("blend", "")),
-            fps=1.0, kind="image", origin="image", source_id=str(colour_path), frame_range=(0, 1),
-            scores={"background": bg_name},
-        )]
+        return Captions(fg=caps.get("fg", ""), bg=caps.get("bg", ""), blend=caps.get("blend", ""))
 
     def _background(self, item: str, colour_path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, str]:
         if item in self.bg:
@@ -99,6 +129,8 @@ class ImageMattingSource(LayeredSource):
             path = self.backgrounds[names[int(rng.integers(len(names)))]]
             bg = read_source_image(path, grey=False)
             return resize_crop(bg[None], cover_geometry(*bg.shape[:2], *shape))[0], str(path)
-        raise SourceError(f"{colour_path}: no background (no bg/{item}.*, and "
-                          + ("an image/ photo needs its background inpainted, which this source does not do)"
-                             if item not in self.fg else "no backgrounds: folder to paste it over)"))
+        if item not in self.fg:  # a photo reaches here only through load(): rows() sends it to image_inpaint
+            raise SourceError(f"{colour_path}: no background (no bg/{item}.*); a photo without one needs the "
+                              "image_inpaint stage (infra/configs/engine/image_matting.yaml)")
+        raise SourceError(f"{colour_path}: no background (no bg/{item}.*, and no backgrounds: folder to paste it "
+                          "over)")

@@ -18,6 +18,7 @@ STAGES: dict[str, str] = {
     "dedup": "data_engine.stages.dedup:DedupStage",
     "fg_check": "data_engine.stages.foreground_check:ForegroundCheckStage",
     "inpaint": "data_engine.stages.inpaint:InpaintStage",
+    "image_inpaint": "data_engine.stages.image_inpaint:ImageInpaintStage",
     "caption": "data_engine.stages.caption:CaptionStage",
 }
 

@@ -183,7 +183,8 @@ def test_stage_contract_is_checked_at_plan_time(tmp_path, capsys):
                                      "earlier stage writes it; 'bg' is written by stages synthetic_layers, inpaint")
     with pytest.raises(ConfigError, match="stages.split reads 'probe'.* written by stage probe$"):
         prepare(parse_config({**raw, "stages": ["split", "synthetic_layers", "compose", "encode"]}))
-    with pytest.raises(ConfigError, match="stages.encode reads 'clip'.* written by stage compose and sources synthetic"):
+    writers = "written by stages compose, image_inpaint and sources synthetic"
+    with pytest.raises(ConfigError, match=f"stages.encode reads 'clip'.* {writers}"):
         prepare(parse_config({**raw, "stages": ["probe", "split", "synthetic_layers"]}))
     layered = [{"type": "synthetic", "num_clips": 2, "num_frames": 4, "height": 32, "width": 48}]
     assert prepare(parse_config({**raw, "sources": layered, "stages": ["encode"]})).items

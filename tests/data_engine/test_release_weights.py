@@ -16,7 +16,7 @@ import yaml
 from release_layout import perception
 from safetensors.torch import load_file, save_file
 
-from data_engine.stages import models
+from data_engine.stages import models, sd_inpaint
 from data_engine.weights import REGISTRY_DIR, missing_files, spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,6 +133,21 @@ def test_transformers_models_round_trip_their_folders(name, build, weights, tmp_
     model, _ = build()
     model.save_pretrained(tmp_path)
     assert_same_tensors(hub_tensors(tmp_path), hub_tensors(weights / spec(name).subdir))
+
+
+def test_sd_inpaint_loads_its_diffusers_folders_exactly(weights, tmp_path):
+    pipe = sd_inpaint.build_sd_inpaint("full")
+    folder = weights / spec(sd_inpaint.SD_INPAINT_WEIGHTS).subdir
+    for part in ("unet", "vae"):
+        saved = load_file(folder / part / "diffusion_pytorch_model.safetensors")
+        assert_same_tensors(getattr(pipe, part).state_dict(), saved)
+    pipe.text_encoder.save_pretrained(tmp_path)  # transformers may rename keys on load: compare re-saved files
+    assert_same_tensors(hub_tensors(tmp_path), hub_tensors(folder / "text_encoder"))
+    assert pipe.unet.config.in_channels == 9 and pipe.vae_scale_factor == 8  # the release's inpainting geometry
+    assert type(pipe.scheduler).__name__ == "PNDMScheduler" and pipe.scheduler.config.steps_offset == 1
+    text = "an empty street, no person!"
+    assert pipe.tokenizer(text).input_ids == sd_inpaint.tiny_clip_tokenizer()(text).input_ids
+    assert (pipe.tokenizer.pad_token, pipe.tokenizer.model_max_length) == ("!", 77)
 
 
 def test_processors_are_the_release_files(weights):
@@ -264,7 +279,14 @@ BAD_FILES = {
                           lambda: models.build_grounding_dino("full"), "missing key(s)"),
     "qwen-wrong-shape": (models.QWEN_WEIGHTS, shard_of("lm_head.weight"), reshape("lm_head.weight", (3,)),
                          lambda: models.build_qwen_vl("full"), "1 shape mismatch(es), first lm_head.weight (3,) vs"),
+    "sd-unet-missing-key": (sd_inpaint.SD_INPAINT_WEIGHTS, "unet/diffusion_pytorch_model.safetensors",
+                            drop("conv_in.bias"), lambda: sd_inpaint.build_sd_inpaint("full"),
+                            "1 missing key(s), first conv_in.bias"),
+    "sd-vae-wrong-shape": (sd_inpaint.SD_INPAINT_WEIGHTS, "vae/diffusion_pytorch_model.safetensors",
+                           reshape("encoder.conv_in.bias", (3,)), lambda: sd_inpaint.build_sd_inpaint("full"),
+                           "1 shape mismatch(es), first encoder.conv_in.bias (3,) vs (8,)"),
 }
+FOLDER_LOADERS = (models.GDINO_WEIGHTS, models.QWEN_WEIGHTS, sd_inpaint.SD_INPAINT_WEIGHTS)  # errors name the folder
 
 
 @pytest.mark.parametrize("case", list(BAD_FILES))
@@ -279,7 +301,7 @@ def test_a_wrong_file_fails_in_one_line_naming_it(case, tree, tmp_path, monkeypa
         build()
     message = str(info.value)
     assert "\n" not in message and says in message
-    assert str(folder if name in (models.GDINO_WEIGHTS, models.QWEN_WEIGHTS) else path) in message
+    assert str(folder if name in FOLDER_LOADERS else path) in message
 
 
 def test_a_file_that_is_not_a_checkpoint_is_named(tree, tmp_path, monkeypatch):
@@ -290,6 +312,17 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tree, tmp_path, monkeypatch):
     with pytest.raises(models.WeightsFormatError, match="not a readable state dict") as info:
         models.build_propainter("full")
     assert str(folder / models.PROPAINTER_FILES["rfc"]) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_scheduler_config_that_names_no_scheduler_is_refused(tree, tmp_path, monkeypatch):
+    folder = tmp_path / spec(sd_inpaint.SD_INPAINT_WEIGHTS).subdir
+    shutil.copytree(tree / spec(sd_inpaint.SD_INPAINT_WEIGHTS).subdir, folder)
+    config = folder / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "_class_name": "StableDiffusionInpaintPipeline"}))
+    monkeypatch.setenv("LAYERFLOW_WEIGHTS", str(tmp_path))
+    with pytest.raises(models.WeightsFormatError, match="is not a diffusers scheduler") as info:
+        sd_inpaint.build_sd_inpaint("full")
+    assert str(config) in str(info.value) and "\n" not in str(info.value)
 
 
 # ---------------------------------------------------------------- the two entries that cannot load here

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from data_engine.stages import models
+from data_engine.stages import models, sd_inpaint
 from data_engine.weights import MissingWeightsError, missing_files, resolve, spec
 
 FULL_BUILDERS = [
@@ -15,6 +15,7 @@ FULL_BUILDERS = [
     (models.build_sam2_video, models.SAM2_WEIGHTS),
     (models.build_qwen_vl, models.QWEN_WEIGHTS),
     (models.build_propainter, models.PROPAINTER_WEIGHTS),
+    (sd_inpaint.build_sd_inpaint, sd_inpaint.SD_INPAINT_WEIGHTS),
 ]
 
 

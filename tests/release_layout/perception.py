@@ -19,6 +19,10 @@
 - `propainter/`: pytorchcv state dicts under the release's file names: RAFT with raft_things' layout (separable
   GRU, context batch norm, convex upsampling mask) at small widths, the recurrent flow completion network (it has
   one size) and a 2-block, 1-head ProPainter.
+- `stable-diffusion-2-inpainting/`: the diffusers folders of the hub repository (unet/, vae/, text_encoder/ as
+  `save_pretrained` writes them, safetensors; scheduler/scheduler_config.json) with the tiny preset's sizes, and
+  tokenizer/ as the release ships it (CLIP's vocab.json and merges.txt, tokenizer_config.json and
+  special_tokens_map.json with stable-diffusion-2's "!" pad token).
 Every parameter is nudged off its init value (see `nudged`).
 """
 from __future__ import annotations
@@ -30,7 +34,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from data_engine.stages import models
+from data_engine.stages import models, sd_inpaint
 from data_engine.weights import spec
 
 SEED = 1234
@@ -199,8 +203,39 @@ def write_propainter(root: Path) -> None:
         torch.save(nudged(module).state_dict(), out / models.PROPAINTER_FILES[part])
 
 
+def _special(content: str) -> dict:
+    """A special token as the release's tokenizer files spell it (transformers 4.2x's AddedToken)."""
+    return {"content": content, "lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
+
+
+def write_clip_tokenizer(out: Path) -> None:
+    """stable-diffusion-2-inpainting's tokenizer/: CLIP's BPE as vocab.json + merges.txt, and the two JSON files."""
+    vocab, merges = sd_inpaint.clip_bpe()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (out / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    bos, eos = (_special(t) for t in sd_inpaint.CLIP_SPECIALS)
+    tokens = {"bos_token": bos, "eos_token": eos, "pad_token": sd_inpaint.SD2_PAD, "unk_token": eos}
+    (out / "special_tokens_map.json").write_text(json.dumps(tokens, indent=2) + "\n")
+    config = {"add_prefix_space": False, **{k: dict(v, __type="AddedToken") if isinstance(v, dict) else v
+                                            for k, v in tokens.items()},
+              "do_lower_case": True, "errors": "replace", "model_max_length": sd_inpaint.CLIP_MAX_TOKENS,
+              "name_or_path": "openai/clip-vit-large-patch14", "special_tokens_map_file": "./special_tokens_map.json",
+              "tokenizer_class": "CLIPTokenizer"}
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def write_sd_inpaint(root: Path) -> None:
+    pipe = sd_inpaint.build_sd_inpaint("tiny", seed=SEED)
+    out = folder(root, sd_inpaint.SD_INPAINT_WEIGHTS)
+    for part in ("unet", "vae", "text_encoder"):
+        nudged(getattr(pipe, part)).save_pretrained(out / part)
+    pipe.scheduler.save_pretrained(out / "scheduler")
+    write_clip_tokenizer(out / "tokenizer")
+
+
 def build(root: Path) -> None:
     """Write every perception entry (and the tag stage's CLIP) under `root`, a LAYERFLOW_WEIGHTS folder."""
     for write in (write_clip, write_ram_plus, write_grounding_dino, write_sam, write_sam2, write_qwen, write_cogvlm2,
-                  write_propainter):
+                  write_propainter, write_sd_inpaint):
         write(root)
