@@ -39,6 +39,8 @@ Rows are plain dicts. The fields of the chain:
     tags         list[{"tag": str, "score": float}]
     obj, tag, boxes, siblings   one object of a clip (set by `segment`; see segment_track.py)
     mask         uint8 [T, H, W]     one object's alpha (0..255, soft or binary)
+    soft_alpha   uint8 [T, H, W]     optional soft alpha from the mask logits (`segment` with `soft_alpha: true`);
+                                     `compose` prefers it to `mask` for the alpha layer and the fg
     bg           uint8 [T, H, W, 3]  inpainted background
     fg           uint8 [T, H, W, 3]  object over mid-grey
     captions     {"fg", "bg", "blend"}

@@ -21,6 +21,7 @@ import numpy as np
 
 from data_engine.schema import CAPTIONED_LAYERS, Captions, over_grey, printable_text
 from data_engine.stages.base import Resources, Row, Stage, StageError
+from data_engine.stages.masks import matte_of
 from data_engine.stages.models import COGVLM2_WEIGHTS, QWEN_WEIGHTS, build_cogvlm2, build_qwen_vl, check_preset, device_for
 
 BACKENDS = ("qwen2.5-vl", "cogvlm2")
@@ -146,7 +147,7 @@ class CaptionStage(Stage):
         if frames is None or mask is None or bg is None:
             raise StageError("caption needs a composed clip, or frames, mask and bg (run segment and inpaint)")
         fg = row.get("fg")
-        return {"fg": fg if fg is not None else over_grey(frames, mask), "bg": bg, "blend": frames}
+        return {"fg": fg if fg is not None else over_grey(frames, matte_of(row)), "bg": bg, "blend": frames}
 
     def process_batch(self, rows: list[Row]) -> list[Row]:
         out = []

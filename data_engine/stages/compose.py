@@ -1,7 +1,9 @@
 """Compose the four layers of a clip, and the model-free layer provider for the built-in synthetic videos.
 
 `compose` turns a clip row into the training sample: fg = the original frames where the matte is, mid-grey
-elsewhere (`over_grey`), alpha = the matte, bg = the inpainted background, blend = the original frames.
+elsewhere (`over_grey`), alpha = the matte, bg = the inpainted background, blend = the original frames. The matte
+is the row's `soft_alpha` when `segment` wrote one (`soft_alpha: true`), else its `mask`; the blend stays the
+original frames either way (they are the true composite; a recomposition from estimated layers would not be).
 
 `synthetic_layers` gives a clip of a built-in synthetic video its true matte and background: the video was
 rendered by `data_engine.synthetic`, so its layers are regenerated from its sidecar and cut with the
@@ -16,6 +18,7 @@ import numpy as np
 from data_engine.layers_sidecar import SidecarError, read_sidecar, sidecar_of
 from data_engine.schema import Captions, LayeredClip, object_key, over_grey
 from data_engine.stages.base import Resources, Row, Stage, StageError
+from data_engine.stages.masks import matte_of
 from data_engine.synthetic import SyntheticTruth
 from data_engine.video_io import resize_crop
 
@@ -68,14 +71,14 @@ class SyntheticLayersStage(Stage):
 
 
 class ComposeStage(Stage):
-    """Reads `key`, `clip_key`, `frames`, `mask`, `bg`, `fps`, `frame_range`, `captions`, `scores`; writes `clip`
-    and drops the pixel fields it consumed."""
+    """Reads `key`, `clip_key`, `frames`, `mask` (`soft_alpha` when present), `bg`, `fps`, `frame_range`,
+    `captions`, `scores`; writes `clip` and drops the pixel fields it consumed."""
 
     name = "compose"
     default_resources = Resources(num_cpus=0.5, batch_size=2, retries=1)
     reads = frozenset({"key", "frames", "mask", "bg", "fps"})
     writes = frozenset({"key", "clip"})
-    CONSUMED = ("frames", "mask", "bg", "fg")
+    CONSUMED = ("frames", "mask", "soft_alpha", "bg", "fg")
 
     def compose(self, row: Row) -> LayeredClip:
         missing = [f for f in ("frames", "mask", "bg") if row.get(f) is None]
@@ -84,16 +87,18 @@ class ComposeStage(Stage):
                 f"compose needs {missing} from earlier stages (mask: segment or synthetic_layers; bg: inpaint or "
                 f"synthetic_layers); add them to the config's stages before compose"
             )
-        frames, mask, bg = row["frames"], row["mask"], row["bg"]
-        if mask.dtype != np.uint8 or mask.shape != frames.shape[:3]:
-            raise StageError(f"mask must be uint8 {frames.shape[:3]}, got {mask.dtype} {mask.shape}")
+        frames, bg = row["frames"], row["bg"]
+        alpha = matte_of(row)
+        if alpha.dtype != np.uint8 or alpha.shape != frames.shape[:3]:
+            name = "mask" if row.get("soft_alpha") is None else "soft_alpha"
+            raise StageError(f"{name} must be uint8 {frames.shape[:3]}, got {alpha.dtype} {alpha.shape}")
         key = row["key"]
         if key == row.get("clip_key"):
             key = object_key(key, 0)  # never fanned out: the clip's single object
         return LayeredClip(
             key=key,
-            fg=over_grey(frames, mask),
-            alpha=mask,
+            fg=over_grey(frames, alpha),
+            alpha=alpha,
             bg=bg,
             blend=frames,
             captions=Captions(**row.get("captions", {})),

@@ -50,6 +50,12 @@ def png_to_mask(frames: list[bytes]) -> np.ndarray:
     return np.stack([decode_png(b, grey=True) for b in frames]).astype(np.uint8)
 
 
+def matte_of(row: dict) -> np.ndarray:
+    """The alpha of a row's object: its `soft_alpha` when `segment` wrote one, else its `mask`."""
+    soft = row.get("soft_alpha")
+    return row["mask"] if soft is None else soft
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two binary masks of the same shape (spatio-temporal when [T, H, W]); 0 when both are empty."""
     a, b = _binary(a), _binary(b)

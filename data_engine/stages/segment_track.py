@@ -14,11 +14,34 @@ Reads `frames`, `tags`, `clip_key` (or `key`). Fans out one row per object:
     tag       the tag that detected it                               scores["segment"]  det/SAM scores, keyframe
     siblings  a compact summary of ALL objects of the clip (downsampled packed masks, scores), so `dedup` can
               decide each row on its own, whatever batches the engine forms.
+    soft_alpha  uint8 [T, H, W], only with `soft_alpha: true` (see "Soft mattes")
 A clip with no object is dropped with its reason. Masks serialise compactly with `data_engine.stages.masks`.
+
+Soft mattes. SAM and SAM 2 predict mask *logits* at 256 x 256 (SAM: over the padded 1024 square; SAM 2: over the
+frame stretched to 1024 x 1024), upsampled bilinearly to the frame. `mask` is `logits > mask_threshold` (0.0,
+both models' own decision boundary); with `soft_alpha: true` the row also carries
+`soft_alpha = 255 * sigmoid((logits - mask_threshold) / temperature)` (rounded, a tie going down), so
+`soft_alpha >= 128` is exactly `mask`. `dedup`, `fg_check` and `inpaint` keep using the binary `mask`; `compose` makes
+the alpha layer and the fg from `soft_alpha` when a row has it. The logits were trained on binary masks: they
+are a probability of "in the object", not an alpha, at the 256 grid's resolution (a cell is ~2.8 px of a 720-wide
+frame), so an edge sharper than a cell comes out about a cell wide, and their scale (how steep the fall-off) is
+the model's, not the matte's. `temperature` rescales it: T below 1 steepens the ramp towards the binary mask,
+above 1 widens it. Matched to the logits (T = their gain over calibrated ones) the soft alpha follows a soft edge
+(motion blur, hair) far better than any binary mask; too large, it widens every edge into a halo, makes the
+inside of an object that the model holds with modest logits partly transparent, and turns uncertain pixels
+(low-confidence regions, tracking drift) into half-transparent ghosts, and is then worse than binary.
+`python benchmarks/soft_matte.py` measures this on calibrated logits of a known soft edge (BENCHMARKS.md); the
+figures for the real SAM 2.1 weights need their checkpoint (not available offline here), so the default stays
+binary and T = 1.
+Keyframes: the object's keyframe matte is SAM's own (`SamPredictor.predict_torch(return_logits=True)`, the same
+conversion), not SAM 2's output on its conditioning frame, which is that mask binarised and sent through SAM 2's
+4x-down, 4x-up round trip (`mask * 20 - 10`): its soft edge would be resampling blur, not the model's.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -42,11 +65,52 @@ class SegmentOptions:
     sibling_stride: int = 4
     session_dtype: str = "float32"
     seed: int = 0
+    # The logit where `mask` starts (SAM's and SAM 2's boundary is 0.0); `soft_alpha` is 0.5 there.
+    mask_threshold: float = 0.0
+    # Also write `soft_alpha` (see "Soft mattes"); compose then uses it for the alpha layer and the fg.
+    soft_alpha: bool = False
+    # Divides the logits before the sigmoid: > 1 softer edges, < 1 closer to the binary mask.
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
         if self.sam_gap < 1 or self.max_objects < 1 or self.sibling_stride < 1:
             raise ValueError("segment sam_gap, max_objects and sibling_stride must be >= 1")
+        if not isinstance(self.soft_alpha, bool):
+            raise ValueError(f"segment soft_alpha must be true or false, got {self.soft_alpha!r}")
+        for name in ("mask_threshold", "temperature"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"segment {name} must be a finite number, got {value!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"segment temperature must be > 0 (it divides the mask logits), got {self.temperature}")
+
+
+class Matte(NamedTuple):
+    """One object on one frame: the binary mask and, with `soft_alpha`, the soft alpha (uint8) from the same logits."""
+
+    mask: np.ndarray
+    alpha: np.ndarray | None
+
+
+def matte_from_logits(logits: np.ndarray, opts: SegmentOptions) -> Matte:
+    """Mask logits at frame size -> `Matte` (see "Soft mattes" in the module docstring)."""
+    mask = logits > opts.mask_threshold
+    if not opts.soft_alpha:
+        return Matte(mask, None)
+    # float64: the sigmoid of a logit just above the threshold stays above 0.5, so the alpha rounds to >= 128;
+    # tanh form: no overflow for large negative logits.
+    z = (logits.astype(np.float64) - opts.mask_threshold) / opts.temperature
+    alpha = 0.5 * (1.0 + np.tanh(0.5 * z))
+    # Round half down: a logit exactly at the threshold (alpha 0.5) is outside `mask`, and 127 here.
+    return Matte(mask, np.ceil(alpha * 255.0 - 0.5).astype(np.uint8))
+
+
+def sam2_mattes(processor: Any, low_res: Any, size: tuple[int, int], opts: SegmentOptions) -> list[Matte]:
+    """SAM 2's low-resolution mask logits [N, 1, h, w] (a torch tensor) -> one `Matte` per object at frame `size`:
+    the processor's own upsampling (`post_process_masks`, unthresholded), then `matte_from_logits`."""
+    logits = processor.post_process_masks([low_res.float()], original_sizes=[list(size)], binarize=False)[0]
+    return [matte_from_logits(logits[i, 0].cpu().numpy(), opts) for i in range(logits.shape[0])]
 
 
 @dataclass
@@ -64,6 +128,12 @@ class TrackedObject:
     sam_score: float
     keyframe: int
     mask: np.ndarray  # bool [T, H, W]
+    alpha: np.ndarray | None  # uint8 [T, H, W] with `soft_alpha`, else None
+
+    def set(self, frame: int, matte: Matte) -> None:
+        self.mask[frame] = matte.mask
+        if self.alpha is not None:
+            self.alpha[frame] = matte.alpha
 
 
 def siblings_summary(objects: list[TrackedObject], stride: int) -> dict:
@@ -88,7 +158,7 @@ class SegmentTrackStage(Stage):
     default_resources = Resources(num_cpus=1.0, num_gpus=0.15, batch_size=1, retries=1)
     Options = SegmentOptions
     reads = frozenset({"key", "frames", "tags"})
-    writes = frozenset({"key", "clip_key", "obj", "tag", "mask", "boxes", "siblings", "scores"})
+    writes = frozenset({"key", "clip_key", "obj", "tag", "mask", "boxes", "siblings", "scores", "soft_alpha"})
 
     @classmethod
     def weights(cls, opts: SegmentOptions) -> tuple[str, ...]:
@@ -138,27 +208,27 @@ class SegmentTrackStage(Stage):
             return tags[min(inside)[1]]
         return next((t for t in tags if label and label in t.lower()), tags[0])
 
-    def segment(self, frame: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """SAM masks bool [N, H, W] and predicted IoU scores [N] for N boxes on one frame."""
+    def segment(self, frame: np.ndarray, boxes: np.ndarray) -> tuple[list[Matte], np.ndarray]:
+        """SAM mattes (one per box, from SAM's logits at frame size) and predicted IoU scores [N] on one frame."""
         import torch
 
         self.sam.set_image(frame)
         box_t = self.sam.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float32, device=self.device),
                                                      frame.shape[:2])
         with torch.inference_mode():
-            masks, scores, _ = self.sam.predict_torch(point_coords=None, point_labels=None, boxes=box_t,
-                                                      multimask_output=False)
-        return masks[:, 0].cpu().numpy(), scores[:, 0].float().cpu().numpy()
+            logits, scores, _ = self.sam.predict_torch(point_coords=None, point_labels=None, boxes=box_t,
+                                                       multimask_output=False, return_logits=True)
+        mattes = [matte_from_logits(x, self.opts) for x in logits[:, 0].float().cpu().numpy()]
+        return mattes, scores[:, 0].float().cpu().numpy()
 
-    def _propagate(self, session, start: int, reverse: bool, size: tuple[int, int]) -> dict[int, dict[int, np.ndarray]]:
+    def _propagate(self, session, start: int, reverse: bool, size: tuple[int, int]) -> dict[int, dict[int, Matte]]:
         import torch
 
-        out: dict[int, dict[int, np.ndarray]] = {}
+        out: dict[int, dict[int, Matte]] = {}
         with torch.inference_mode():
             for step in self.sam2.propagate_in_video_iterator(session, start_frame_idx=start, reverse=reverse):
-                masks = self.sam2_proc.post_process_masks([step.pred_masks.float()], original_sizes=[list(size)],
-                                                          binarize=True)[0]
-                out[step.frame_idx] = {oid: masks[i, 0].cpu().numpy() for i, oid in enumerate(step.object_ids)}
+                mattes = sam2_mattes(self.sam2_proc, step.pred_masks, size, self.opts)
+                out[step.frame_idx] = dict(zip(step.object_ids, mattes))
         return out
 
     # -------------------------------------------------------------- the loop
@@ -173,15 +243,17 @@ class SegmentTrackStage(Stage):
             dets = self.detect(frames[k], tags)
             if not dets:
                 continue
-            masks, sam_scores = self.segment(frames[k], np.stack([d.box for d in dets]))
+            mattes, sam_scores = self.segment(frames[k], np.stack([d.box for d in dets]))
             new: list[TrackedObject] = []
-            for det, mask, sam_score in zip(dets, masks, sam_scores):
+            for det, matte, sam_score in zip(dets, mattes, sam_scores):
                 known = [o.mask[k] for o in objects] + [o.mask[k] for o in new]
-                if not mask.any() or any(iou(mask, m) >= self.opts.new_object_iou for m in known):
+                if not matte.mask.any() or any(iou(matte.mask, m) >= self.opts.new_object_iou for m in known):
                     continue
-                full = np.zeros((t, h, w), bool)
-                full[k] = mask
-                new.append(TrackedObject(len(objects) + len(new) + 1, det.tag, det.score, float(sam_score), k, full))
+                alpha = None if matte.alpha is None else np.zeros((t, h, w), np.uint8)
+                obj = TrackedObject(len(objects) + len(new) + 1, det.tag, det.score, float(sam_score), k,
+                                    np.zeros((t, h, w), bool), alpha)
+                obj.set(k, matte)
+                new.append(obj)
             new = new[: self.opts.max_objects - len(objects)]
             if not new:
                 continue
@@ -189,14 +261,17 @@ class SegmentTrackStage(Stage):
                                                            input_masks=[o.mask[k] for o in new])
             objects.extend(new)
             by_id = {o.obj: o for o in objects}
+            new_ids = {o.obj for o in new}
+            # On frame k a new object keeps SAM's matte (module docstring, "Keyframes").
             for f, per_obj in self._propagate(session, k, reverse=False, size=(h, w)).items():
                 for oid, m in per_obj.items():
-                    by_id[oid].mask[f] = m
+                    if not (f == k and oid in new_ids):
+                        by_id[oid].set(f, m)
             if k > 0:
-                new_ids = {o.obj for o in new}
                 for f, per_obj in self._propagate(session, k, reverse=True, size=(h, w)).items():
                     for oid in new_ids & per_obj.keys():
-                        by_id[oid].mask[f] = per_obj[oid]
+                        if f != k:
+                            by_id[oid].set(f, per_obj[oid])
         return objects
 
     def process_batch(self, rows: list[Row]) -> list[Row]:
@@ -219,7 +294,12 @@ class SegmentTrackStage(Stage):
                 mask = o.mask.astype(np.uint8) * 255
                 seg = {"tag": o.tag, "det_score": o.det_score, "sam_score": o.sam_score, "keyframe": o.keyframe,
                        "area": float(o.mask.mean())}
+                soft = {}
+                if o.alpha is not None:
+                    soft = {"soft_alpha": o.alpha}
+                    seg["soft_alpha"] = {"mask_threshold": self.opts.mask_threshold,
+                                         "temperature": self.opts.temperature}
                 out.append({**row, "key": object_key(clip_key, o.obj), "clip_key": clip_key, "obj": o.obj,
                             "tag": o.tag, "mask": mask, "boxes": boxes_from_mask(mask), "siblings": summary,
-                            "scores": {**row.get("scores", {}), "segment": seg}})
+                            "scores": {**row.get("scores", {}), "segment": seg}, **soft})
         return out

@@ -200,6 +200,21 @@ def test_compose_builds_the_four_layers():
     assert is_failed(missing) and "segment or synthetic_layers" in missing[FAILED]["message"]
 
 
+
+def test_compose_takes_the_soft_alpha_when_segment_wrote_one():
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (4, 8, 12, 3), dtype=np.uint8)
+    soft = rng.integers(1, 255, (4, 8, 12), dtype=np.uint8)
+    mask = np.where(soft >= 128, 255, 0).astype(np.uint8)
+    base = {INPUT: "v", WEIGHT: Fraction(1), "key": "v_1-00000-01", "clip_key": "v_1-00000", "frames": frames,
+            "mask": mask, "soft_alpha": soft, "bg": frames[::-1].copy(), "fps": 8.0, "frame_range": (0, 4)}
+    row, bad = run_rows(actor("compose"), [base, {**base, "soft_alpha": soft[:, :4]}])
+    clip = row["clip"]
+    assert np.array_equal(clip.alpha, soft) and np.array_equal(clip.fg, over_grey(frames, soft))
+    assert not np.array_equal(clip.fg, over_grey(frames, mask)) and np.array_equal(clip.blend, frames)
+    assert "soft_alpha" not in row and "mask" not in row
+    assert is_failed(bad) and "soft_alpha must be uint8 (4, 8, 12)" in bad[FAILED]["message"]
+
 def test_synthetic_layers_align_with_the_decoded_video(tmp_path):
     cfg = SyntheticConfig(num_clips=1, num_frames=16, height=72, width=120, seed=3)
     path = write_synthetic_video(cfg, 0, tmp_path)

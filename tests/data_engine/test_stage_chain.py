@@ -1,5 +1,5 @@
-"""The whole tiny perception chain on a synthetic clip, plain Python (no Ray): tag -> segment -> dedup ->
-fg_check -> inpaint -> compose -> caption. Also the inpaint stage's paste-back and windowing."""
+"""The whole tiny perception chain on a synthetic clip, plain Python (no Ray): tag -> segment (soft mattes on) ->
+dedup -> fg_check -> inpaint -> compose -> caption. Also the inpaint stage's paste-back and windowing."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +30,8 @@ def clip():
 def chain(clip):
     stages = [
         TagStage(preset="tiny", num_keyframes=2, top_k=3),
-        SegmentTrackStage(preset="tiny", sam_gap=4, box_threshold=0.0, text_threshold=0.0, max_objects=1),
+        SegmentTrackStage(preset="tiny", sam_gap=4, box_threshold=0.0, text_threshold=0.0, max_objects=1,
+                          soft_alpha=True),
         DedupStage(min_area=0.0, max_area=1.0, max_missing=1.0),
         ForegroundCheckStage(preset="tiny", num_frames=2, constrain_answer=True, on_reject="keep", dtype="float32"),
         InpaintStage(preset="tiny", dilate_px=3, window=4, overlap=2),
@@ -68,6 +69,12 @@ def test_chain_produces_mask_bg_and_three_captions(chain, clip):
         assert sample.scores["fg_check"]["verdict"] in ("yes", "no")
         assert np.array_equal(sample.blend, clip.blend)
 
+
+def test_the_soft_alpha_reaches_the_sample_and_the_binary_mask_the_inpaint(chain):
+    for seg_row, inp_row, row in zip(chain["segment"], chain["inpaint"], chain["caption"]):
+        assert np.array_equal(row["clip"].alpha, seg_row["soft_alpha"])
+        assert np.array_equal(inp_row["mask"], seg_row["mask"]) and set(np.unique(inp_row["mask"])) <= {0, 255}
+        assert "soft_alpha" not in row
 
 def test_inpaint_keeps_pixels_outside_the_dilated_mask(chain, clip):
     for seg_row, inp_row in zip(chain["fg_check"], chain["inpaint"]):
