@@ -74,8 +74,10 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dataset", help="build layered shards with the Ray data engine", epilog=DATASET_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("--config", default=None, help="engine YAML, or an installed one by name: demo, perception_tiny "
-                   "(the default), perception_full, synthetic")
-    d.add_argument("--input", default=None, help="videos: folder, glob, list file, file or URI (replaces the config's sources)")
+                   "(the default), perception_full, synthetic, mulan, image_matting, video_matting")
+    d.add_argument("--input", default=None, help="what to read: a config with one dataset source (mulan, image_matting, "
+                   "video_matting, official, ...) reads it from PATH; any other config gets a videos source "
+                   "(folder, glob, list file, file or URI) in place of its sources")
     d.add_argument("--out", default=None, help="output folder (run.out)")
     d.add_argument("--limit", type=int, default=None, help="process at most N inputs not yet done")
     d.add_argument("--dry-run", action="store_true", help="print the inputs, resources and stage plan; start nothing")

@@ -19,6 +19,7 @@ import yaml
 
 from data_engine.clip_policy import ClipPolicy
 from data_engine.defaults import configs_dir
+from data_engine.sources import SOURCES, source_class
 from data_engine.stages.base import Resources
 
 DEFAULT_CONFIG = configs_dir("engine") / "perception_tiny.yaml"
@@ -195,6 +196,17 @@ def _list_item(items: list[Any], part: str, section: str, dotted: str) -> dict[s
     raise ConfigError(f"--set {dotted}: {section} has entries 0..{len(items) - 1}; use the entry's index")
 
 
+def input_sources(sources: Any, input: str | list[str]) -> list[dict[str, Any]]:
+    """`--input`: a config whose one source reads a dataset folder (mulan, image_matting, video_matting, official,
+    layered_images, copy_paste, frames) keeps that source, pointed at `input` (its first required option: root,
+    annotations, shards, input); any other config gets a `videos` source reading `input`."""
+    if isinstance(sources, list) and len(sources) == 1 and isinstance(sources[0], dict):
+        kind = sources[0].get("type")
+        if kind in SOURCES and kind != "videos" and source_class(kind).required:
+            return [{**sources[0], source_class(kind).required[0]: input}]
+    return [{"type": "videos", "input": input}]
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -212,7 +224,7 @@ def load_config(
     except yaml.YAMLError as exc:
         raise ConfigError(f"{cfg_path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if input is not None:
-        raw["sources"] = [{"type": "videos", "input": input}]
+        raw["sources"] = input_sources(raw.get("sources"), input)
     for assignment in overrides:
         apply_override(raw, assignment)
     cfg = parse_config(raw, str(cfg_path))

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from data_engine.cli import main
+from data_engine.defaults import configs_dir
 from data_engine.engine.config import DEFAULT_CONFIG, SYNTHETIC_CONFIG, ConfigError, load_config, parse_config
 from data_engine.engine.resources import ClusterResources, PlanError, fuse_stages, packs, plan_stages
 from data_engine.engine.runner import prepare, stage_setup
@@ -237,3 +238,21 @@ def test_cli_weights_check_lists_present_and_missing(tmp_path, monkeypatch, caps
                 target.write_text('{"weight_map": {}}' if f.endswith(".index.json") else "{}")
     assert main(["weights", "check"]) == 0
     assert "missing" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("config, option", [("mulan", "annotations"), ("image_matting", "root"),
+                                            ("video_matting", "root")])
+def test_input_points_a_dataset_config_at_the_folder(tmp_path, config, option):
+    """`make dataset CONFIG=mulan ARGS="--input DIR"`: the config's own source reads DIR, its other options kept."""
+    shipped = yaml.safe_load((configs_dir("engine") / f"{config}.yaml").read_text())["sources"][0]
+    cfg = load_config(configs_dir("engine") / f"{config}.yaml", input=str(tmp_path))
+    (source,) = cfg.sources
+    assert source.type == config
+    assert source.options[option] == str(tmp_path)
+    assert {k: v for k, v in source.options.items() if k != option} == \
+        {k: v for k, v in shipped.items() if k not in ("type", option)}
+
+
+def test_input_gives_a_video_config_a_videos_source(tmp_path):
+    cfg = load_config(configs_dir("engine") / "perception_tiny.yaml", input=str(tmp_path))
+    assert [(s.type, s.options) for s in cfg.sources] == [("videos", {"input": str(tmp_path)})]
