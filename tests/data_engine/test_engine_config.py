@@ -241,7 +241,8 @@ def test_cli_weights_check_lists_present_and_missing(tmp_path, monkeypatch, caps
 
 
 @pytest.mark.parametrize("config, option", [("mulan", "annotations"), ("image_matting", "root"),
-                                            ("video_matting", "root")])
+                                            ("video_matting", "root"), ("copy_paste", "shards"),
+                                            ("layered_images", "root")])
 def test_input_points_a_dataset_config_at_the_folder(tmp_path, config, option):
     """`make dataset CONFIG=mulan ARGS="--input DIR"`: the config's own source reads DIR, its other options kept."""
     shipped = yaml.safe_load((configs_dir("engine") / f"{config}.yaml").read_text())["sources"][0]
