@@ -7,6 +7,13 @@ prepend a copy of frame 0, so 4 x 16 + 1 = 65 frames become 17 latents; generati
 64 frames / 16 latents. Latent `k * L + d` (L latents per layer, d = 1 with the duplicate) belongs to layer k;
 the duplicate's latent 0 travels with fg. Conditions are clean latents kept in their own place in the sequence.
 
+Condition latents come from one joint VAE pass over the whole sequence, and that VAE mixes in time: in that pass
+a condition's latents also carry what the frames before it show. Given only the conditions, the pipeline fills
+the layers it generates with stand-ins (`pack_conditions`); the trainer encodes its condition latents from the
+same stand-ins, so a model never learns to read the true generated layers out of its condition (a decomposition
+trained on the joint pass of the true layers found its matte in the blend's latents, and at inference, where
+that matte is a stand-in, returned none).
+
 The trainer and the pipeline share this module, so both see one definition of the layout.
 """
 from __future__ import annotations
@@ -18,7 +25,7 @@ from enum import Enum
 import numpy as np
 import torch
 
-from data_engine.schema import CAPTIONED_LAYERS, LAYERS, Captions, LayeredClip
+from data_engine.schema import CAPTIONED_LAYERS, LAYERS, MID_GREY, Captions, LayeredClip
 
 # The prompt of each captioned layer is prefixed with this index ("0, " + fg ...), whatever the task.
 PROMPT_INDEX: dict[str, int] = {"fg": 0, "bg": 1, "blend": 2}
@@ -72,6 +79,10 @@ TASKS: dict[Task, TaskSpec] = {
     # The official decomposition model reads two prompts (fg, bg); the blend is the condition.
     Task.DECOMPOSE: TaskSpec(Task.DECOMPOSE, ("blend",), ("fg", "bg"), False),
 }
+
+
+# The tasks given some layers, whose condition latents the pipeline encodes with stand-ins (`pack_conditions`).
+CONDITIONAL_TASKS: tuple[Task, ...] = tuple(task for task, spec in TASKS.items() if spec.conditions)
 
 
 def task_spec(task: Task | str) -> TaskSpec:
@@ -212,6 +223,24 @@ class SequenceLayout:
             raise LayoutError(f"layers differ in size: {sorted(shapes)}; all must be [T, H, W(, 3)] alike")
         video = np.concatenate(([frames[0][:1]] if self.duplicate else []) + frames, axis=0)
         return uint8_to_signed(torch.from_numpy(video).permute(0, 3, 1, 2))
+
+    def pack_conditions(self, layers: Mapping[str, np.ndarray] | LayeredClip) -> torch.Tensor:
+        """The video whose joint VAE pass gives this task's condition latents: `pack` of the task's condition
+        layers (any others in `layers` are ignored) with a stand-in for each layer it generates, the value
+        closest to what it would be: alpha transparent, fg mid-grey (its empty value), and an unknown bg or blend
+        the other one's frames when given (a background looks like its blend), else mid-grey."""
+        arrays = _layer_arrays(layers)
+        given = {name: arrays[name] for name in self.spec.conditions if name in arrays}
+        if len(given) != len(self.spec.conditions) or not given:
+            raise LayoutError(f"task {self.task.value} packs its conditions {', '.join(self.spec.conditions) or '(none)'}; "
+                              f"got {', '.join(sorted(arrays)) or 'none'}")
+        frames, height, width = next(iter(given.values())).shape[:3]
+        grey = np.full((frames, height, width, 3), MID_GREY, np.uint8)
+        given.setdefault("alpha", np.zeros((frames, height, width), np.uint8))
+        given.setdefault("fg", grey)
+        given.setdefault("bg", given.get("blend", grey))
+        given.setdefault("blend", given.get("bg", grey))
+        return self.pack(given)
 
     def unpack(self, video: torch.Tensor) -> dict[str, np.ndarray]:
         """[T, 3, H, W] in [-1, 1] -> uint8 layers (alpha [T, H, W] as the mean of its three channels)."""

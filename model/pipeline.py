@@ -24,7 +24,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
-from data_engine.schema import CAPTIONED_LAYERS, LAYERS, MID_GREY, Captions, LayeredClip, sample_key
+from data_engine.schema import CAPTIONED_LAYERS, LAYERS, Captions, LayeredClip, sample_key
 from model.layout import CONDITION_ARGS, LayoutError, SequenceLayout, Task, TaskSpec, prompt_slots, task_spec
 from model.lora import lora_merged, merge_lora, unmerge_lora
 from model.schedule import DEFAULT_STEPS, GuidanceSchedule, make_scheduler, sampler_name
@@ -245,7 +245,7 @@ class LayerFlowPipeline(DiffusionPipeline):
 
         clean = None
         if spec.conditions:
-            video = torch.stack([layout.pack(_with_placeholders(c, num_frames, height, width)) for c in conditions])
+            video = torch.stack([layout.pack_conditions(c) for c in conditions])
             clean, _ = layout.split_latents(self.encode_video(video, generator).to(prompt_embeds.dtype))
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -387,23 +387,6 @@ def _condition_array(layer: str, arg: str, item: Condition, frames: int, height:
             "resize the condition or pass matching num_frames/height/width"
         )
     return arr
-
-
-def _with_placeholders(conditions: dict[str, np.ndarray], frames: int, height: int, width: int) -> dict[str, np.ndarray]:
-    """Fill the layers the task generates with stand-in frames for the joint VAE pass.
-
-    The VAE is causal in time, so layers after the conditions do not change their latents at all, and
-    layers before them only through the VAE's time context; each stand-in is the value closest to what it
-    would be: alpha transparent, fg mid-grey (its empty value), and an unknown bg or blend the other one's
-    frames when given (a background looks like its blend).
-    """
-    grey = np.full((frames, height, width, 3), MID_GREY, np.uint8)
-    layers = dict(conditions)
-    layers.setdefault("alpha", np.zeros((frames, height, width), np.uint8))
-    layers.setdefault("fg", grey)
-    layers.setdefault("bg", conditions.get("blend", grey))
-    layers.setdefault("blend", conditions.get("bg", grey))
-    return {name: layers[name] for name in LAYERS}
 
 
 def build_tiny_pipeline(seed: int = 0, *, num_prompts: int = 3, sampler: str = "dpm") -> LayerFlowPipeline:

@@ -2,6 +2,8 @@
 
 A cache folder mirrors a shard directory, one tar per data shard (same name), one entry per sample key:
     <key>.cache.safetensors   latents [T', C, h, w] (plain layout), latents_dup (duplicated first frame),
+                              cond_<task> [Tc, C, h, w] per conditional task: its condition latents as the
+                              pipeline encodes them (`SequenceLayout.pack_conditions`),
                               prompt_embeds [3 * tokens per prompt, d] (fg, bg, blend prompts, index-prefixed)
     <key>.json                key, origin, kind, captions
 and `cache.json`, written last: the config hash and what it hashes (the VAE's and T5's identity, frames, size,
@@ -22,7 +24,7 @@ from torch import nn
 from trainer.config import DataConfig, TrainConfigError
 
 CACHE_META = "cache.json"
-CACHE_FORMAT = "layerflow-latent-cache-v1"
+CACHE_FORMAT = "layerflow-latent-cache-v2"  # v2: cond_<task> latents
 DEFAULT_CACHE_DIR = "latent_cache"
 TENSORS_MEMBER = "cache.safetensors"
 
@@ -108,22 +110,33 @@ class LatentCache:
         return [str(u) for u in urls]
 
 
+def cond_latents_name(task) -> str:
+    """The cache member of a conditional task's condition latents."""
+    from model.layout import Task
+
+    return f"cond_{Task.parse(task).value}"
+
+
 def encode_example(layers: dict[str, np.ndarray], captions: dict[str, str], frames_per_layer: int, vae: nn.Module,
                    text_encoder: nn.Module, tokenizer, generator: torch.Generator,
                    text_tokens: int) -> dict[str, torch.Tensor]:
     """One framed sample's cache tensors: a VAE posterior sample (x scaling factor) of each packing, and T5."""
     from data_engine.schema import CAPTIONED_LAYERS
-    from model.layout import SequenceLayout, Task
+    from model.layout import CONDITIONAL_TASKS, SequenceLayout, Task
     from model.text import encode_prompts, indexed_prompts
+
+    def encode(video: torch.Tensor) -> torch.Tensor:
+        posterior = vae.encode(video.permute(1, 0, 2, 3)[None].to(vae.dtype)).latent_dist
+        eps = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
+        return ((posterior.mean + posterior.std * eps) * vae.config.scaling_factor)[0].permute(1, 0, 2, 3).float()
 
     out = {}
     with torch.no_grad():
         for name, task in (("latents", Task.GENERATE), ("latents_dup", Task.FG_CONDITIONED)):
-            video = SequenceLayout.for_task(task, frames_per_layer).pack(layers)
-            posterior = vae.encode(video.permute(1, 0, 2, 3)[None].to(vae.dtype)).latent_dist
-            eps = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
-            latents = (posterior.mean + posterior.std * eps) * vae.config.scaling_factor
-            out[name] = latents[0].permute(1, 0, 2, 3).float().contiguous()
+            out[name] = encode(SequenceLayout.for_task(task, frames_per_layer).pack(layers)).contiguous()
+        for task in CONDITIONAL_TASKS:
+            layout = SequenceLayout.for_task(task, frames_per_layer)
+            out[cond_latents_name(task)] = encode(layout.pack_conditions(layers))[layout.clean_indices].contiguous()
         text = encode_prompts(tokenizer, text_encoder, [indexed_prompts(captions, CAPTIONED_LAYERS)],
                               max_length=text_tokens)
         out["prompt_embeds"] = text[0].float().contiguous()

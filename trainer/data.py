@@ -35,9 +35,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from data_engine.schema import CAPTIONED_LAYERS, LAYERS, LayeredClip
 from data_engine.shards import MANIFEST_NAME, decode_sample, shard_urls
 from data_engine.video_io import Geometry, cover_geometry, resize_crop
-from model.layout import SequenceLayout, Task, is_static, motion_scale, task_spec
+from model.layout import CONDITIONAL_TASKS, SequenceLayout, Task, is_static, motion_scale, task_spec
 from model.text import indexed_prompts
-from trainer.cache import TENSORS_MEMBER, LatentCache, data_parts
+from trainer.cache import TENSORS_MEMBER, LatentCache, cond_latents_name, data_parts
 from trainer.config import DataConfig, TrainConfigError, stage_spec, task_weights
 from trainer.seeding import stable_seed
 
@@ -147,13 +147,18 @@ def collate(examples: list[dict[str, Any]], task: Task | str, frames_per_layer: 
         "motion_scale": torch.tensor([e["motion_scale"] for e in examples], dtype=torch.float32),
         "prompt_keep": torch.tensor([[e["keep"][l] for l in CAPTIONED_LAYERS] for e in examples]),
     }
+    conditional = bool(task_spec(task).conditions)
     if "latents" in examples[0]:
         which = "latents_dup" if task_spec(task).duplicate_first_frame else "latents"
         out["latents"] = torch.stack([e[which] for e in examples])
+        if conditional:
+            out["cond_latents"] = torch.stack([e[cond_latents_name(task)] for e in examples])
         out["prompt_embeds"] = torch.stack([e["prompt_embeds"] for e in examples])
     else:
         layout = SequenceLayout.for_task(task, frames_per_layer)
         out["video"] = torch.stack([layout.pack(e["layers"]) for e in examples])
+        if conditional:  # what the pipeline encodes for the conditions: `SequenceLayout.pack_conditions`
+            out["cond_video"] = torch.stack([layout.pack_conditions(e["layers"]) for e in examples])
         out["prompts"] = [indexed_prompts(e["captions"], CAPTIONED_LAYERS) for e in examples]
     return out
 
@@ -249,6 +254,7 @@ def decode_cached(raw: dict[str, Any], *, static_videos: bool, prompt_dropout: f
         "origin": meta["origin"],
         "latents": tensors["latents"],
         "latents_dup": tensors["latents_dup"],
+        **{name: tensors[name] for name in map(cond_latents_name, CONDITIONAL_TASKS)},
         "prompt_embeds": tensors["prompt_embeds"],
         "captions": meta["captions"],
         "motion_scale": motion_scale(is_static(meta["kind"], static_videos)),

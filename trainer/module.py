@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from data_engine.schema import CAPTIONED_LAYERS
-from model.layout import LayoutError, SequenceLayout, Task, prompt_slots
+from model.layout import LayoutError, SequenceLayout, Task, prompt_slots, task_spec
 from model.lora import is_lora_param
 from model.schedule import alpha_bar, make_scheduler, training_loss_weight
 from model.text import encode_prompts
@@ -159,31 +159,52 @@ class LayerFlowModule(L.LightningModule):
         return slots, torch.tensor(used)
 
     def encode_batch(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(latents [B, T', C, h, w], text [B, P * text_tokens, d]) from pixels and prompts, or as given pre-encoded (latents + all three prompts' embeddings)."""
+        """(latents [B, T', C, h, w], text [B, P * text_tokens, d]) from pixels and prompts, or as given pre-encoded
+        (latents + all three prompts' embeddings). A conditional task's condition latents are those of its
+        `cond_video` / `cond_latents` (the conditions with the pipeline's stand-ins for the generated layers), not
+        of the joint pass over the true layers, which would show the model what it is to generate."""
         first = self._first_index(batch)
-        slots, used = self.prompt_slots(Task.parse(batch["task"]))
+        task = Task.parse(batch["task"])
+        slots, used = self.prompt_slots(task)
         tokens = self.text_tokens
         if "latents" in batch:
             latents = batch["latents"].to(self.device)
+            cond = batch.get("cond_latents")
             embeds = batch["prompt_embeds"].to(self.device).unflatten(1, (len(CAPTIONED_LAYERS), tokens))
             text = embeds[:, slots].flatten(1, 2)
         else:
             with torch.no_grad():
-                x = batch["video"].to(self.device, self.vae.dtype).permute(0, 2, 1, 3, 4)
-                posterior = self.vae.encode(x).latent_dist
-                eps = torch.stack([
-                    torch.randn(posterior.mean.shape[1:], generator=sample_generator(self.seed, step, first + i, "vae"))
-                    for i in range(x.shape[0])
-                ]).to(posterior.mean)
-                latents = (posterior.mean + posterior.std * eps) * self.vae.config.scaling_factor
-                latents = latents.permute(0, 2, 1, 3, 4)
+                latents = self._encode_video(batch["video"], step, first, "vae")
+                cond = batch.get("cond_video")
+                if cond is not None:
+                    temporal = int(getattr(self.vae.config, "temporal_compression_ratio", 4))
+                    layout = SequenceLayout.for_task(task, int(batch["frames_per_layer"]), temporal)
+                    cond = self._encode_video(cond, step, first, "vae_cond")[:, layout.clean_indices]
                 prompts = [[sample[i] for i in slots] for sample in batch["prompts"]]
                 text = encode_prompts(self.tokenizer, self.text_encoder, prompts, max_length=tokens,
                                       device=self.device)
+        if task_spec(task).conditions:
+            if cond is None:
+                raise TrainConfigError(f"a {task.value} batch carries no condition latents (cond_latents / "
+                                       "cond_video); rebuild the latent cache with `layerflow precompute`")
+            temporal = int(getattr(self.vae.config, "temporal_compression_ratio", 4))
+            layout = SequenceLayout.for_task(task, int(batch["frames_per_layer"]), temporal)
+            latents = latents.clone()
+            latents[:, layout.clean_indices] = cond.to(latents)
         keep = batch["prompt_keep"].to(self.device)[:, slots] & used.to(self.device)
         # A dropped prompt is all-zero embeddings: the unconditional input the sampler's CFG uses.
         mask = keep.repeat_interleave(tokens, dim=1)[..., None].to(text.dtype)
         return latents.float(), text * mask
+
+    def _encode_video(self, video: torch.Tensor, step: int, first: int, tag: str) -> torch.Tensor:
+        """[B, T, 3, H, W] pixels -> scaled latents [B, T', C, h, w], a posterior sample drawn per sample."""
+        x = video.to(self.device, self.vae.dtype).permute(0, 2, 1, 3, 4)
+        posterior = self.vae.encode(x).latent_dist
+        eps = torch.stack([
+            torch.randn(posterior.mean.shape[1:], generator=sample_generator(self.seed, step, first + i, tag))
+            for i in range(x.shape[0])
+        ]).to(posterior.mean)
+        return ((posterior.mean + posterior.std * eps) * self.vae.config.scaling_factor).permute(0, 2, 1, 3, 4)
 
     def compute_loss(
         self,

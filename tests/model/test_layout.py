@@ -140,3 +140,32 @@ def test_task_spec_generated_layers():
     assert task_spec("bg_conditioned").generated == ("fg", "alpha", "blend")
     assert task_spec("decompose").generated == ("fg", "alpha", "bg")
     assert task_spec("generate").generated == LAYERS
+
+
+@pytest.mark.parametrize("task", ["fg_conditioned", "bg_conditioned", "decompose"])
+def test_pack_conditions_keeps_the_conditions_and_stands_in_for_the_rest(task):
+    """Known answers: the given layers as `pack` packs them; alpha transparent, fg mid-grey, an unknown bg the
+    blend's frames and an unknown blend the bg's; whatever the true generated layers hold never reaches it."""
+    clip, other = _clip(seed=0), _clip(seed=1)
+    layout = SequenceLayout.for_task(task, frames_per_layer=8)
+    video = layout.pack_conditions(clip)
+    # The generated layers of another clip with the same conditions change nothing.
+    mixed = {n: (clip if n in layout.spec.conditions else other).layer(n) for n in LAYERS}
+    assert torch.equal(layout.pack_conditions(mixed), video)
+    layers = layout.unpack(video)
+    given = set(layout.spec.conditions)
+    expected = {"alpha": np.zeros_like(clip.alpha), "fg": np.full_like(clip.fg, MID_GREY),
+                "bg": clip.blend if "blend" in given else np.full_like(clip.bg, MID_GREY),
+                "blend": clip.bg if "bg" in given else np.full_like(clip.bg, MID_GREY)}
+    for name in LAYERS:
+        want = clip.layer(name) if name in given else expected[name]
+        assert np.array_equal(layers[name], want), name
+    if layout.duplicate:
+        assert torch.equal(video[0], video[1])  # the duplicate follows fg, stand-in or given
+
+
+def test_pack_conditions_needs_the_conditions():
+    with pytest.raises(LayoutError, match="decompose packs its conditions blend"):
+        SequenceLayout.for_task("decompose", 8).pack_conditions({"bg": _clip().bg})
+    with pytest.raises(LayoutError, match="generate"):
+        SequenceLayout.for_task("generate", 8).pack_conditions(_clip())

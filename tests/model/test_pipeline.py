@@ -160,17 +160,10 @@ def test_every_task_end_to_end(pipe, decompose_pipe, task, conditions):
         assert np.array_equal(clip.layer(layer), source.layer(layer)) == given, layer
     if layout.clean_indices:
         # The clean latents are the joint VAE encoding of the conditions, untouched by sampling.
-        packed = layout.pack({**_placeholders(source, layout), **{l: source.layer(l) for l in layout.spec.conditions}})
+        packed = layout.pack_conditions(source)
         expected = runner.encode_video(packed[None], _generator())
         clean, _ = layout.split_latents(out.latents)
         torch.testing.assert_close(clean, layout.split_latents(expected)[0], rtol=0, atol=0)
-
-
-def _placeholders(source: LayeredClip, layout: SequenceLayout) -> dict[str, np.ndarray]:
-    from model.pipeline import _with_placeholders
-
-    given = {l: source.layer(l) for l in layout.spec.conditions}
-    return _with_placeholders(given, F, H, W)
 
 
 def test_condition_latents_come_from_one_joint_vae_pass(pipe):

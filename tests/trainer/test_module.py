@@ -138,3 +138,23 @@ def test_overfits_four_samples(tiny_module, shard_dir, tiny_data, tiny_yaml, sta
     assert batch["motion_scale"].tolist() == ([1.0] * 4 if stage == 2 else [1.0, 1.0, 0.0, 0.0])
     losses = _train(module, batch, steps, clip=cfg["trainer"]["gradient_clip_val"])
     assert losses[-1] <= 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("task", ["decompose", "bg_conditioned"])
+def test_condition_latents_do_not_show_the_generated_layers(tiny_module, examples, task):
+    """The VAE mixes in time, so in the joint pass over the true layers a decomposition's blend latents also carry
+    the true fg and matte, which the pipeline never has. The trainer hands over the condition latents the
+    pipeline makes (`pack_conditions`): other true generated layers under the same conditions change nothing in
+    them, while in the joint pass they do (the leak this guards against is real for this VAE)."""
+    from model.layout import SequenceLayout
+
+    module = tiny_module(1)
+    layout = SequenceLayout.for_task(task, 4)
+    shuffled = [{**e, "layers": {n: (e if n in layout.spec.conditions else other)["layers"][n]
+                                 for n in e["layers"]}}
+                for e, other in zip(examples, examples[1:] + examples[:1])]
+    batches = [collate(examples, task, 4), collate(shuffled, task, 4)]
+    clean = [layout.split_latents(module.encode_batch(b, 0)[0])[0] for b in batches]
+    assert torch.equal(clean[0], clean[1])
+    joint = [layout.split_latents(module._encode_video(b["video"], 0, 0, "vae"))[0] for b in batches]
+    assert not torch.allclose(joint[0], joint[1], atol=1e-3)

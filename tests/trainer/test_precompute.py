@@ -57,6 +57,16 @@ def test_datamodule_reads_the_cache_instead_of_pixels(cache_dir, shard_dir, tiny
             # A posterior sample of exactly these pixels: standard-normal residuals, nothing like another sample's.
             # (~6000 residuals: mean square 1 +- 0.02; another sample's posterior measured 1.2.)
             assert z.abs().max() < 5.5 and 0.9 < z.square().mean() < 1.1, name
+        # Each conditional task's condition latents: a posterior sample of the conditions with the pipeline's
+        # stand-ins (not of the true layers: the VAE mixes in time, so the two differ).
+        for task in ("fg_conditioned", "bg_conditioned", "decompose"):
+            layout = SequenceLayout.for_task(task, 4)
+            video = layout.pack_conditions(layers).permute(1, 0, 2, 3)[None]
+            with torch.no_grad():
+                posterior = module.vae.encode(video).latent_dist
+            mean, std = (x[0].permute(1, 0, 2, 3)[layout.clean_indices] for x in (posterior.mean, posterior.std))
+            z = (e[f"cond_{task}"] / module.vae.config.scaling_factor - mean) / std
+            assert z.abs().max() < 5.5 and 0.85 < z.square().mean() < 1.15, task
 
     # Training on the cache never runs the VAE.
     module = tiny_module(3)
