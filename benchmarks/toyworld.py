@@ -1,10 +1,11 @@
 """The paper's recipe end to end on the tiny synthetic world (`layerflow.toyworld`), scored on held-out clips.
 
     python benchmarks/toyworld.py [--seed 1000] [--clips 8] [--out outputs/toyworld] [--sample-steps 8]
+                                  [--stage-steps S1 S2 S3] [--tasks "{decompose: 1}"]
 
 Trains with the recipe's defaults (or reuses the run it made before: `<out>/<hash of the Recipe>/`), then scores
 every task on held-out clips of world `--seed` for the trained model, the untrained one, the trivial baseline and
-the VAE's ceiling. A cold run takes about 5 minutes on 2 cores, a rerun under one; figures and what limits them
+the VAE's ceiling. A cold run takes about 6.5 minutes on 2 cores, a rerun under one; figures and what limits them
 in BENCHMARKS.md. It prints a table and ends with exactly one line:
 
     toyworld decompose_alpha_iou=.. decompose_bg_psnr_db=.. generate_blend_consistency_db=.. fg_conditioned_bg_psnr_db=.. vae_psnr_db=..
@@ -15,7 +16,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -32,10 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs/toyworld"), help="where trained runs are kept")
     parser.add_argument("--sample-steps", type=int, default=8, help="sampler steps (the tiny preset's default)")
     parser.add_argument("--guidance", type=float, default=6.0, help="CFG weight (the pipeline's default)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; on 2 shared cores two threads ran a training step ~4x slower than one")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads; on 2 idle cores a training step (batch 8, latent cache) took 0.115 s "
+                             "with two and 0.185 s with one; on cores busy with other work use 1")
+    parser.add_argument("--stage-steps", type=int, nargs=3, default=list(Recipe.stage_steps),
+                        metavar=("S1", "S2", "S3"), help="optimizer steps of stages 1, 2, 3 (another recipe)")
+    parser.add_argument("--tasks", default=Recipe.tasks,
+                        help="data.stream.tasks of every stage, a YAML mapping (another recipe)")
     args = parser.parse_args(argv)
-    recipe = Recipe()
+    recipe = replace(Recipe(), stage_steps=tuple(args.stage_steps), tasks=args.tasks)
     if args.seed == recipe.world_seed:
         parser.error(f"--seed must differ from the training world's seed {recipe.world_seed}")
     torch.set_num_threads(args.threads)

@@ -1,13 +1,13 @@
 """The whole loop learns (issue 14): engine shards of the tiny world -> stages 1, 2, 3 -> `LayerFlowPipeline`
 decomposes held-out clips better than the trivial answer (alpha 0, background = the blend).
 
-Every link is the one a user runs: `layerflow dataset`, `layerflow train --stage 1|2|3 --tiny` from the shipped
-world VAE, the pipeline with the Motion LoRA off. A mismatch between the trainer and the pipeline (the order of
-the layers in the sequence, where the clean condition latents sit) makes the pipeline ask the model something it
-never learned: the last two tests apply each such mutation to the pipeline alone and check that the first test's
-assertion then fails. (The model does not learn to read its prompts at this budget, so a swap of the prompt
-slots goes unseen here.) A smaller budget than `benchmarks/toyworld.py` (32 videos, decomposition only, 600 / 10 / 40 steps): about
-2.5 minutes on 2 cores.
+Every link is the one a user runs: `layerflow dataset`, `layerflow precompute`, `layerflow train --stage 1|2|3
+--tiny` from the shipped world VAE, the pipeline with the Motion LoRA off. A mismatch between the trainer and the
+pipeline (the order of the layers in the sequence, where the clean condition latents sit) makes the pipeline ask
+the model something it never learned: the last two tests apply each such mutation to the pipeline alone and check
+that the first test's assertion then fails. (The model does not learn to read its prompts at this budget, so a
+swap of the prompt slots goes unseen here.) A smaller budget than `benchmarks/toyworld.py` (32 videos,
+decomposition only, 600 / 10 / 40 steps at batch 8): about 2.5 minutes on 2 cores.
 """
 from __future__ import annotations
 
