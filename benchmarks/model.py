@@ -1,6 +1,7 @@
 """Size, cost and speed of the layer-aware transformer.
 
-    python benchmarks/model.py [--repeats 5]      # CPU: figures from the config + a tiny-size speed ratio
+    python benchmarks/model.py [--repeats 5]      # CPU: figures from the config + a tiny-size speed ratio,
+                                                  # and the cost of K = 1, 2, 3 foreground layers
     python benchmarks/model.py --gpu [--steps 3]  # CUDA: full size, random bf16 weights, one CFG step
     python benchmarks/model.py --gpu --pipeline   # CUDA: whole 50-step generation, eager vs optimised
 
@@ -115,6 +116,24 @@ def cpu_report(repeats: int) -> Table:
     table.add_row(f"CPU forward, tiny size: stock diffusers (median of {repeats})", f"{stock_s * 1e3:.1f} ms")
     table.add_row("CPU forward, tiny size: ours", f"{ours_s * 1e3:.1f} ms")
     table.add_row("ratio ours / stock", f"{ratio:.3f}")
+    return table
+
+
+def foregrounds_report(counts: tuple[int, ...] = (1, 2, 3)) -> Table:
+    """The cost of K foreground layers at the real size: 2K + 2 sub-clips of 4 latent frames (K fg + K alpha, bg,
+    blend) and K + 2 prompts of 226 tokens; K = 1 is the official layout, the main table's figures."""
+    cfg = get_preset("cogvideox-2b")
+    per_layer = cfg.sample_frames // 4
+    table = Table(title="K foreground layers at the real size (per sample, one forward, analytic)")
+    for column in ("K", "sub-clips", "tokens (video + text)", "TFLOP", "activations (bf16)",
+                   "with block checkpointing"):
+        table.add_column(column, justify="right")
+    for k in counts:
+        layers = 2 * k + 2
+        figures = analytic(cfg.replace(num_prompts=k + 2), layers * per_layer)
+        table.add_row(str(k), str(layers), f"{figures['video_tokens']:,} + {figures['text_tokens']:,}",
+                      f"{figures['flops'] / 1e12:.1f}", f"{figures['act_bytes'] / 2**30:.1f} GiB",
+                      f"{figures['act_ckpt_bytes'] / 2**30:.2f} GiB")
     return table
 
 
@@ -305,6 +324,8 @@ def main() -> None:
     else:
         table = gpu_report(args.steps) if args.gpu else cpu_report(args.repeats)
     Console().print(table)
+    if not args.gpu:
+        Console().print(foregrounds_report())
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ class TrackedObject:
     sam_score: float
     keyframe: int
     mask: np.ndarray  # bool [T, H, W]
-    alpha: np.ndarray | None  # uint8 [T, H, W] with `soft_alpha`, else None
+    alpha: np.ndarray | None = None  # uint8 [T, H, W] with `soft_alpha`, else None
 
     def set(self, frame: int, matte: Matte) -> None:
         self.mask[frame] = matte.mask
