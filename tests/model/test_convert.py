@@ -93,7 +93,7 @@ def _to_official(model: LayerFlowTransformer) -> dict[str, torch.Tensor]:
 
 def _other_size_model() -> LayerFlowTransformer:
     config = get_preset("tiny").replace(
-        text_tokens_per_prompt=226,  # the official code's, whatever the size
+        text_tokens_per_prompt=226, spatial_interpolation_scale=1.875,  # the official code's, whatever the size
         num_layers=3, num_attention_heads=3, attention_head_dim=16, text_embed_dim=24, time_embed_dim=40,
         sample_height=6, sample_width=4, sample_frames=5, num_prompts=2, layer_embedding=False,
         learned_pos_embedding=True, motion_rank=3, content_rank=5, lora_blocks=(0, 2))
