@@ -165,6 +165,7 @@ class LayerFlowModule(L.LightningModule):
         of the joint pass over the true layers, which would show the model what it is to generate."""
         first = self._first_index(batch)
         task = Task.parse(batch["task"])
+        layout = self.batch_layout(batch)
         slots, used = self.prompt_slots(task)
         tokens = self.text_tokens
         if "latents" in batch:
@@ -177,8 +178,6 @@ class LayerFlowModule(L.LightningModule):
                 latents = self._encode_video(batch["video"], step, first, "vae")
                 cond = batch.get("cond_video")
                 if cond is not None:
-                    temporal = int(getattr(self.vae.config, "temporal_compression_ratio", 4))
-                    layout = SequenceLayout.for_task(task, int(batch["frames_per_layer"]), temporal)
                     cond = self._encode_video(cond, step, first, "vae_cond")[:, layout.clean_indices]
                 prompts = [[sample[i] for i in slots] for sample in batch["prompts"]]
                 text = encode_prompts(self.tokenizer, self.text_encoder, prompts, max_length=tokens,
@@ -187,14 +186,17 @@ class LayerFlowModule(L.LightningModule):
             if cond is None:
                 raise TrainConfigError(f"a {task.value} batch carries no condition latents (cond_latents / "
                                        "cond_video); rebuild the latent cache with `layerflow precompute`")
-            temporal = int(getattr(self.vae.config, "temporal_compression_ratio", 4))
-            layout = SequenceLayout.for_task(task, int(batch["frames_per_layer"]), temporal)
             latents = latents.clone()
             latents[:, layout.clean_indices] = cond.to(latents)
         keep = batch["prompt_keep"].to(self.device)[:, slots] & used.to(self.device)
         # A dropped prompt is all-zero embeddings: the unconditional input the sampler's CFG uses.
         mask = keep.repeat_interleave(tokens, dim=1)[..., None].to(text.dtype)
         return latents.float(), text * mask
+
+    def batch_layout(self, batch: dict[str, Any]) -> SequenceLayout:
+        """Where each layer of this batch's task sits, at its frames per layer and the VAE's time compression."""
+        temporal = int(getattr(self.vae.config, "temporal_compression_ratio", 4))
+        return SequenceLayout.for_task(Task.parse(batch["task"]), int(batch["frames_per_layer"]), temporal)
 
     def _encode_video(self, video: torch.Tensor, step: int, first: int, tag: str) -> torch.Tensor:
         """[B, T, 3, H, W] pixels -> scaled latents [B, T', C, h, w], a posterior sample drawn per sample."""
@@ -215,10 +217,8 @@ class LayerFlowModule(L.LightningModule):
         noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-sample loss [B]; `timesteps` / `noise` fix the diffusion draw (evaluation at a fixed point)."""
-        task = Task.parse(batch["task"])
         latents, text = self.encode_batch(batch, step)
-        temporal = int(getattr(self.vae.config, "temporal_compression_ratio", 4))
-        layout = SequenceLayout.for_task(task, int(batch["frames_per_layer"]), temporal)
+        layout = self.batch_layout(batch)
         clean, x0 = layout.split_latents(latents)
         b = x0.shape[0]
         first = self._first_index(batch)

@@ -70,6 +70,19 @@ class SyntheticLayersStage(Stage):
         return out
 
 
+def composed_clip(row: Row, alpha: np.ndarray, bg: np.ndarray, *, fps: float, kind: str, origin: str,
+                  scores: dict) -> LayeredClip:
+    """The sample of a row's `frames` with its matte and background: fg = the frames over mid-grey (`over_grey`),
+    blend = the frames themselves (the true composite); compose's and image_inpaint's."""
+    frames, key = row["frames"], row["key"]
+    if key == row.get("clip_key"):
+        key = object_key(key, 0)  # never fanned out: the clip's single object
+    return LayeredClip(key=key, fg=over_grey(frames, alpha), alpha=alpha, bg=bg, blend=frames,
+                       captions=Captions(**row.get("captions", {})), fps=fps, kind=kind, origin=origin,
+                       source_id=row.get("source_id", ""),
+                       frame_range=tuple(row.get("frame_range", (0, frames.shape[0]))), scores=scores)
+
+
 class ComposeStage(Stage):
     """Reads `key`, `clip_key`, `frames`, `mask` (`soft_alpha` when present), `bg`, `fps`, `frame_range`,
     `captions`, `scores`; writes `clip` and drops the pixel fields it consumed."""
@@ -92,23 +105,8 @@ class ComposeStage(Stage):
         if alpha.dtype != np.uint8 or alpha.shape != frames.shape[:3]:
             name = "mask" if row.get("soft_alpha") is None else "soft_alpha"
             raise StageError(f"{name} must be uint8 {frames.shape[:3]}, got {alpha.dtype} {alpha.shape}")
-        key = row["key"]
-        if key == row.get("clip_key"):
-            key = object_key(key, 0)  # never fanned out: the clip's single object
-        return LayeredClip(
-            key=key,
-            fg=over_grey(frames, alpha),
-            alpha=alpha,
-            bg=bg,
-            blend=frames,
-            captions=Captions(**row.get("captions", {})),
-            fps=float(row["fps"]),
-            kind="video",
-            origin="engine",
-            source_id=row.get("source_id", ""),
-            frame_range=tuple(row.get("frame_range", (0, frames.shape[0]))),
-            scores=row.get("scores", {}),
-        )
+        return composed_clip(row, alpha, bg, fps=float(row["fps"]), kind="video", origin="engine",
+                             scores=row.get("scores", {}))
 
     def process_batch(self, rows: list[Row]) -> list[Row]:
         out = []

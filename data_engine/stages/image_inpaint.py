@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_engine.schema import Captions, LayeredClip, over_grey
+from data_engine.schema import LayeredClip
 from data_engine.stages.base import Resources, Row, Stage, StageError
+from data_engine.stages.compose import composed_clip
 from data_engine.stages.masks import dilate
 from data_engine.stages.models import check_preset, device_for
 from data_engine.stages.sd_inpaint import DTYPES, SD_INPAINT_WEIGHTS, build_sd_inpaint
@@ -105,12 +106,8 @@ class ImageInpaintStage(Stage):
         return bg, hole
 
     def finish(self, row: Row, bg: np.ndarray, info: dict) -> LayeredClip:
-        frames, mask = row["frames"], row["mask"]
-        return LayeredClip(
-            key=row["key"], fg=over_grey(frames, mask), alpha=mask, bg=bg, blend=frames,
-            captions=Captions(**row.get("captions", {})), fps=float(row.get("fps", 1.0)), kind="image",
-            origin="image", source_id=row.get("source_id", ""), frame_range=(0, 1),
-            scores={**row.get("scores", {}), "image_inpaint": info})
+        return composed_clip(row, row["mask"], bg, fps=float(row.get("fps", 1.0)), kind="image", origin="image",
+                             scores={**row.get("scores", {}), "image_inpaint": info})
 
     def process_batch(self, rows: list[Row]) -> list[Row]:
         out = []

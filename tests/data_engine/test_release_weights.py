@@ -116,8 +116,8 @@ def test_sam_loads_its_file_exactly(weights):
 def test_propainter_parts_load_their_files_exactly(weights):
     modules = models.build_propainter("full")
     for part, module in zip(("raft", "rfc", "pp"), modules):
-        saved = torch.load(file_of(weights, models.PROPAINTER_WEIGHTS, models.PROPAINTER_FILES[part]),
-                           weights_only=True)
+        path = file_of(weights, models.PROPAINTER_WEIGHTS, models.PROPAINTER_FILES[part])
+        saved = torch.load(path, weights_only=True)
         assert_same_tensors(module.state_dict(), saved)
     raft = modules[0]
     assert (raft.iters, raft.in_normalize) == (20, False)  # what the streaming sequencer needs
