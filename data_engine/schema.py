@@ -1,6 +1,9 @@
 """The layered clip: the unit of data shared by the engine, the shards, the trainer and the model.
 
-Layer order everywhere (shards, packing, outputs) is fg, alpha, bg, blend.
+Layer order everywhere (shards, packing, outputs) is fg, alpha, bg, blend: the paper's one foreground. A clip
+with K foregrounds appends fg_k, alpha_k for k = 1 .. K-1 (`layer_names`), so a K = 1 clip, shard, sequence and
+prompt set is exactly the paper's and each layer keeps its place for every K. Foregrounds are in depth order,
+front first: the blend is fg_{K-1} over the bg, then each nearer one over that (`composite_layers`).
 """
 from __future__ import annotations
 
@@ -17,6 +20,40 @@ CAPTIONED_LAYERS: tuple[str, ...] = ("fg", "bg", "blend")
 MID_GREY = 127
 ENGINE_VERSION = "0.1.0"
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+_EXTRA_RE = re.compile(r"^(fg|alpha)_([1-9][0-9]*)$")
+
+
+def fg_name(k: int) -> str:
+    """The layer name of foreground k (front first): fg, fg_1, fg_2, ..."""
+    return "fg" if k == 0 else f"fg_{k}"
+
+
+def alpha_name(k: int) -> str:
+    return "alpha" if k == 0 else f"alpha_{k}"
+
+
+def layer_names(num_foregrounds: int = 1) -> tuple[str, ...]:
+    """Every layer of a K-foreground clip in sequence order: `LAYERS`, then fg_k, alpha_k for k >= 1."""
+    if num_foregrounds < 1:
+        raise ValueError(f"a layered clip has at least one foreground, got {num_foregrounds}")
+    return LAYERS + tuple(name for k in range(1, num_foregrounds) for name in (fg_name(k), alpha_name(k)))
+
+
+def captioned_layer_names(num_foregrounds: int = 1) -> tuple[str, ...]:
+    """The layers with a prompt, in prompt-index order: fg, bg, blend (the paper's 0, 1, 2), then fg_1, fg_2..."""
+    return CAPTIONED_LAYERS + tuple(fg_name(k) for k in range(1, num_foregrounds))
+
+
+def is_alpha(name: str) -> bool:
+    return name == "alpha" or name.startswith("alpha_")
+
+
+def foreground_index(name: str) -> int | None:
+    """k for fg_k / alpha_k (0 for fg and alpha), None for bg and blend."""
+    if name in ("fg", "alpha"):
+        return 0
+    match = _EXTRA_RE.match(name)
+    return int(match.group(2)) if match else None
 
 
 def clip_key(source: str, clip: int) -> str:
@@ -46,26 +83,50 @@ def printable_text(text: str) -> str:
 
 @dataclass
 class Captions:
-    """Per-layer prompts; always printable (see `printable_text`), whichever model or source wrote them."""
+    """Per-layer prompts; always printable (see `printable_text`), whichever model or source wrote them.
+    `more_fg` holds the prompts of foregrounds 1 .. K-1."""
 
     fg: str = ""
     bg: str = ""
     blend: str = ""
+    more_fg: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for layer in CAPTIONED_LAYERS:
             setattr(self, layer, printable_text(getattr(self, layer)))
+        self.more_fg = tuple(printable_text(text) for text in self.more_fg)
+
+    @property
+    def num_foregrounds(self) -> int:
+        return 1 + len(self.more_fg)
 
     def as_dict(self) -> dict[str, str]:
-        return {"fg": self.fg, "bg": self.bg, "blend": self.blend}
+        """{layer: prompt} over `captioned_layer_names(K)`."""
+        extra = {fg_name(k + 1): text for k, text in enumerate(self.more_fg)}
+        return {"fg": self.fg, "bg": self.bg, "blend": self.blend, **extra}
+
+    @classmethod
+    def from_dict(cls, captions: dict[str, str]) -> "Captions":
+        """The inverse of `as_dict`; fg_k must run from fg_1 without a gap."""
+        unknown = sorted(k for k in captions if k not in CAPTIONED_LAYERS and not _EXTRA_RE.match(k))
+        if unknown or any(k.startswith("alpha") for k in captions):
+            raise ValueError(f"captions name unknown layers {unknown or sorted(captions)}; captioned layers are "
+                             "fg, bg, blend and fg_1, fg_2, ...")
+        extra = sorted(int(k[3:]) for k in captions if k.startswith("fg_"))
+        if extra != list(range(1, len(extra) + 1)):
+            raise ValueError(f"foreground captions must be fg_1 .. fg_K-1 without a gap, got fg_{extra}")
+        return cls(fg=captions.get("fg", ""), bg=captions.get("bg", ""), blend=captions.get("blend", ""),
+                   more_fg=tuple(captions[fg_name(k)] for k in extra))
 
 
 @dataclass
 class LayeredClip:
-    """One foreground object in one clip (or one layered image, T = 1).
+    """One clip (or one layered image, T = 1) as its foreground object(s), background and blend.
 
     Arrays are uint8: fg/bg/blend [T, H, W, 3], alpha [T, H, W]. `fg` is the foreground composited over
-    mid-grey where alpha = 0, as the official data stores it.
+    mid-grey where alpha = 0, as the official data stores it. `more_layers` holds foregrounds 1 .. K-1 as
+    {fg_k: ..., alpha_k: ...} (none: the paper's single foreground); `depth_order` the engine's object ids of the
+    foregrounds, front first (the order their masks' overlaps gave).
     """
 
     key: str
@@ -81,6 +142,8 @@ class LayeredClip:
     frame_range: tuple[int, int] = (0, 0)
     scores: dict[str, Any] = field(default_factory=dict)
     engine_version: str = ENGINE_VERSION
+    more_layers: dict[str, np.ndarray] = field(default_factory=dict)
+    depth_order: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self.validate()
@@ -97,8 +160,20 @@ class LayeredClip:
     def width(self) -> int:
         return int(self.alpha.shape[2])
 
+    @property
+    def num_foregrounds(self) -> int:
+        return 1 + len(self.more_layers) // 2
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return layer_names(self.num_foregrounds)
+
     def layer(self, name: str) -> np.ndarray:
-        return getattr(self, name)
+        if name in LAYERS:
+            return getattr(self, name)
+        if name not in self.more_layers:
+            raise KeyError(f"clip {self.key} has no layer {name!r}; its layers are {', '.join(self.layer_names)}")
+        return self.more_layers[name]
 
     def validate(self) -> None:
         if not _KEY_RE.match(self.key):
@@ -108,18 +183,28 @@ class LayeredClip:
         if self.alpha.ndim != 3:
             raise ValueError(f"alpha must be [T, H, W], got shape {self.alpha.shape}")
         expected = (*self.alpha.shape, 3)
-        for name in ("fg", "bg", "blend", "alpha"):
+        count = 1 + len(self.more_layers) // 2
+        if set(self.more_layers) != set(layer_names(count)[len(LAYERS):]):
+            raise ValueError(f"more_layers must be fg_k and alpha_k for k = 1 .. K-1, got {sorted(self.more_layers)}")
+        if self.captions.more_fg and self.captions.num_foregrounds != count:
+            raise ValueError(f"{count} foreground(s) but captions for {self.captions.num_foregrounds}")
+        if self.depth_order and len(self.depth_order) != count:
+            raise ValueError(f"depth_order names {len(self.depth_order)} objects for {count} foreground(s)")
+        for name in layer_names(count):
             arr = self.layer(name)
             if arr.dtype != np.uint8:
                 raise ValueError(f"{name} must be uint8, got {arr.dtype}")
-            want = self.alpha.shape if name == "alpha" else expected
+            want = self.alpha.shape if is_alpha(name) else expected
             if arr.shape != want:
                 raise ValueError(f"{name} has shape {arr.shape}, expected {want}")
         if self.kind == "image" and self.num_frames != 1:
             raise ValueError(f"an image sample has one frame, got {self.num_frames}")
 
     def metadata(self) -> dict[str, Any]:
-        """The sample's `json` member (everything except the pixels)."""
+        """The sample's `json` member (everything except the pixels). A K > 1 clip adds `layer_format` 2,
+        `num_foregrounds` and `depth_order`; a K = 1 clip's is exactly the format-1 member."""
+        extra = {} if self.num_foregrounds == 1 else {
+            "layer_format": 2, "num_foregrounds": self.num_foregrounds, "depth_order": list(self.depth_order)}
         return {
             "key": self.key,
             "kind": self.kind,
@@ -133,17 +218,19 @@ class LayeredClip:
             "frame_range": [int(self.frame_range[0]), int(self.frame_range[1])],
             "scores": self.scores,
             "engine_version": self.engine_version,
+            **extra,
         }
 
     @classmethod
     def from_layers(cls, meta: dict[str, Any], layers: dict[str, np.ndarray]) -> "LayeredClip":
+        count = int(meta.get("num_foregrounds", 1))
         return cls(
             key=meta["key"],
             fg=layers["fg"],
             alpha=layers["alpha"],
             bg=layers["bg"],
             blend=layers["blend"],
-            captions=Captions(**meta.get("captions", {})),
+            captions=Captions.from_dict(meta.get("captions", {})),
             fps=float(meta.get("fps", 8.0)),
             kind=meta.get("kind", "video"),
             origin=meta.get("origin", "engine"),
@@ -151,6 +238,8 @@ class LayeredClip:
             frame_range=tuple(meta.get("frame_range", (0, 0))),
             scores=meta.get("scores", {}),
             engine_version=meta.get("engine_version", ENGINE_VERSION),
+            more_layers={name: layers[name] for name in layer_names(count)[len(LAYERS):]},
+            depth_order=tuple(meta.get("depth_order", ())),
         )
 
 
@@ -171,6 +260,17 @@ def composite(fg_rgb: np.ndarray, alpha: np.ndarray, bg: np.ndarray | int) -> np
     x += x >> 8
     x >>= 8
     return x.astype(np.uint8)
+
+
+def composite_layers(rgbs: list[np.ndarray], alphas: list[np.ndarray], bg: np.ndarray) -> np.ndarray:
+    """The blend of foregrounds in depth order (front first) over `bg`: the farthest composited first, each
+    nearer one over the result. One foreground is `composite`."""
+    if len(rgbs) != len(alphas) or not rgbs:
+        raise ValueError(f"composite_layers needs one alpha per foreground, got {len(rgbs)} and {len(alphas)}")
+    out = bg
+    for rgb, alpha in zip(reversed(rgbs), reversed(alphas)):
+        out = composite(rgb, alpha, out)
+    return out
 
 
 def over_grey(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:

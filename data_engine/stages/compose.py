@@ -78,7 +78,7 @@ def composed_clip(row: Row, alpha: np.ndarray, bg: np.ndarray, *, fps: float, ki
     if key == row.get("clip_key"):
         key = object_key(key, 0)  # never fanned out: the clip's single object
     return LayeredClip(key=key, fg=over_grey(frames, alpha), alpha=alpha, bg=bg, blend=frames,
-                       captions=Captions(**row.get("captions", {})), fps=fps, kind=kind, origin=origin,
+                       captions=Captions.from_dict(row.get("captions", {})), fps=fps, kind=kind, origin=origin,
                        source_id=row.get("source_id", ""),
                        frame_range=tuple(row.get("frame_range", (0, frames.shape[0]))), scores=scores)
 
