@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_engine.schema import LAYERS, LayeredClip
+from data_engine.schema import Captions, LayeredClip, is_alpha, layer_names
 from data_engine.video_io import (
     DEFAULT_CRF,
     decode_png,
@@ -47,7 +47,17 @@ QUARANTINE_NAME = "quarantine.parquet"
 QUARANTINE_LOG = "quarantine.jsonl"
 RUN_STATS_NAME = "stats.json"
 WRITE_BUFFER = 16 << 20
-MEMBERS_VIDEO = tuple(f"{name}.mp4" for name in LAYERS) + ("json",)
+# The newest `layer_format` this reader knows: 1 (absent: fg, alpha, bg, blend), 2 (adds fg_k, alpha_k members).
+LAYER_FORMAT = 2
+
+
+def member_names(kind: str, num_foregrounds: int = 1) -> tuple[str, ...]:
+    """The members of a sample in layer order, then json: `{layer}.mp4` (`.png` for images) per layer."""
+    ext = "png" if kind == "image" else "mp4"
+    return tuple(f"{name}.{ext}" for name in layer_names(num_foregrounds)) + ("json",)
+
+
+MEMBERS_VIDEO = member_names("video")
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -62,15 +72,19 @@ MANIFEST_SCHEMA = pa.schema(
         ("num_frames", pa.int64()),
         ("height", pa.int64()),
         ("width", pa.int64()),
+        ("num_foregrounds", pa.int64()),
         ("caption_fg", pa.string()),
         ("caption_bg", pa.string()),
         ("caption_blend", pa.string()),
+        ("captions_more_fg", pa.string()),  # JSON list: the prompts of fg_1 .. fg_K-1
         ("alpha_lossless", pa.bool_()),
         ("scores", pa.string()),
         ("engine_version", pa.string()),
         ("bytes", pa.int64()),
     ]
 )
+# The values of a one-foreground sample, for the columns that shard manifests written before them lack.
+MANIFEST_DEFAULTS = {"num_foregrounds": 1, "captions_more_fg": "[]"}
 QUARANTINE_SCHEMA = pa.schema(
     [
         ("input", pa.string()),
@@ -96,17 +110,18 @@ class EncodeOptions:
 def encode_clip(clip: LayeredClip, options: EncodeOptions = EncodeOptions()) -> tuple[dict[str, Any], dict[str, Any]]:
     """A LayeredClip as (its json metadata, the WebDataset sample dict: bytes members, keys without dots).
 
-    The metadata travels beside the sample so the sink never parses json it was handed, nor needs the pixels."""
+    The metadata travels beside the sample so the sink never parses json it was handed, nor needs the pixels.
+    Every foreground k >= 1 is encoded exactly as foreground 0 (fg_k as fg, alpha_k as alpha)."""
     meta = clip.metadata()
     meta["alpha_lossless"] = options.lossless_alpha if clip.kind == "video" else True
     sample: dict[str, Any] = {"__key__": clip.key}
-    if clip.kind == "image":
-        for name in LAYERS:
+    for name in clip.layer_names:
+        if clip.kind == "image":
             sample[f"{name}.png"] = encode_png(clip.layer(name)[0])
-    else:
-        for name in ("fg", "bg", "blend"):
+        elif is_alpha(name):
+            sample[f"{name}.mp4"] = encode_alpha(clip.layer(name), clip.fps, lossless=options.lossless_alpha)
+        else:
             sample[f"{name}.mp4"] = encode_video(clip.layer(name), clip.fps, crf=options.crf)
-        sample["alpha.mp4"] = encode_alpha(clip.alpha, clip.fps, lossless=options.lossless_alpha)
     sample["json"] = json.dumps(meta, sort_keys=True).encode()
     return meta, sample
 
@@ -119,20 +134,33 @@ def decode_sample(sample: dict[str, Any]) -> LayeredClip:
         raise ShardFormatError(f"sample {key}: no json member")
     meta = json.loads(raw_meta) if isinstance(raw_meta, (bytes, str)) else raw_meta
     ext = "png" if meta.get("kind") == "image" else "mp4"
+    count = _num_foregrounds(meta, key)
     layers: dict[str, np.ndarray] = {}
-    for name in LAYERS:
+    for name in layer_names(count):
         member = sample.get(f"{name}.{ext}", sample.get(f".{name}.{ext}"))
         if member is None:
-            raise ShardFormatError(f"sample {key}: member {name}.{ext} missing")
+            raise ShardFormatError(f"sample {key}: member {name}.{ext} missing (its json says {count} foreground(s))")
         if isinstance(member, io.IOBase):
             member = member.read()
-        grey = name == "alpha"
+        grey = is_alpha(name)
         label = f"{key}.{name}.{ext}"
         if ext == "png":
             layers[name] = decode_png(member, grey=grey, name=label)[None]
         else:
             layers[name] = decode_video(member, grey=grey, name=label)
     return LayeredClip.from_layers(meta, _crop_to_meta(layers, meta))
+
+
+def _num_foregrounds(meta: dict[str, Any], key: str) -> int:
+    """How many foregrounds a sample's json declares (1 when absent: a format-1 sample)."""
+    version = meta.get("layer_format", 1)
+    if not isinstance(version, int) or version > LAYER_FORMAT:
+        raise ShardFormatError(f"sample {key}: layer_format {version!r} is newer than this reader's "
+                               f"{LAYER_FORMAT}; update LayerFlow to read it")
+    count = meta.get("num_foregrounds", 1)
+    if not isinstance(count, int) or count < 1:
+        raise ShardFormatError(f"sample {key}: num_foregrounds must be an integer >= 1, got {count!r}")
+    return count
 
 
 def _crop_to_meta(layers: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -158,9 +186,11 @@ def manifest_row(meta: dict[str, Any], shard: str, nbytes: int) -> dict[str, Any
         "num_frames": int(meta["num_frames"]),
         "height": int(meta["height"]),
         "width": int(meta["width"]),
+        "num_foregrounds": int(meta.get("num_foregrounds", 1)),
         "caption_fg": captions["fg"],
         "caption_bg": captions["bg"],
         "caption_blend": captions["blend"],
+        "captions_more_fg": json.dumps(Captions.from_dict(captions).more_fg),
         "alpha_lossless": meta["alpha_lossless"],
         "scores": json.dumps(meta["scores"], sort_keys=True, default=float),
         "engine_version": meta["engine_version"],
@@ -373,7 +403,7 @@ def finalize(out_dir: str | Path, run_info: dict[str, Any] | None = None) -> dic
     """(Re)build manifest, wids index, quarantine table and run stats from the complete shards on disk."""
     out = Path(out_dir)
     shards = complete_shards(out)
-    tables = [pq.read_table(s.with_suffix(".parquet")) for s in shards]
+    tables = [_conform_manifest(pq.read_table(s.with_suffix(".parquet"))) for s in shards]
     manifest = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
     _write_parquet_atomic(manifest, out / MANIFEST_NAME)
     shardlist = []
@@ -399,6 +429,15 @@ def finalize(out_dir: str | Path, run_info: dict[str, Any] | None = None) -> dic
         stats["last_run"] = run_info
     _atomic_write(out / RUN_STATS_NAME, json.dumps(stats, indent=1).encode())
     return stats
+
+
+def _conform_manifest(table: pa.Table) -> pa.Table:
+    """A shard's manifest rows in `MANIFEST_SCHEMA`: a folder may hold shards written before the newest columns,
+    and one manifest must still concatenate them all."""
+    for name, value in MANIFEST_DEFAULTS.items():
+        if name not in table.column_names:
+            table = table.append_column(name, pa.array([value] * table.num_rows, MANIFEST_SCHEMA.field(name).type))
+    return table.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
 
 
 def _read_quarantine_log(out: Path) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
-"""Procedural layered clips: a moving foreground object with a soft, anti-aliased alpha over a textured, panning
-background, with template captions. Deterministic from (seed, index); the demo's built-in input.
+"""Procedural layered clips: moving foreground objects (one by default, `num_objects` in depth order) with soft,
+anti-aliased alphas over a textured, panning background, with template captions. Deterministic from (seed, index);
+the demo's built-in input.
 
 Shared by the sources (synthetic clips, and synthetic videos whose blends the video stages decode) and the
 `synthetic_layers` stage, which regenerates a synthetic video's true layers from its sidecar.
@@ -10,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_engine.schema import Captions, LayeredClip, composite, over_grey, sample_key
+from data_engine.schema import (Captions, LayeredClip, alpha_name, composite_layers, fg_name, over_grey,
+                                sample_key)
 
 SHAPES = ("disc", "rounded square", "diamond", "ring")
 COLOURS = {
@@ -30,6 +32,14 @@ PALETTES = {
     "night": ((60, 60, 110), (10, 10, 30)),
 }
 TEXTURES = ("wavy", "striped", "rippled")
+DIRECTIONS = ("left", "right", "up", "down")
+
+
+def caption_words() -> tuple[str, ...]:
+    """The words that tell one clip of this world from another in its captions (shape, colour, palette,
+    texture, direction): the tiny preset's tokenizer keeps each one a single token, as a real T5 vocabulary does."""
+    names = (*SHAPES, *COLOURS, *PALETTES, *TEXTURES, *DIRECTIONS)
+    return tuple(sorted({word for name in names for word in name.split()}))
 
 
 @dataclass(frozen=True)
@@ -41,11 +51,18 @@ class SyntheticConfig:
     width: int = 720
     fps: float = 8.0
     edge_softness: float = 1.5  # px: the anti-aliased ramp of the alpha edge (fractional alpha lives here)
+    num_objects: int = 1  # foreground objects per clip, each its own layer; one colour each, so at most len(COLOURS)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_objects <= len(COLOURS):
+            raise ValueError(f"num_objects must be 1 .. {len(COLOURS)} (each object has its own colour), "
+                             f"got {self.num_objects}")
 
 
 def _direction(vx: float, vy: float) -> str:
-    horiz = "right" if vx > 0 else "left"
-    vert = "down" if vy > 0 else "up"
+    left, right, up, down = DIRECTIONS
+    horiz = right if vx > 0 else left
+    vert = down if vy > 0 else up
     return horiz if abs(vx) >= abs(vy) else vert
 
 
@@ -113,14 +130,62 @@ def _foreground(rng: np.random.Generator, cfg: SyntheticConfig, shape: str, colo
 
 
 @dataclass(frozen=True)
-class SyntheticTruth:
-    """What synthetic clip `index` is made of, before compositing: the object's own RGB, its matte, the background."""
-
+class _Object:
+    shape: str
+    colour: str
     rgb: np.ndarray
     alpha: np.ndarray
+    direction: str
+
+    @property
+    def caption(self) -> str:
+        return f"A {self.colour} {self.shape} glides to the {self.direction} against a plain backdrop."
+
+
+def _objects(rng: np.random.Generator, cfg: SyntheticConfig, front: _Object) -> list[_Object]:
+    """The clip's objects, front first: `front`, then K-1 behind it, each of a colour no nearer object has, so
+    that every layer is told apart by its caption and its pixels."""
+    objects = [front]
+    for _ in range(1, cfg.num_objects):
+        shape = SHAPES[rng.integers(len(SHAPES))]
+        free = [c for c in COLOURS if c not in {o.colour for o in objects}]
+        colour = free[rng.integers(len(free))]
+        objects.append(_Object(shape, colour, *_foreground(rng, cfg, shape, colour)))
+    return objects
+
+
+@dataclass(frozen=True)
+class SyntheticTruth:
+    """What synthetic clip `index` is made of, before compositing: each object's own RGB and its amodal matte
+    (`rgbs`, `alphas`: depth order, front first), the background. `rgb` and `alpha` are the front object's, the
+    only one of a one-object world."""
+
+    rgbs: tuple[np.ndarray, ...]
+    alphas: tuple[np.ndarray, ...]
     bg: np.ndarray
     captions: Captions
     scores: dict[str, str]
+
+    @property
+    def rgb(self) -> np.ndarray:
+        return self.rgbs[0]
+
+    @property
+    def alpha(self) -> np.ndarray:
+        return self.alphas[0]
+
+    @property
+    def num_objects(self) -> int:
+        return len(self.alphas)
+
+
+def _blend_caption(objects: list[_Object], backdrop: str) -> str:
+    """Names every object, front first; one object gives the one-object world's caption."""
+    front, *behind = objects
+    text = f"A {front.colour} {front.shape} glides to the {front.direction}"
+    for obj in behind:
+        text += f" in front of a {obj.colour} {obj.shape} gliding to the {obj.direction}"
+    return f"{text} over a {backdrop}."
 
 
 def synthetic_truth(cfg: SyntheticConfig, index: int) -> SyntheticTruth:
@@ -130,28 +195,45 @@ def synthetic_truth(cfg: SyntheticConfig, index: int) -> SyntheticTruth:
     palette = list(PALETTES)[rng.integers(len(PALETTES))]
     texture = TEXTURES[rng.integers(len(TEXTURES))]
     bg, bg_dir = _background(rng, cfg, palette, texture)
-    rgb, alpha, fg_dir = _foreground(rng, cfg, shape, colour)
+    front = _Object(shape, colour, *_foreground(rng, cfg, shape, colour))
+    # The objects behind draw after everything a one-object clip draws: that clip stays bit-identical.
+    objects = _objects(rng, cfg, front)
     captions = Captions(
-        fg=f"A {colour} {shape} glides to the {fg_dir} against a plain backdrop.",
+        fg=front.caption,
         bg=f"A {texture} {palette} coloured pattern slowly drifts {bg_dir}.",
-        blend=f"A {colour} {shape} glides to the {fg_dir} over a {texture} {palette} coloured pattern.",
+        blend=_blend_caption(objects, f"{texture} {palette} coloured pattern"),
+        more_fg=tuple(obj.caption for obj in objects[1:]),
     )
-    return SyntheticTruth(rgb, alpha, bg, captions, {"shape": shape, "colour": colour, "palette": palette})
+    scores = {"shape": shape, "colour": colour, "palette": palette}
+    for k, obj in enumerate(objects[1:], start=1):
+        scores.update({f"shape_{k}": obj.shape, f"colour_{k}": obj.colour})
+    return SyntheticTruth(tuple(o.rgb for o in objects), tuple(o.alpha for o in objects), bg, captions, scores)
+
+
+def world_name(cfg: SyntheticConfig) -> str:
+    """`synthetic_s{seed}`, plus `_o{K}` for K > 1 objects: a K-object clip differs from the one-object clip of the
+    same seed and index, so its keys, ids and video names must not collide with it."""
+    return f"synthetic_s{cfg.seed}" + (f"_o{cfg.num_objects}" if cfg.num_objects > 1 else "")
 
 
 def synthetic_id(cfg: SyntheticConfig, index: int) -> str:
     """The source id of synthetic clip `index`: its generator settings, the same on every machine."""
-    return f"synthetic:seed={cfg.seed}:index={index}"
+    objects = f":objects={cfg.num_objects}" if cfg.num_objects > 1 else ""
+    return f"synthetic:seed={cfg.seed}{objects}:index={index}"
 
 
 def synthetic_clip(cfg: SyntheticConfig, index: int) -> LayeredClip:
     truth = synthetic_truth(cfg, index)
+    more_layers = {}
+    for k in range(1, truth.num_objects):
+        more_layers[fg_name(k)] = over_grey(truth.rgbs[k], truth.alphas[k])
+        more_layers[alpha_name(k)] = truth.alphas[k]
     return LayeredClip(
-        key=sample_key(f"synthetic_s{cfg.seed}", index),
+        key=sample_key(world_name(cfg), index),
         fg=over_grey(truth.rgb, truth.alpha),
         alpha=truth.alpha,
         bg=truth.bg,
-        blend=composite(truth.rgb, truth.alpha, truth.bg),
+        blend=composite_layers(list(truth.rgbs), list(truth.alphas), truth.bg),
         captions=truth.captions,
         fps=cfg.fps,
         kind="video",
@@ -159,4 +241,6 @@ def synthetic_clip(cfg: SyntheticConfig, index: int) -> LayeredClip:
         source_id=synthetic_id(cfg, index),
         frame_range=(0, cfg.num_frames),
         scores=truth.scores,
+        more_layers=more_layers,
+        depth_order=tuple(range(truth.num_objects)),
     )

@@ -8,12 +8,12 @@ from typing import Any
 
 from data_engine.layers_sidecar import write_sidecar
 from data_engine.sources.base import Source
-from data_engine.synthetic import SyntheticConfig, synthetic_clip
+from data_engine.synthetic import SyntheticConfig, synthetic_clip, world_name
 from data_engine.video_io import encode_video
 
 
 def synthetic_video_name(cfg: SyntheticConfig, index: int) -> str:
-    return f"synthetic_s{cfg.seed}_{index:05d}.mp4"
+    return f"{world_name(cfg)}_{index:05d}.mp4"
 
 
 def write_synthetic_video(cfg: SyntheticConfig, index: int, folder: str | Path) -> Path:

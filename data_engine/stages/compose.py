@@ -59,6 +59,11 @@ class SyntheticLayersStage(Stage):
             if truth is None:
                 out.append(self.failed(row, f"{row['source_id']}: no known layers for this video: {NO_LAYERS}"))
                 continue
+            if truth.num_objects > 1:
+                out.append(self.failed(row, f"{row['source_id']}: its sidecar renders {truth.num_objects} objects, but "
+                                            "compose makes one foreground per clip; use the `synthetic` source for "
+                                            "K-object clips, or a perception config for this video"))
+                continue
             idx, geo = row["frame_indices"], row["geometry"]
             if max(idx) >= len(truth.alpha):
                 out.append(self.failed(row, StageError(

@@ -117,9 +117,9 @@ def test_copy_paste_composites_fg_over_other_background():
     assert np.abs(out.blend.astype(np.float64) - expected).max() <= 0.5 + 1e-9
     assert np.array_equal(out.bg, clips[1].bg) and np.array_equal(out.alpha, clips[0].alpha)
     assert out.origin == "copy_paste" and out.captions.bg == clips[1].captions.bg
-    pairs = CopyPasteSource(clips, num=20, seed=0).pairs
-    assert all(i != j for i, j in pairs)
-    assert pairs == CopyPasteSource(clips, num=20, seed=0).pairs
+    draws = CopyPasteSource(clips, num=20, seed=0).draws
+    assert all(len(fgs) == 1 and j not in fgs for fgs, j in draws)
+    assert draws == CopyPasteSource(clips, num=20, seed=0).draws
 
 
 def test_layered_images_become_image_samples(tmp_path):
