@@ -1,10 +1,14 @@
-"""Write a generated layered clip to the files people use: RGBA foreground, alpha, bg, blend and a preview.
+"""Write a generated layered clip to the files people use: RGBA foreground(s), alpha, bg, blend and a preview.
 
-- fg RGBA: a PNG sequence, WebM VP9 `yuva420p` (alpha kept as VP9's alpha side stream, flagged by the
+- fg RGBA (`fg_rgba/`, `fg_rgba.webm`, `fg_rgba.mov`; foreground k >= 1 of a K-foreground clip as
+  `fg_k_rgba/`, `fg_k_rgba.webm`, `fg_k_rgba.mov`): a PNG sequence, WebM VP9 `yuva420p` (alpha kept as VP9's alpha side stream, flagged by the
   `alpha_mode` tag; FFmpeg's built-in vp9 decoder drops it, so `read_rgba_video` decodes with libvpx-vp9)
   and ProRes 4444 (`prores_ks`, `yuva444p10le`) in .mov;
-- fg.mp4 (over mid-grey, as generated), alpha.mp4 (grey H.264, lossless by default), bg.mp4, blend.mp4;
-- preview.mp4 / preview.png: a 2 x 2 grid (fg over a checkerboard, alpha, bg, blend).
+- fg.mp4 (over mid-grey, as generated), alpha.mp4 (grey H.264, lossless by default), bg.mp4, blend.mp4, and
+  fg_k.mp4 / alpha_k.mp4 for k >= 1;
+- preview.mp4 / preview.png: a 2-wide grid, one row per foreground front first (fg over a checkerboard, alpha),
+  then bg, blend: the paper's 2 x 2 grid for one foreground;
+- clip.json: the clip's metadata (`LayeredClip.metadata`: K > 1 adds num_foregrounds and per-foreground captions).
 
 The RGBA colour is the foreground un-composited from the mid-grey it was generated over.
 """
@@ -18,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from data_engine.schema import MID_GREY, LayeredClip, composite
+from data_engine.schema import MID_GREY, LayeredClip, alpha_name, composite, fg_name, is_alpha
 from data_engine.video_io import VideoDecodeError, encode_png, write_video
 
 RGBA_FORMATS = ("png", "webm", "mov")
@@ -57,8 +61,15 @@ def straight_rgb(fg_over_grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-def rgba_frames(clip: LayeredClip) -> np.ndarray:
-    return np.concatenate([straight_rgb(clip.fg, clip.alpha), clip.alpha[..., None]], axis=-1)
+def rgba_frames(clip: LayeredClip, k: int = 0) -> np.ndarray:
+    """[T, H, W, 4]: foreground k (front first) un-composited from grey, with its alpha."""
+    alpha = clip.layer(alpha_name(k))
+    return np.concatenate([straight_rgb(clip.layer(fg_name(k)), alpha), alpha[..., None]], axis=-1)
+
+
+def rgba_stem(k: int) -> str:
+    """The file stem of foreground k's RGBA exports: fg_rgba (the paper's one foreground), fg_1_rgba, ..."""
+    return f"{fg_name(k)}_rgba"
 
 
 def checkerboard(height: int, width: int, cell: int = 8) -> np.ndarray:
@@ -68,14 +79,17 @@ def checkerboard(height: int, width: int, cell: int = 8) -> np.ndarray:
 
 
 def preview_frames(clip: LayeredClip) -> np.ndarray:
-    """[T, 2H, 2W, 3]: fg over a checkerboard | alpha on top, bg | blend below."""
+    """[T, (K + 1) H, 2W, 3]: row k is foreground k over a checkerboard | its alpha (front first), the last row
+    bg | blend. One foreground gives the 2 x 2 grid."""
     t, h, w = clip.alpha.shape
     board = np.broadcast_to(checkerboard(h, w, max(4, h // 16)), (t, h, w, 3))
-    fg = composite(straight_rgb(clip.fg, clip.alpha), clip.alpha, board)
-    alpha = np.repeat(clip.alpha[..., None], 3, axis=-1)
-    top = np.concatenate([fg, alpha], axis=2)
-    bottom = np.concatenate([clip.bg, clip.blend], axis=2)
-    return np.concatenate([top, bottom], axis=1)
+    rows = []
+    for k in range(clip.num_foregrounds):
+        fg, alpha = clip.layer(fg_name(k)), clip.layer(alpha_name(k))
+        shown = composite(straight_rgb(fg, alpha), alpha, board)
+        rows.append(np.concatenate([shown, np.repeat(alpha[..., None], 3, axis=-1)], axis=2))
+    rows.append(np.concatenate([clip.bg, clip.blend], axis=2))
+    return np.concatenate(rows, axis=1)
 
 
 def write_png_sequence(rgba: np.ndarray, folder: str | Path) -> Path:
@@ -133,25 +147,32 @@ def read_rgba_video(path: str | Path) -> np.ndarray:
     return np.stack([f.to_ndarray(format="rgba") for f in frames])
 
 
+def export_rgba(rgba: np.ndarray, folder: Path, stem: str, fps: float, options: ExportOptions) -> dict[str, Path]:
+    """One foreground's RGBA files `<stem>/`, `<stem>.webm`, `<stem>.mov` (those asked for), keyed
+    `<stem>_png`, `<stem>_webm`, `<stem>_mov`."""
+    files = {}
+    if "png" in options.rgba_formats:
+        files[f"{stem}_png"] = write_png_sequence(rgba, folder / stem)
+    if "webm" in options.rgba_formats:
+        files[f"{stem}_webm"] = write_webm_rgba(
+            rgba, folder / f"{stem}.webm", fps, lossless=options.webm_lossless, crf=options.webm_crf
+        )
+    if "mov" in options.rgba_formats:
+        files[f"{stem}_mov"] = write_prores_rgba(rgba, folder / f"{stem}.mov", fps)
+    return files
+
+
 def export_clip(clip: LayeredClip, out_dir: str | Path, options: ExportOptions = ExportOptions()) -> ExportResult:
     """Write every output of one clip into `out_dir`; returns the paths by name."""
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     result = ExportResult(folder)
     fps = clip.fps
-    rgba = rgba_frames(clip)
-    if "png" in options.rgba_formats:
-        result.files["fg_rgba_png"] = write_png_sequence(rgba, folder / "fg_rgba")
-    if "webm" in options.rgba_formats:
-        result.files["fg_rgba_webm"] = write_webm_rgba(
-            rgba, folder / "fg_rgba.webm", fps, lossless=options.webm_lossless, crf=options.webm_crf
-        )
-    if "mov" in options.rgba_formats:
-        result.files["fg_rgba_mov"] = write_prores_rgba(rgba, folder / "fg_rgba.mov", fps)
-    result.files["fg"] = write_video(folder / "fg.mp4", clip.fg, fps)
-    result.files["alpha"] = write_video(folder / "alpha.mp4", clip.alpha, fps, lossless=options.lossless_alpha)
-    result.files["bg"] = write_video(folder / "bg.mp4", clip.bg, fps)
-    result.files["blend"] = write_video(folder / "blend.mp4", clip.blend, fps)
+    for k in range(clip.num_foregrounds):
+        result.files.update(export_rgba(rgba_frames(clip, k), folder, rgba_stem(k), fps, options))
+    for name in clip.layer_names:
+        lossless = options.lossless_alpha and is_alpha(name)
+        result.files[name] = write_video(folder / f"{name}.mp4", clip.layer(name), fps, lossless=lossless)
     if options.preview:
         grid = preview_frames(clip)
         result.files["preview"] = write_video(folder / "preview.mp4", grid, fps)

@@ -24,7 +24,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
-from data_engine.schema import CAPTIONED_LAYERS, LAYERS, Captions, LayeredClip, sample_key
+from data_engine.schema import LAYERS, Captions, LayeredClip, is_alpha, sample_key
 from model.layout import CONDITION_ARGS, LayoutError, SequenceLayout, Task, TaskSpec, prompt_slots, task_spec
 from model.lora import lora_merged, merge_lora, unmerge_lora
 from model.schedule import DEFAULT_STEPS, GuidanceSchedule, make_scheduler, sampler_name
@@ -166,11 +166,12 @@ class LayerFlowPipeline(DiffusionPipeline):
         self.vae.disable_slicing()
 
     # -- building blocks -----------------------------------------------------------------------------------
-    def encode_prompt(self, captions: Sequence[Captions], task: Task | str) -> torch.Tensor:
-        """[B, P * 226, d] T5 embeddings for the transformer's P prompt slots (fg, bg, blend; the official
-        decomposition model: fg, bg). A slot the task does not use is zeros."""
-        slots, used = prompt_slots(task, self.transformer.layerflow_config.num_prompts)
-        layers = tuple(CAPTIONED_LAYERS[i] for i in slots)
+    def encode_prompt(self, captions: Sequence[Captions], task: Task | str | TaskSpec) -> torch.Tensor:
+        """[B, P * 226, d] T5 embeddings for the transformer's P prompt slots (fg, bg, blend, then fg_1 ... for
+        K foregrounds; the official decomposition model: fg, bg). A slot the task does not use is zeros."""
+        spec = task if isinstance(task, TaskSpec) else task_spec(task)
+        slots, used = prompt_slots(spec, self.transformer.layerflow_config.num_prompts)
+        layers = tuple(spec.captioned[i] for i in slots)
         prompts = [indexed_prompts(c.as_dict(), layers) for c in captions]
         tokens = self.transformer.layerflow_config.text_tokens_per_prompt
         embeds = encode_prompts(self.tokenizer, self.text_encoder, prompts, max_length=tokens,
@@ -200,7 +201,9 @@ class LayerFlowPipeline(DiffusionPipeline):
         bg_prompt: str | Sequence[str] = "",
         blend_prompt: str | Sequence[str] = "",
         *,
+        fg_prompts: Sequence[str] | Sequence[Sequence[str]] | None = None,
         task: Task | str = Task.GENERATE,
+        layers: dict[str, Condition | Sequence[Condition]] | None = None,
         foreground: Condition | Sequence[Condition] | None = None,
         alpha: Condition | Sequence[Condition] | None = None,
         background: Condition | Sequence[Condition] | None = None,
@@ -222,22 +225,32 @@ class LayerFlowPipeline(DiffusionPipeline):
         Conditions (per task: fg_conditioned needs `foreground` + `alpha`, bg_conditioned `background`,
         decompose `blend`) are uint8 arrays [T, H, W, 3] (alpha [T, H, W]) or LayeredClips, or one per sample.
         `prompt_embeds` ([B, P * 226, d]) skips the text encoder.
+
+        K foregrounds: `fg_prompts` holds their K prompts, front first (one list for every sample, or a list per
+        sample) in place of `fg_prompt`; `layers` gives the layers of foregrounds 1 .. K-1 by name ({"fg_1": ...,
+        "alpha_1": ...}), and with task "given" any subset of the layers ({"bg": ..., "fg": ..., "alpha": ...}),
+        the model generating the rest.
         """
-        spec = task_spec(task)
+        captions = _captions(fg_prompt, bg_prompt, blend_prompt, fg_prompts)
+        count = captions[0].num_foregrounds
+        given = {"fg": foreground, "alpha": alpha, "bg": background, "blend": blend, **(layers or {})}
+        try:
+            names = tuple(name for name, value in given.items() if value is not None)
+            spec = task_spec(task, count, names if Task.parse(task) is Task.GIVEN else None)
+        except LayoutError as exc:
+            raise PipelineInputError(str(exc)) from exc
         layout = SequenceLayout(spec, num_frames, self.vae_scale_factor_temporal)
         if output_type not in ("clip", "latent"):
             raise PipelineInputError(f"output_type must be 'clip' or 'latent', got {output_type!r}")
         self._check_model(spec, height, width)
         schedule = GuidanceSchedule.parse(guidance_schedule) if use_dynamic_cfg else GuidanceSchedule.CONSTANT
-        captions = _captions(fg_prompt, bg_prompt, blend_prompt)
-        given = {"fg": foreground, "alpha": alpha, "bg": background, "blend": blend}
         batch = max([len(captions)] + [len(v) for v in given.values() if isinstance(v, (list, tuple))])
         captions = _broadcast(captions, batch, "prompts")
         conditions = self._conditions(spec, given, batch, num_frames, height, width)
         device = self._execution_device
 
         if prompt_embeds is None:
-            prompt_embeds = self.encode_prompt(captions, spec.task)
+            prompt_embeds = self.encode_prompt(captions, spec)
         prompt_embeds = prompt_embeds.to(device=device, dtype=self.transformer.dtype)
         self._check_embeds(prompt_embeds, spec, batch)
         do_cfg = guidance_scale > 1.0
@@ -301,8 +314,9 @@ class LayerFlowPipeline(DiffusionPipeline):
         video = self.decode_latents(full).cpu()
         clips = []
         for b in range(batch):
-            layers = layout.unpack(video[b])
-            layers.update(conditions[b])  # conditions come back exactly as given
+            out = layout.unpack(video[b])
+            out.update(conditions[b])  # conditions come back exactly as given
+            more = {name: out.pop(name) for name in layout.layers[len(LAYERS):]}
             clips.append(
                 LayeredClip(
                     key=sample_key(f"layerflow_{spec.task.value}", b),
@@ -310,7 +324,9 @@ class LayerFlowPipeline(DiffusionPipeline):
                     fps=fps,
                     origin="generated",
                     frame_range=(0, num_frames),
-                    **layers,
+                    more_layers=more,
+                    depth_order=tuple(range(count)) if more else (),
+                    **out,
                 )
             )
         return LayerFlowPipelineOutput(clips=clips, latents=full)
@@ -319,7 +335,7 @@ class LayerFlowPipeline(DiffusionPipeline):
     def _check_model(self, spec: TaskSpec, height: int, width: int) -> None:
         config = self.transformer.layerflow_config
         try:
-            prompt_slots(spec.task, config.num_prompts)
+            prompt_slots(spec, config.num_prompts)
         except LayoutError as exc:
             raise PipelineInputError(str(exc)) from exc
         multiple = self.vae_scale_factor_spatial * config.patch_size
@@ -330,7 +346,7 @@ class LayerFlowPipeline(DiffusionPipeline):
 
     def _check_embeds(self, embeds: torch.Tensor, spec: TaskSpec, batch: int) -> None:
         config = self.transformer.layerflow_config
-        slots, per_prompt = config.num_prompts, config.text_tokens_per_prompt
+        slots, per_prompt = len(prompt_slots(spec, config.num_prompts)[0]), config.text_tokens_per_prompt
         tokens = slots * per_prompt
         if embeds.ndim != 3 or embeds.shape[0] != batch or embeds.shape[1] != tokens:
             raise PipelineInputError(
@@ -342,11 +358,12 @@ class LayerFlowPipeline(DiffusionPipeline):
         self, spec: TaskSpec, given: dict[str, Any], batch: int, frames: int, height: int, width: int
     ) -> list[dict[str, np.ndarray]]:
         out: list[dict[str, np.ndarray]] = [{} for _ in range(batch)]
-        for layer, value in given.items():
-            arg = CONDITION_ARGS[layer]
+        for layer in sorted(set(given) | set(spec.conditions), key=_sequence_order(spec)):
+            value = given.get(layer)
+            arg = _condition_arg(layer)
             if layer not in spec.conditions:
                 if value is not None:
-                    needs = ", ".join(CONDITION_ARGS[c] for c in spec.conditions) or "no condition"
+                    needs = ", ".join(map(_condition_arg, spec.conditions)) or "no condition"
                     raise PipelineInputError(f"task {spec.task.value} takes {needs}; drop `{arg}=`")
                 continue
             if value is None:
@@ -357,11 +374,36 @@ class LayerFlowPipeline(DiffusionPipeline):
         return out
 
 
-def _captions(fg, bg, blend) -> list[Captions]:
+def _captions(fg, bg, blend, fg_prompts=None) -> list[Captions]:
+    """One Captions per sample; `fg_prompts` (K prompts, or a list of K prompts per sample) replaces `fg`."""
+    foregrounds: list[list[str]] = [[]]
+    if fg_prompts is not None:
+        if fg not in ("", None) and fg != []:
+            raise PipelineInputError("give the foregrounds' prompts once: fg_prompt or fg_prompts, not both")
+        items = list(fg_prompts)
+        foregrounds = [list(p) for p in items] if items and not isinstance(items[0], str) else [items]
+        if not foregrounds[0] or len({len(p) for p in foregrounds}) != 1:
+            raise PipelineInputError("fg_prompts: every sample needs the same number (K >= 1) of foreground prompts")
+        fg = [p[0] for p in foregrounds]
     lists = [[p] if isinstance(p, str) else list(p) for p in (fg, bg, blend)]
-    n = max(len(x) for x in lists)
+    n = max(len(x) for x in [*lists, foregrounds])
     fg_l, bg_l, bl_l = (_broadcast(x, n, "prompts") for x in lists)
-    return [Captions(fg=f, bg=b, blend=c) for f, b, c in zip(fg_l, bg_l, bl_l)]
+    more = [p[1:] for p in _broadcast(foregrounds, n, "fg_prompts")] if fg_prompts is not None else [[]] * n
+    return [Captions(fg=f, bg=b, blend=c, more_fg=tuple(m)) for f, b, c, m in zip(fg_l, bg_l, bl_l, more)]
+
+
+def _condition_arg(layer: str) -> str:
+    """The keyword a condition layer is passed by: foreground, alpha, background, blend, or layers["fg_1"]."""
+    return CONDITION_ARGS.get(layer, f'layers["{layer}"]')
+
+
+def _sequence_order(spec: TaskSpec):
+    def order(layer: str) -> int:
+        if layer not in spec.layers:
+            raise PipelineInputError(f"unknown layer {layer!r} in `layers`; a {spec.num_foregrounds}-foreground "
+                                     f"clip has {', '.join(spec.layers)}")
+        return spec.layers.index(layer)
+    return order
 
 
 def _broadcast(items: list, n: int, what: str) -> list:
@@ -376,11 +418,11 @@ def _condition_array(layer: str, arg: str, item: Condition, frames: int, height:
     arr = item.layer(layer) if isinstance(item, LayeredClip) else np.asarray(item)
     if arr.dtype != np.uint8:
         raise PipelineInputError(f"`{arg}` must be uint8 (0..255), got {arr.dtype}")
-    if layer == "alpha" and arr.ndim == 4:
+    if is_alpha(layer) and arr.ndim == 4:
         if arr.shape[-1] not in (1, 3) or not (arr == arr[..., :1]).all():
-            raise PipelineInputError(f"`alpha` must be grey: [T, H, W], got shape {arr.shape} with differing channels")
+            raise PipelineInputError(f"`{arg}` must be grey: [T, H, W], got shape {arr.shape} with differing channels")
         arr = arr[..., 0]
-    want = (frames, height, width) if layer == "alpha" else (frames, height, width, 3)
+    want = (frames, height, width) if is_alpha(layer) else (frames, height, width, 3)
     if arr.shape != want:
         raise PipelineInputError(
             f"`{arg}` has shape {arr.shape}, expected {want} (num_frames x height x width); "

@@ -5,7 +5,10 @@ CogVideoX's T5 conditioner does), encoded by T5 separately, and concatenated alo
 unconditional branch of classifier-free guidance is all-zero embeddings, not an encoded empty prompt.
 
 Also the tiny tokenizer for the `tiny` preset: a SentencePiece unigram model trained in-process from a fixed
-string, loaded through `T5Tokenizer.from_pretrained` exactly like the real `tokenizer/spiece.model`.
+string, loaded through `T5Tokenizer.from_pretrained` exactly like the real `tokenizer/spiece.model`. The tiny
+world's caption words (`data_engine.synthetic.caption_words`) are single tokens in it, as English words are in
+T5's vocabulary: spelled out in sub-word pieces, a colour is a sequence of letters that the tiny model needs far
+more training to read (at 1200 steps the model still ignored its prompts).
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from model.layout import PROMPT_INDEX
+from data_engine.synthetic import caption_words
+from model.layout import LayoutError, prompt_index
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +46,14 @@ class PromptError(ValueError):
 
 
 def indexed_prompts(captions: Mapping[str, str], layers: Sequence[str]) -> list[str]:
-    """The prompts of `layers` in order, each prefixed with its layer index ("0, ", "1, ", "2, ")."""
+    """The prompts of `layers` in order, each prefixed with its layer index ("0, ", "1, ", "2, ", "3, " for fg_1...)."""
     out = []
     for layer in layers:
-        if layer not in PROMPT_INDEX:
-            raise PromptError(f"layer {layer!r} has no prompt; prompts exist for {', '.join(PROMPT_INDEX)}")
-        out.append(f"{PROMPT_INDEX[layer]}, {captions.get(layer, '') or ''}")
+        try:
+            index = prompt_index(layer)
+        except LayoutError as exc:
+            raise PromptError(str(exc)) from None
+        out.append(f"{index}, {captions.get(layer, '') or ''}")
     return out
 
 
@@ -91,8 +97,9 @@ def unconditional_embeddings(prompt_embeds: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(prompt_embeds)
 
 
-def train_tiny_spiece(corpus: str = TINY_CORPUS) -> bytes:
-    """A deterministic SentencePiece unigram model (T5's special-token ids: pad 0, eos 1, unk 2)."""
+def train_tiny_spiece(corpus: str = TINY_CORPUS, words: Sequence[str] | None = None) -> bytes:
+    """A deterministic SentencePiece unigram model (T5's special-token ids: pad 0, eos 1, unk 2) in which each of
+    `words` (default: the tiny world's caption words) is one token at the start of a word."""
     import sentencepiece as spm
 
     buf = io.BytesIO()
@@ -109,6 +116,7 @@ def train_tiny_spiece(corpus: str = TINY_CORPUS) -> bytes:
         character_coverage=1.0,
         num_threads=1,
         minloglevel=2,
+        user_defined_symbols=[f"\u2581{word}" for word in (caption_words() if words is None else words)],
     )
     return buf.getvalue()
 

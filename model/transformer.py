@@ -227,7 +227,7 @@ class LayerFlowTransformer(CogVideoXTransformer3DModel):
         scale = None if motion_scale is None else _per_sample(motion_scale, batch, "motion_scale", x.device).float()
 
         emb = self.time_embedding(self.time_proj(timestep).to(dtype=x.dtype))
-        tokens = self.patch_embed(encoder_hidden_states, x)
+        tokens = self._embed(encoder_hidden_states, x)
         text_len = encoder_hidden_states.shape[1]
         if cfg.learned_pos_embedding:
             if tokens.shape[1] > self.pos_embedding.shape[1]:
@@ -237,7 +237,8 @@ class LayerFlowTransformer(CogVideoXTransformer3DModel):
                 )
             tokens = tokens + self.pos_embedding[:, : tokens.shape[1]].to(tokens.dtype)
         if self.layer_embedder is not None and self.layer_embedding_enabled:
-            text = tokens[:, :text_len] + self.layer_embeddings().to(tokens.dtype)
+            num_prompts = text_len // cfg.text_tokens_per_prompt
+            text = tokens[:, :text_len] + self.layer_embeddings(num_prompts).to(tokens.dtype)
             tokens = torch.cat([text, tokens[:, text_len:]], dim=1)
         tokens = self.embedding_dropout(tokens)
         encoder_states, states = tokens[:, :text_len], tokens[:, text_len:]
@@ -258,6 +259,17 @@ class LayerFlowTransformer(CogVideoXTransformer3DModel):
         out = out.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
         return out if noisy is None else out[:, noisy]
 
+    def _embed(self, text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        """diffusers' patch embedding of [text, video]; it sizes the text part of its position table (zeros) by
+        the config's prompts, so the prompts of foregrounds beyond the first are projected here and joined after
+        the others (text carries no position)."""
+        width = self.layerflow_config.max_text_seq_length
+        tokens = self.patch_embed(text[:, :width], video)
+        if text.shape[1] == width:
+            return tokens
+        extra = self.patch_embed.text_proj(text[:, width:])
+        return torch.cat([tokens[:, :width], extra, tokens[:, width:]], dim=1)
+
     @staticmethod
     def _run_block(block: nn.Module, states: torch.Tensor, encoder_states: torch.Tensor, emb: torch.Tensor,
                    scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,20 +278,29 @@ class LayerFlowTransformer(CogVideoXTransformer3DModel):
         with motion_scale_applied(layers, scale):
             return block(hidden_states=states, encoder_hidden_states=encoder_states, temb=emb)
 
-    def layer_embeddings(self) -> torch.Tensor:
-        """[P*226, D]: the layer-index embedding of prompt i on each of its 226 text slots."""
+    def layer_embeddings(self, num_prompts: int | None = None) -> torch.Tensor:
+        """[P*226, D]: the layer-index embedding of prompt i on each of its 226 text slots (P: the config's
+        prompts, or K + 2 for K foregrounds)."""
         cfg = self.layerflow_config
         weight = self.layer_embedder[0].weight
-        index = torch.arange(cfg.num_prompts, device=weight.device, dtype=weight.dtype)[:, None]
+        count = cfg.num_prompts if num_prompts is None else num_prompts
+        index = torch.arange(count, device=weight.device, dtype=weight.dtype)[:, None]
         return self.layer_embedder(index).repeat_interleave(cfg.text_tokens_per_prompt, dim=0)
 
     def _check_text(self, text: torch.Tensor, batch: int) -> None:
+        """The config's prompts, or, for a model with a layer embedder and a prompt per captioned layer, K + 2
+        prompts for K foregrounds (each extra foreground's prompt is told apart by its layer index)."""
         cfg = self.layerflow_config
-        want = (batch, cfg.max_text_seq_length, cfg.text_embed_dim)
-        if text.ndim != 3 or tuple(text.shape) != want:
+        per_prompt = cfg.text_tokens_per_prompt
+        more = self.layer_embedder is not None and cfg.num_prompts == 3
+        ok = text.ndim == 3 and text.shape[0] == batch and text.shape[2] == cfg.text_embed_dim and (
+            text.shape[1] == cfg.max_text_seq_length
+            or (more and text.shape[1] % per_prompt == 0 and text.shape[1] > cfg.max_text_seq_length))
+        if not ok:
+            extra = " (or K + 2 prompts for K foregrounds)" if more else ""
             raise TransformerInputError(
-                f"encoder_hidden_states must be {list(want)} ({cfg.num_prompts} prompts x "
-                f"{cfg.text_tokens_per_prompt} T5 tokens, concatenated), got {list(text.shape)}"
+                f"encoder_hidden_states must be {[batch, cfg.max_text_seq_length, cfg.text_embed_dim]} "
+                f"({cfg.num_prompts} prompts x {per_prompt} T5 tokens, concatenated{extra}), got {list(text.shape)}"
             )
 
     def _join_condition(self, noisy: torch.Tensor, cond: torch.Tensor | None,
