@@ -1,9 +1,10 @@
 """Reading layered outputs and DAVIS-layout folders into per-layer arrays.
 
 A sample folder holds each layer as `<layer>.mp4` (what `model.export.export_clip` writes) or as a PNG/JPEG
-folder `<layer>/*.png`; the official names `mask` (alpha) and `bl` (blend) are accepted. Captions come from
-`clip.json` / `meta.json` (`{"captions": {"fg", "bg", "blend"}}`) or, for DAVIS sequences, from any
-`meta*.json` beside or above them (`{"videos": {seq: {"fg_prompt", "bg_prompt", "bl_prompt"}}}`).
+folder `<layer>/*.png`; the official names `mask` (alpha) and `bl` (blend) are accepted. A clip with K
+foregrounds adds fg_k and alpha_k (or mask_k) for k = 1 .. K-1, front first, found without a gap from k = 1.
+Captions come from `clip.json` / `meta.json` (`{"captions": {"fg", "bg", "blend", "fg_1", ...}}`) or, for DAVIS
+sequences, from any `meta*.json` beside or above them (`{"videos": {seq: {"fg_prompt", "bg_prompt", "bl_prompt"}}}`).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from data_engine.official_layout import OfficialLayoutError, meta_prompts
-from data_engine.schema import LAYERS, Captions
+from data_engine.schema import CAPTIONED_LAYERS, Captions, alpha_name, fg_name, foreground_index, is_alpha, layer_names
 from data_engine.video_io import VideoDecodeError, decode_video, probe_video, read_frame_folder
 from evaluation.errors import EvaluationError
 
@@ -24,7 +25,7 @@ META_FILES = ("clip.json", "meta.json")
 
 @dataclass
 class LayerSet:
-    """The layers one sample has (a subset of fg, alpha, bg, blend), all with the same T, H, W."""
+    """The layers one sample has (a subset of fg, alpha, bg, blend, fg_k, alpha_k), all with the same T, H, W."""
 
     key: str
     layers: dict[str, np.ndarray]
@@ -36,6 +37,11 @@ class LayerSet:
     def num_frames(self) -> int:
         return next(iter(self.layers.values())).shape[0]
 
+    @property
+    def num_foregrounds(self) -> int:
+        """1 + the highest k of its fg_k / alpha_k layers (1 without any)."""
+        return 1 + max((foreground_index(name) or 0 for name in self.layers), default=0)
+
     def check(self) -> "LayerSet":
         shapes = {name: arr.shape[:3] for name, arr in self.layers.items()}
         if len(set(shapes.values())) > 1:
@@ -44,10 +50,30 @@ class LayerSet:
         return self
 
 
+def aliases(layer: str) -> tuple[str, ...]:
+    """The file names a layer may have: the official ones for the paper's four, mask_k beside alpha_k."""
+    if layer in ALIASES:
+        return ALIASES[layer]
+    return (layer, "mask" + layer[len("alpha"):]) if is_alpha(layer) else (layer,)
+
+
+def has_layer(folder: Path, layer: str) -> bool:
+    return any((folder / f"{a}.mp4").is_file() or (folder / a).is_dir() for a in aliases(layer))
+
+
+def folder_foregrounds(folder: Path) -> int:
+    """K: 1 + how many of fg_1 / alpha_1, fg_2 / alpha_2, ... the folder holds, counted from k = 1 up to the
+    first k with neither."""
+    k = 1
+    while has_layer(folder, fg_name(k)) or has_layer(folder, alpha_name(k)):
+        k += 1
+    return k
+
+
 def read_layer(folder: Path, layer: str) -> tuple[np.ndarray, float | None] | None:
     """(frames, fps or None) of one layer in a sample folder, or None if the folder lacks it."""
-    grey = layer == "alpha"
-    for name in ALIASES[layer]:
+    grey = is_alpha(layer)
+    for name in aliases(layer):
         video = folder / f"{name}.mp4"
         if video.is_file():
             try:
@@ -63,6 +89,10 @@ def read_layer(folder: Path, layer: str) -> tuple[np.ndarray, float | None] | No
     return None
 
 
+def _extra_fg(name: str) -> bool:
+    return bool(foreground_index(name)) and not is_alpha(name)
+
+
 def _captions_from_meta(folder: Path) -> Captions | None:
     for name in META_FILES:
         path = folder / name
@@ -71,7 +101,12 @@ def _captions_from_meta(folder: Path) -> Captions | None:
                 caps = json.loads(path.read_text()).get("captions", {})
             except (json.JSONDecodeError, AttributeError) as exc:
                 raise EvaluationError(f"{path}: not valid json ({exc})") from exc
-            return Captions(**{k: str(caps.get(k, "")).strip() for k in ("fg", "bg", "blend")})
+            # Captions of layers this reader does not know (older or newer writers) are ignored, as before.
+            known = {k: str(v).strip() for k, v in caps.items() if k in CAPTIONED_LAYERS or _extra_fg(k)}
+            try:
+                return Captions.from_dict(known)
+            except ValueError as exc:
+                raise EvaluationError(f"{path}: {exc}") from exc
     return None
 
 
@@ -84,10 +119,12 @@ def davis_captions(seq_dir: Path) -> Captions:
 
 
 def read_sample(folder: str | Path, *, key: str | None = None, fps: float = 8.0,
-                layers: tuple[str, ...] = LAYERS) -> LayerSet:
+                layers: tuple[str, ...] | None = None) -> LayerSet:
+    """The layers of one sample folder: `layers`, or by default every layer of its K foregrounds it holds."""
     folder = Path(folder)
     if not folder.is_dir():
         raise EvaluationError(f"{folder}: not a folder of layered outputs")
+    layers = layers or layer_names(folder_foregrounds(folder))
     found: dict[str, np.ndarray] = {}
     video_fps = None
     for layer in layers:
@@ -96,7 +133,7 @@ def read_sample(folder: str | Path, *, key: str | None = None, fps: float = 8.0,
             found[layer], layer_fps = got
             video_fps = video_fps or layer_fps
     if not found:
-        names = ", ".join(f"{a}.mp4 or {a}/" for layer in layers for a in ALIASES[layer])
+        names = ", ".join(f"{a}.mp4 or {a}/" for layer in layers for a in aliases(layer))
         raise EvaluationError(f"{folder}: holds no layer; expected some of {names}")
     captions = _captions_from_meta(folder) or davis_captions(folder)
     return LayerSet(key or folder.name, found, captions, video_fps or fps, str(folder)).check()

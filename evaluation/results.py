@@ -5,8 +5,9 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+from data_engine.schema import foreground_index
 from evaluation.errors import EvaluationError
 
 METRIC_TITLES = {
@@ -18,6 +19,20 @@ METRIC_TITLES = {
 LAYER_TITLES = {"fg": "FG", "bg": "BG", "blend": "BL"}
 RESULTS_FILE = "results.json"
 RANDOM_WEIGHTS_NOTE = "random weights: numbers carry no meaning"
+
+
+def layer_title(layer: str) -> str:
+    """A table heading: FG, BG, BL (the paper's) and FG_1, FG_2, ... for the foregrounds behind the first."""
+    return LAYER_TITLES.get(layer, layer.upper())
+
+
+def report_layers(layers: Iterable[str]) -> list[str]:
+    """The distinct `layers` in report order: the foregrounds front first (fg, fg_1, ...), then bg, blend."""
+    def rank(layer: str) -> tuple[int, int]:
+        k = foreground_index(layer)
+        return (0, k) if k is not None else (1 + list(LAYER_TITLES).index(layer), 0)
+
+    return sorted(set(layers), key=rank)
 
 
 @dataclass

@@ -7,14 +7,16 @@ from typing import Iterable, Literal
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from data_engine.schema import fg_name
 from data_engine.weights import missing_files
 from evaluation.errors import EvaluationError
 from evaluation.layered_io import LayerSet
 from evaluation.metrics.base import Metric, VideoScore
-from evaluation.results import EvalRun, Score
+from evaluation.results import EvalRun, Score, report_layers
 
 METRICS = ("dynamic_degree", "aesthetic", "text_alignment", "frame_consistency")
-# Layers each metric is reported on (the paper's Table 1: no Dynamic Degree for the background).
+# Layers each metric is reported on (the paper's Table 1: no Dynamic Degree for the background). "fg" stands for
+# every foreground a sample has (fg, fg_1, ...: `sample_layers`), so a metric of the foreground covers each object.
 GENERATION_LAYERS = {
     "dynamic_degree": ("fg", "blend"),
     "aesthetic": ("fg", "bg", "blend"),
@@ -76,9 +78,18 @@ def build_suite(cfg: SuiteConfig, layers_for: dict[str, tuple[str, ...]] = GENER
     return {name: makers[name]() for name in reported}
 
 
+def sample_layers(sample: LayerSet, layers: tuple[str, ...]) -> list[str]:
+    """The layers of `sample` a metric reporting `layers` scores: "fg" expanded to fg, fg_1, ... it holds."""
+    names = []
+    for layer in layers:
+        expanded = [fg_name(k) for k in range(sample.num_foregrounds)] if layer == "fg" else [layer]
+        names += [name for name in expanded if name in sample.layers]
+    return names
+
+
 def score_samples(samples: Iterable[LayerSet], suite: dict[str, Metric], layers_for: dict[str, tuple[str, ...]],
                   kind: str, *, total: int | None = None) -> EvalRun:
-    """Score every (sample, layer, metric); the prompt of a layer is its own caption."""
+    """Score every (sample, layer, metric); the prompt of a layer is its own caption (fg_k's is fg_k's)."""
     run = EvalRun(kind=kind, variants={m: suite[m].variant for m in suite},
                   random_weights=any(m.random_init for m in suite.values()))
     with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -86,10 +97,8 @@ def score_samples(samples: Iterable[LayerSet], suite: dict[str, Metric], layers_
         task = progress.add_task("samples", total=total)
         for sample in samples:
             for metric_name, metric in suite.items():
-                for layer in layers_for.get(metric_name, ()):
-                    if layer not in sample.layers:
-                        continue
-                    prompt = getattr(sample.captions, layer) if metric.needs_prompt else None
+                for layer in sample_layers(sample, layers_for.get(metric_name, ())):
+                    prompt = sample.captions.as_dict().get(layer, "") if metric.needs_prompt else None
                     if metric.needs_prompt and not prompt:
                         raise EvaluationError(f"{sample.key}: no {layer} caption for text alignment; add it to "
                                               f"clip.json / meta json, or drop text_alignment from --metrics")
@@ -98,10 +107,9 @@ def score_samples(samples: Iterable[LayerSet], suite: dict[str, Metric], layers_
             progress.advance(task)
     for metric_name, metric in suite.items():
         per_layer = {}
-        for layer in layers_for.get(metric_name, ()):
+        for layer in report_layers(s.layer for s in run.scores if s.metric == metric_name):
             got = [VideoScore(s.value, s.details) for s in run.scores if s.metric == metric_name and s.layer == layer]
-            if got:
-                per_layer[layer] = metric.aggregate(got)
+            per_layer[layer] = metric.aggregate(got)
         if per_layer:  # no empty table rows or plot panels for a metric no sample had a layer for
             run.aggregates[metric_name] = per_layer
     return run

@@ -11,6 +11,10 @@ as everywhere in LayerFlow. Conventions shared by every function here:
   included), dilated by `REGION_DILATION` = 2 px (Chebyshev) per frame: a halo or ghost that a model leaves just
   outside the edge is scored too.
 
+Clips with K objects (fg_k, alpha_k beside fg, alpha: `data_engine.schema.layer_names`) have their own
+`object_decomposition_scores` and `layered_coherence_psnr`; each equals its one-object counterpart's numbers on one
+object, and the one-object functions are unchanged.
+
 The world's vocabulary (`SHAPES`, `COLOURS`) and its shapes come from `data_engine.synthetic`, the world itself.
 The trivial baseline (`trivial_*`) produces layers that go through the same scores.
 """
@@ -22,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from data_engine.schema import MID_GREY, composite
+from data_engine.schema import MID_GREY, alpha_name, composite, composite_layers, fg_name
 from data_engine.synthetic import COLOURS, SHAPES, SyntheticConfig, signed_distance
 from evaluation.errors import EvaluationError
-from evaluation.metrics.layer_accuracy import ALPHA_THRESHOLD, alpha_iou
+from evaluation.metrics.layer_accuracy import (ALPHA_THRESHOLD, alpha_iou, matte_count, object_mattes, per_object,
+                                               union_matte)
 
 PSNR_CAP = 100.0
 REGION_DILATION = 2  # px
@@ -120,6 +125,20 @@ def decomposition_scores(pred: dict[str, np.ndarray], true: dict[str, np.ndarray
     }
 
 
+def object_decomposition_scores(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> dict[str, float]:
+    """Decomposition of a blend of K objects (dicts of fg, alpha, fg_k, alpha_k, bg), objects matched by layer
+    index (depth order, one prompt each): per object `alpha_iou` and `fg_psnr_object` (keys `name`, `name_k` and
+    `name_mean`, see `layer_accuracy.per_object`), and `bg_psnr_objects`, the background inside the union of the
+    objects' regions (`object_region` of the largest true alpha: every pixel some object hid)."""
+    pairs = object_mattes(pred, true)
+    fg_psnr = [fg_psnr_on_object(pred[fg_name(k)], true[fg_name(k)], true[alpha_name(k)]) for k in range(len(pairs))]
+    return {
+        **per_object("alpha_iou", [alpha_iou(p, g) for p, g in pairs]),
+        "bg_psnr_objects": bg_psnr_in_object(pred["bg"], true["bg"], union_matte(true)),
+        **per_object("fg_psnr_object", fg_psnr),
+    }
+
+
 # ---- fg-conditioned: fg, alpha -> bg, blend ------------------------------------------------------------------
 
 def unchanged(given: np.ndarray, returned: np.ndarray) -> bool:
@@ -187,6 +206,22 @@ def coherence_psnr(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray, blend: np.
     _check(fg, bg, "fg vs bg")
     _check(fg, blend, "fg vs blend")
     return masked_psnr(blend, composite(un_grey(fg, alpha), alpha, bg))
+
+
+def layered_coherence_psnr(layers: dict[str, np.ndarray]) -> float:
+    """`coherence_psnr` of K foregrounds (a dict of fg, alpha, fg_k, alpha_k, bg, blend): the generated blend
+    against `composite_layers` of every un-greyed foreground, front first, over the bg. One foreground gives
+    exactly `coherence_psnr`."""
+    count = matte_count(layers)
+    if count == 0:
+        raise EvaluationError(f"coherence needs fg and alpha layers, got {', '.join(sorted(layers))}")
+    fgs = [layers[fg_name(k)] for k in range(count)]
+    alphas = [layers[alpha_name(k)] for k in range(count)]
+    for fg in fgs:
+        _check(fg, layers["bg"], "fg vs bg")
+    _check(layers["bg"], layers["blend"], "bg vs blend")
+    rgbs = [un_grey(fg, alpha) for fg, alpha in zip(fgs, alphas)]
+    return masked_psnr(layers["blend"], composite_layers(rgbs, alphas, layers["bg"]))
 
 
 def caption_words(caption: str) -> tuple[str | None, str | None]:

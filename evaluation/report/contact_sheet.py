@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from data_engine.schema import LAYERS, composite
+from data_engine.schema import alpha_name, composite, fg_name, layer_names
 from evaluation.layered_io import LayerSet
 from model.export import checkerboard, straight_rgb
 
@@ -16,15 +16,19 @@ LABEL_HEIGHT = 14
 
 
 def layer_tiles(sample: LayerSet) -> dict[str, np.ndarray]:
-    """First frame of each present layer as RGB; fg shown with its matte over a checkerboard when alpha exists."""
+    """First frame of each present layer as RGB; each fg_k shown with its matte over a checkerboard when alpha_k
+    exists."""
     first = {name: arr[0] for name, arr in sample.layers.items()}
-    if "alpha" in first:
-        a = first["alpha"]
-        if "fg" in first:
+    for k in range(sample.num_foregrounds):
+        fg, alpha = fg_name(k), alpha_name(k)
+        if alpha not in first:
+            continue
+        a = first[alpha]
+        if fg in first:
             h, w = a.shape
-            rgb = straight_rgb(first["fg"][None], a[None])[0]
-            first["fg"] = composite(rgb[None], a[None], checkerboard(h, w, max(4, h // 16))[None])[0]
-        first["alpha"] = np.repeat(a[..., None], 3, axis=-1)
+            rgb = straight_rgb(first[fg][None], a[None])[0]
+            first[fg] = composite(rgb[None], a[None], checkerboard(h, w, max(4, h // 16))[None])[0]
+        first[alpha] = np.repeat(a[..., None], 3, axis=-1)
     return first
 
 
@@ -39,7 +43,7 @@ def contact_sheet(samples: Sequence[LayerSet], path: str | Path, *, max_rows: in
         raise ValueError("contact sheet needs at least one sample")
     tiles = [layer_tiles(s) for s in rows]
     widths = {name: max(_fit(t[name], CELL_HEIGHT).width for t in tiles if name in t)
-              for name in LAYERS if any(name in t for t in tiles)}
+              for name in layer_names(max(s.num_foregrounds for s in rows)) if any(name in t for t in tiles)}
     label_w = 140
     sheet = Image.new("RGB", (label_w + sum(widths.values()), LABEL_HEIGHT + len(rows) * CELL_HEIGHT), "white")
     draw = ImageDraw.Draw(sheet)

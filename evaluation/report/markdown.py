@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
-from evaluation.results import LAYER_TITLES, METRIC_TITLES, RANDOM_WEIGHTS_NOTE, EvalRun
+from evaluation.results import METRIC_TITLES, RANDOM_WEIGHTS_NOTE, EvalRun, layer_title, report_layers
 
 # The paper's Table 1 (joint image-video model), for reference beside generation results.
 PAPER_TABLE1 = {
@@ -12,6 +13,7 @@ PAPER_TABLE1 = {
     "text_alignment": {"fg": 0.1972, "bg": 0.2312, "blend": 0.2350},
     "frame_consistency": {"fg": 0.9621, "bg": 0.9777, "blend": 0.9633},
 }
+OBJECT_MEAN = 1 << 30  # sorts the mean of a per-object score after every object
 ACCURACY_TITLES = {
     "alpha_iou": "alpha IoU",
     "alpha_sad": "alpha SAD (x1000)",
@@ -19,6 +21,31 @@ ACCURACY_TITLES = {
     "bg_psnr_visible": "bg PSNR vs blend where GT alpha = 0 (dB)",
     "bg_visible_pixels": "pixels with GT alpha = 0 (all frames)",
 }
+
+
+def _split_object(key: str) -> tuple[str, int]:
+    """(score, object) of an accuracy key: alpha_iou -> (alpha_iou, 0), alpha_iou_2 -> (alpha_iou, 2),
+    alpha_iou_mean -> (alpha_iou, OBJECT_MEAN); see `layer_accuracy.per_object`."""
+    base, _, suffix = key.rpartition("_")
+    if base in ACCURACY_TITLES and suffix.isdigit():
+        return base, int(suffix)
+    if base in ACCURACY_TITLES and suffix == "mean":
+        return base, OBJECT_MEAN
+    return key, 0
+
+
+def accuracy_title(key: str) -> str:
+    base, k = _split_object(key)
+    if k == 0:
+        return ACCURACY_TITLES[base]
+    return f"{ACCURACY_TITLES[base]}, " + ("mean over objects" if k == OBJECT_MEAN else f"object {k}")
+
+
+def accuracy_columns(rows: Iterable[dict]) -> list[str]:
+    """The accuracy keys any row has, each score's objects together (0, 1, ..., mean), in `ACCURACY_TITLES` order."""
+    present = {key for row in rows for key in row if _split_object(key)[0] in ACCURACY_TITLES}
+    order = list(ACCURACY_TITLES)
+    return sorted(present, key=lambda key: (order.index(_split_object(key)[0]), _split_object(key)[1]))
 
 
 def fmt(x: float | int | None) -> str:
@@ -34,7 +61,7 @@ def fmt(x: float | int | None) -> str:
 
 
 def metric_table(aggregates: dict[str, dict[str, float]], layers: list[str]) -> list[str]:
-    lines = ["| Metric | " + " | ".join(LAYER_TITLES[lyr] for lyr in layers) + " |",
+    lines = ["| Metric | " + " | ".join(layer_title(lyr) for lyr in layers) + " |",
              "|---|" + "---:|" * len(layers)]
     for metric in METRIC_TITLES:
         if metric in aggregates:
@@ -44,8 +71,7 @@ def metric_table(aggregates: dict[str, dict[str, float]], layers: list[str]) -> 
 
 
 def run_layers(run: EvalRun) -> list[str]:
-    used = {lyr for per in run.aggregates.values() for lyr in per}
-    return [lyr for lyr in LAYER_TITLES if lyr in used]
+    return report_layers(lyr for per in run.aggregates.values() for lyr in per)
 
 
 def render(run: EvalRun) -> str:
@@ -58,8 +84,8 @@ def render(run: EvalRun) -> str:
     out += metric_table(run.aggregates, run_layers(run)) + [""]
     out += ["Variants:", ""] + [f"- {METRIC_TITLES[m]}: {v}" for m, v in run.variants.items()] + [""]
     if run.accuracy:
-        keys = [k for k in ACCURACY_TITLES if any(k in row for row in run.accuracy.values())]
-        out += ["## Against ground-truth layers", "", "| Sample | " + " | ".join(ACCURACY_TITLES[k] for k in keys) + " |",
+        keys = accuracy_columns(run.accuracy.values())
+        out += ["## Against ground-truth layers", "", "| Sample | " + " | ".join(accuracy_title(k) for k in keys) + " |",
                 "|---|" + "---:|" * len(keys)]
         for sample, row in run.accuracy.items():
             out.append(f"| {sample} | " + " | ".join(fmt(row.get(k)) for k in keys) + " |")
@@ -71,7 +97,7 @@ def render(run: EvalRun) -> str:
 
 def render_compare(runs: dict[str, EvalRun]) -> str:
     names = list(runs)
-    layers = [lyr for lyr in LAYER_TITLES if any(lyr in run_layers(r) for r in runs.values())]
+    layers = report_layers(lyr for r in runs.values() for lyr in run_layers(r))
     head = ["Metric", "Layer"] + names + ([f"{names[1]} - {names[0]}"] if len(names) == 2 else [])
     out = ["# Comparison", ""]
     for name, run in runs.items():
@@ -83,7 +109,7 @@ def render_compare(runs: dict[str, EvalRun]) -> str:
             vals = [r.aggregates.get(metric, {}).get(lyr) for r in runs.values()]
             if all(v is None for v in vals):
                 continue
-            row = [METRIC_TITLES[metric], LAYER_TITLES[lyr]] + [fmt(v) for v in vals]
+            row = [METRIC_TITLES[metric], layer_title(lyr)] + [fmt(v) for v in vals]
             if len(vals) == 2:
                 row.append(fmt(vals[1] - vals[0]) if None not in vals else "-")
             out.append("| " + " | ".join(row) + " |")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.results import LAYER_TITLES, METRIC_TITLES, RANDOM_WEIGHTS_NOTE, EvalRun
+from evaluation.results import METRIC_TITLES, RANDOM_WEIGHTS_NOTE, EvalRun, layer_title, report_layers
 
 
 def _pyplot():
@@ -28,12 +28,12 @@ def plot_bars(runs: dict[str, EvalRun], path: str | Path) -> Path:
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False)
     width = 0.8 / len(runs)
     for ax, metric in zip(axes[0], metrics):
-        layers = [lyr for lyr in LAYER_TITLES if any(lyr in r.aggregates.get(metric, {}) for r in runs.values())]
+        layers = report_layers(lyr for r in runs.values() for lyr in r.aggregates.get(metric, {}))
         x = np.arange(len(layers))
         for i, (name, run) in enumerate(runs.items()):
             vals = [run.aggregates.get(metric, {}).get(lyr, np.nan) for lyr in layers]
             ax.bar(x + (i - (len(runs) - 1) / 2) * width, vals, width, label=name)
-        ax.set_xticks(x, [LAYER_TITLES[lyr] for lyr in layers])
+        ax.set_xticks(x, [layer_title(lyr) for lyr in layers])
         ax.set_title(METRIC_TITLES[metric], fontsize=9)
     if len(runs) > 1:
         axes[0][0].legend(fontsize=7)
@@ -55,7 +55,7 @@ def plot_distributions(run: EvalRun, path: str | Path) -> Path:
         ax.boxplot(data, showfliers=False)
         for i, vals in enumerate(data, start=1):
             ax.scatter(np.full(len(vals), i) + np.linspace(-0.1, 0.1, len(vals)), vals, s=10, alpha=0.7)
-        ax.set_xticks(range(1, len(layers) + 1), [LAYER_TITLES[lyr] for lyr in layers])
+        ax.set_xticks(range(1, len(layers) + 1), [layer_title(lyr) for lyr in layers])
         ax.set_title(METRIC_TITLES[metric], fontsize=9)
     _title(fig, run.random_weights, "Per-video score distributions")
     fig.tight_layout()

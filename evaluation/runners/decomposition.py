@@ -2,7 +2,9 @@
 
 Each blend is decomposed by the pipeline (or read from `--predictions`, see `prediction_dir`), fg and bg are
 scored with the VBench metrics, and where ground-truth layers exist alpha IoU / SAD and background PSNR are
-reported.
+reported. With K foregrounds (fg_k, alpha_k or mask_k beside fg, alpha) every foreground is scored and IoU / SAD
+are reported per object, matched by layer index, with their mean (`layer_accuracy.object_alpha_accuracy`); the
+visible background is where no object's true alpha is above 0.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from evaluation.errors import EvaluationError
 from evaluation.layered_io import LayerSet, find_samples, read_sample
-from evaluation.metrics.layer_accuracy import alpha_iou, alpha_sad, bg_psnr, visible_bg_psnr
+from evaluation.metrics.layer_accuracy import bg_psnr, object_alpha_accuracy, union_matte, visible_bg_psnr
 from evaluation.results import EvalRun
 from evaluation.runners.common import finish, keep_thumbs
 from evaluation.suite import DECOMPOSITION_LAYERS, SuiteConfig, build_suite, score_samples
@@ -39,13 +41,15 @@ def accuracy(pred: LayerSet, gt: LayerSet) -> dict[str, float | int]:
                               f"{gt.num_frames}; predict every frame of the sequence")
     row: dict[str, float | int] = {}
     if "alpha" in pred.layers and "alpha" in gt.layers:
-        row["alpha_iou"] = alpha_iou(pred.layers["alpha"], gt.layers["alpha"])
-        row["alpha_sad"] = alpha_sad(pred.layers["alpha"], gt.layers["alpha"])
+        try:
+            row.update(object_alpha_accuracy(pred.layers, gt.layers))
+        except EvaluationError as exc:
+            raise EvaluationError(f"{pred.key}: {exc}") from exc
     if "bg" in pred.layers and "bg" in gt.layers:
         row["bg_psnr"] = bg_psnr(pred.layers["bg"], gt.layers["bg"])
     if "bg" in pred.layers and "alpha" in gt.layers and "blend" in gt.layers:
         row["bg_psnr_visible"], row["bg_visible_pixels"] = visible_bg_psnr(pred.layers["bg"], gt.layers["blend"],
-                                                                            gt.layers["alpha"])
+                                                                            union_matte(gt.layers))
     return row
 
 
@@ -91,8 +95,7 @@ def _decomposer(cfg: DecompositionConfig, preset: str):
                    task="decompose", blend=blend, num_frames=cfg.num_frames, height=blend.shape[1],
                    width=blend.shape[2], num_inference_steps=cfg.steps,
                    generator=torch.Generator().manual_seed(cfg.seed), fps=gt.fps).clips[0]
-        return LayerSet(gt.key, {"fg": out.fg, "alpha": out.alpha, "bg": out.bg, "blend": out.blend},
-                        gt.captions, gt.fps, "pipeline")
+        return LayerSet(gt.key, {name: out.layer(name) for name in out.layer_names}, gt.captions, gt.fps, "pipeline")
 
     return decompose
 

@@ -85,7 +85,7 @@ def run_generation(cfg: GenerationConfig, out: str | Path,
                         num_inference_steps=cfg.steps, generator=torch.Generator().manual_seed(cfg.seed + i),
                         fps=cfg.fps).clips[0]
             export_clip(clip, out / "samples" / p.id, ExportOptions(rgba_formats=(), preview=False))
-            yield LayerSet(p.id, {k: clip.layer(k) for k in ("fg", "alpha", "bg", "blend")}, p.captions, clip.fps,
+            yield LayerSet(p.id, {k: clip.layer(k) for k in clip.layer_names}, p.captions, clip.fps,
                            str(out / "samples" / p.id))
 
     thumbs: list[LayerSet] = []
