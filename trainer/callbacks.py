@@ -12,7 +12,7 @@ from PIL import Image
 
 from data_engine.schema import LayeredClip
 from model.export import preview_frames
-from model.layout import Task
+from model.layout import PAPER_TASKS
 from trainer.data import collate
 
 DEFAULT_PROMPTS = (
@@ -73,9 +73,12 @@ class ValidationCallback(L.Callback):
 
     def task_losses(self, trainer: L.Trainer, pl_module) -> dict[str, float]:
         if self._examples is None:
-            self._examples = trainer.datamodule.stream().first_examples(self.num_examples)
+            examples = trainer.datamodule.stream().first_examples(self.num_examples)
+            # One batch: the examples with the first one's number of foregrounds.
+            count = examples[0].get("num_foregrounds", 1)
+            self._examples = [e for e in examples if e.get("num_foregrounds", 1) == count]
         out = {}
-        for task in Task:
+        for task in PAPER_TASKS:
             batch = collate(self._examples, task, trainer.datamodule.cfg.frames_per_layer)
             b = len(self._examples)
             timesteps = torch.full((b,), self.fixed_timestep, dtype=torch.long)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from model.layout import LayoutError, Task
+from model.layout import PAPER_TASKS, LayoutError, Task
 
 
 class TrainConfigError(ValueError):
@@ -56,7 +56,7 @@ class DataConfig:
     mix: dict[str, float] | None = None
     # Sampling weight per task; a micro-batch shares one task (the condition length differs per task).
     tasks: dict[str, float] = field(
-        default_factory=lambda: {t.value: 1.0 for t in Task}
+        default_factory=lambda: {t.value: 1.0 for t in PAPER_TASKS}
     )
     prompt_dropout: float = 0.1
     # None: the stage decides (stage 2 trains on static videos).

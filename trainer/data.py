@@ -32,7 +32,7 @@ import webdataset as wds
 from safetensors.torch import load as load_tensors
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from data_engine.schema import CAPTIONED_LAYERS, LAYERS, LayeredClip
+from data_engine.schema import LayeredClip, alpha_name, captioned_layer_names, fg_name
 from data_engine.shards import MANIFEST_NAME, decode_sample, shard_urls
 from data_engine.video_io import Geometry, cover_geometry, resize_crop
 from model.layout import CONDITIONAL_TASKS, SequenceLayout, Task, is_static, motion_scale, task_spec
@@ -119,12 +119,20 @@ def frame_clip(clip: LayeredClip, cfg: DataConfig, static_videos: bool, rng: np.
         # One draw of the sample's generator seeds the offsets: a seed keeps drawing the samples (crops, then
         # prompt dropout) it always has.
         geo = at_random_offset(geo, np.random.default_rng(int(rng.integers(2**31))))
-    # One geometry for all four layers: they stay aligned.
-    return {name: resize_crop(clip.layer(name)[idx], geo) for name in LAYERS}, motion_scale(static)
+    # One geometry for all the layers: they stay aligned.
+    return {name: resize_crop(clip.layer(name)[idx], geo) for name in clip.layer_names}, motion_scale(static)
 
 
-def prompt_keep(rng: np.random.Generator, p_drop: float) -> dict[str, bool]:
-    return {layer: bool(rng.random() >= p_drop) for layer in CAPTIONED_LAYERS}
+def prompt_keep(rng: np.random.Generator, p_drop: float, num_foregrounds: int = 1) -> dict[str, bool]:
+    return {layer: bool(rng.random() >= p_drop) for layer in captioned_layer_names(num_foregrounds)}
+
+
+def sample_given(rng: random.Random, num_foregrounds: int) -> tuple[str, ...]:
+    """A uniform non-empty proper subset of a clip's parts (each foreground's fg and alpha together, the bg,
+    the blend): the layers a `Task.GIVEN` batch is given."""
+    parts = [(fg_name(k), alpha_name(k)) for k in range(num_foregrounds)] + [("bg",), ("blend",)]
+    mask = rng.randrange(1, 2 ** len(parts) - 1)
+    return tuple(layer for i, part in enumerate(parts) if mask >> i & 1 for layer in part)
 
 
 def sample_task(rng: random.Random, weights: dict[Task, float]) -> Task:
@@ -132,34 +140,47 @@ def sample_task(rng: random.Random, weights: dict[Task, float]) -> Task:
     return rng.choices(tasks, weights=[weights[t] for t in tasks])[0]
 
 
-def collate(examples: list[dict[str, Any]], task: Task | str, frames_per_layer: int) -> dict[str, Any]:
-    """Examples of one micro-batch packed in `task`'s layout.
+def collate(examples: list[dict[str, Any]], task: Task | str, frames_per_layer: int,
+            given: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Examples of one micro-batch (all with the same number K of foregrounds) packed in `task`'s layout
+    (`Task.GIVEN`: the layers `given`).
 
     video [B, T, 3, H, W] in [-1, 1] (or pre-encoded latents [B, T', C, h, w] and T5 embeddings); prompts of
-    all captioned layers (fg, bg, blend) with prompt_keep [B, 3]: the module keeps the ones its model reads.
+    all captioned layers (fg, bg, blend, fg_1 ...) with prompt_keep [B, K + 2]: the module keeps the ones its
+    model reads.
     """
-    task = Task.parse(task)
+    counts = {e.get("num_foregrounds", 1) for e in examples}
+    if len(counts) != 1:
+        raise ValueError(f"a micro-batch mixes clips with {sorted(counts)} foregrounds; batches are grouped by K")
+    count = counts.pop()
+    spec = task_spec(task, count, given)
+    task = spec.task
     out: dict[str, Any] = {
         "task": task.value,
+        "num_foregrounds": count,
+        "given": list(spec.conditions),
         "frames_per_layer": frames_per_layer,
         "keys": [e["key"] for e in examples],
         "origins": [e["origin"] for e in examples],
         "motion_scale": torch.tensor([e["motion_scale"] for e in examples], dtype=torch.float32),
-        "prompt_keep": torch.tensor([[e["keep"][l] for l in CAPTIONED_LAYERS] for e in examples]),
+        "prompt_keep": torch.tensor([[e["keep"][l] for l in spec.captioned] for e in examples]),
     }
-    conditional = bool(task_spec(task).conditions)
+    conditional = bool(spec.conditions)
     if "latents" in examples[0]:
+        if count != 1 or task is Task.GIVEN:
+            raise ValueError("the latent cache holds the paper's tasks on one-foreground clips; train other "
+                             "subsets and K > 1 clips from pixels (--data.stream.use_cache=false)")
         which = "latents_dup" if task_spec(task).duplicate_first_frame else "latents"
         out["latents"] = torch.stack([e[which] for e in examples])
         if conditional:
             out["cond_latents"] = torch.stack([e[cond_latents_name(task)] for e in examples])
         out["prompt_embeds"] = torch.stack([e["prompt_embeds"] for e in examples])
     else:
-        layout = SequenceLayout.for_task(task, frames_per_layer)
+        layout = SequenceLayout(spec, frames_per_layer)
         out["video"] = torch.stack([layout.pack(e["layers"]) for e in examples])
         if conditional:  # what the pipeline encodes for the conditions: `SequenceLayout.pack_conditions`
             out["cond_video"] = torch.stack([layout.pack_conditions(e["layers"]) for e in examples])
-        out["prompts"] = [indexed_prompts(e["captions"], CAPTIONED_LAYERS) for e in examples]
+        out["prompts"] = [indexed_prompts(e["captions"], spec.captioned) for e in examples]
     return out
 
 
@@ -217,10 +238,21 @@ class TrainStream(IterableDataset):
     def _batches(self, raw: Iterator[dict[str, Any]], worker: int, first: int) -> Iterator[dict[str, Any]]:
         b = self.cfg.batch_size
         examples = self._examples(raw, worker, first * b)
+        # Examples wait by their number of foregrounds: a batch never mixes K, so none is padded. (A run resumed
+        # mid-way starts these empty: with one K, as all paper data, it resumes exactly.)
+        waiting: dict[int, list[dict[str, Any]]] = {}
         for batch_no in itertools.count(first):
-            batch = [next(examples) for _ in range(b)]
+            while True:
+                example = next(examples)
+                bucket = waiting.setdefault(example.get("num_foregrounds", 1), [])
+                bucket.append(example)
+                if len(bucket) == b:
+                    batch = waiting.pop(example.get("num_foregrounds", 1))
+                    break
             rng = random.Random(stable_seed(self.cfg.seed, self.rank, worker, batch_no, "task"))
-            yield collate(batch, sample_task(rng, self.tasks), self.cfg.frames_per_layer)
+            task = sample_task(rng, self.tasks)
+            given = sample_given(rng, batch[0].get("num_foregrounds", 1)) if task is Task.GIVEN else None
+            yield collate(batch, task, self.cfg.frames_per_layer, given)
 
     def _examples(self, raw: Iterator[dict[str, Any]], worker: int, position: int) -> Iterator[dict[str, Any]]:
         for n in itertools.count(position):
@@ -237,10 +269,11 @@ def decode_example(raw: dict[str, Any], *, cfg: DataConfig, static_videos: bool,
     return {
         "key": clip.key,
         "origin": clip.origin,
+        "num_foregrounds": clip.num_foregrounds,
         "layers": layers,
         "captions": clip.captions.as_dict(),
         "motion_scale": scale,
-        "keep": prompt_keep(rng, cfg.prompt_dropout),
+        "keep": prompt_keep(rng, cfg.prompt_dropout, clip.num_foregrounds),
     }
 
 

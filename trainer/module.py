@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from data_engine.schema import CAPTIONED_LAYERS
-from model.layout import LayoutError, SequenceLayout, Task, prompt_slots, task_spec
+from model.layout import LayoutError, SequenceLayout, Task, TaskSpec, prompt_slots, task_spec
 from model.lora import is_lora_param
 from model.schedule import alpha_bar, make_scheduler, training_loss_weight
 from model.text import encode_prompts
@@ -150,10 +150,10 @@ class LayerFlowModule(L.LightningModule):
         return self
 
     # -- loss ------------------------------------------------------------------------------------------------
-    def prompt_slots(self, task: Task) -> tuple[list[int], torch.Tensor]:
+    def prompt_slots(self, spec: TaskSpec) -> tuple[list[int], torch.Tensor]:
         """`model.layout.prompt_slots` for this transformer, with the in-use mask as a tensor."""
         try:
-            slots, used = prompt_slots(task, self.transformer.layerflow_config.num_prompts)
+            slots, used = prompt_slots(spec, self.transformer.layerflow_config.num_prompts)
         except LayoutError as exc:
             raise TrainConfigError(f"{exc}; or drop the task from data.tasks") from exc
         return slots, torch.tensor(used)
@@ -164,9 +164,9 @@ class LayerFlowModule(L.LightningModule):
         `cond_video` / `cond_latents` (the conditions with the pipeline's stand-ins for the generated layers), not
         of the joint pass over the true layers, which would show the model what it is to generate."""
         first = self._first_index(batch)
-        task = Task.parse(batch["task"])
         layout = self.batch_layout(batch)
-        slots, used = self.prompt_slots(task)
+        task, spec = layout.task, layout.spec
+        slots, used = self.prompt_slots(spec)
         tokens = self.text_tokens
         if "latents" in batch:
             latents = batch["latents"].to(self.device)
@@ -182,7 +182,7 @@ class LayerFlowModule(L.LightningModule):
                 prompts = [[sample[i] for i in slots] for sample in batch["prompts"]]
                 text = encode_prompts(self.tokenizer, self.text_encoder, prompts, max_length=tokens,
                                       device=self.device)
-        if task_spec(task).conditions:
+        if spec.conditions:
             if cond is None:
                 raise TrainConfigError(f"a {task.value} batch carries no condition latents (cond_latents / "
                                        "cond_video); rebuild the latent cache with `layerflow precompute`")
@@ -194,9 +194,11 @@ class LayerFlowModule(L.LightningModule):
         return latents.float(), text * mask
 
     def batch_layout(self, batch: dict[str, Any]) -> SequenceLayout:
-        """Where each layer of this batch's task sits, at its frames per layer and the VAE's time compression."""
+        """Where each layer of this batch's task (its K foregrounds, its given layers) sits, at its frames per
+        layer and the VAE's time compression."""
         temporal = int(getattr(self.vae.config, "temporal_compression_ratio", 4))
-        return SequenceLayout.for_task(Task.parse(batch["task"]), int(batch["frames_per_layer"]), temporal)
+        spec = task_spec(batch["task"], int(batch.get("num_foregrounds", 1)), tuple(batch.get("given", ())) or None)
+        return SequenceLayout(spec, int(batch["frames_per_layer"]), temporal)
 
     def _encode_video(self, video: torch.Tensor, step: int, first: int, tag: str) -> torch.Tensor:
         """[B, T, 3, H, W] pixels -> scaled latents [B, T', C, h, w], a posterior sample drawn per sample."""

@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from model.layout import Task
+from model.layout import PAPER_TASKS
 from trainer.callbacks import SampleSpec, ValidationCallback
 from trainer.components import build_components
 from trainer.config import ModelConfig, TrainConfigError
@@ -34,7 +34,7 @@ def test_validation_callback_logs_layered_samples_and_task_losses(tmp_path, shar
     events = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     scalars = events.Tags()["scalars"]
-    for task in Task:
+    for task in PAPER_TASKS:
         (point,) = events.Scalars(f"val/loss_{task.value}")
         assert point.step == 2 and np.isfinite(point.value) and point.value > 0
     assert "train/loss" in scalars and any(t.startswith("train/loss_") for t in scalars)
