@@ -36,7 +36,6 @@ import model
 import trainer
 
 from data_engine.defaults import configs_dir
-from data_engine.schema import LAYERS
 from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.video_io import cover_geometry, resize_crop
 from evaluation.metrics import toyworld as tw
@@ -89,6 +88,8 @@ class Recipe:
     lr: float = 3e-3
     # data.stream.tasks of every stage (a YAML mapping, e.g. "{decompose: 1}"); None: the configs' (all four).
     tasks: str | None = "{decompose: 6, fg_conditioned: 1, bg_conditioned: 1, generate: 1}"
+    # Objects per clip, each its own foreground layer (the world's `num_objects`; 1: the paper's layout).
+    objects: int = 1
 
     def key(self) -> str:
         """A hash of the recipe and of the rest of what shapes the run: the VAE trainer's settings or the shipped
@@ -118,6 +119,7 @@ def run_step(title: str, command: str, fn, *args, log: Log = print) -> None:
 
 def build_dataset(recipe: Recipe, out: Path, log: Log = print) -> None:
     sets = {"sources.0.seed": recipe.world_seed, "sources.0.num_clips": recipe.videos,
+            "sources.0.num_objects": recipe.objects,
             "sources.0.num_frames": recipe.video_frames, "sources.0.height": recipe.source_size,
             "sources.0.width": recipe.source_size,
             "clip.num_frames": recipe.video_frames, "clip.height": recipe.height, "clip.width": recipe.width,
@@ -192,32 +194,38 @@ def train(recipe: Recipe, root: Path, threads: int = 1, log: Log = print, mix: s
 def heldout_clips(recipe: Recipe, seed: int, count: int) -> list[dict]:
     """Clips of world `seed` at the training geometry, rendered and scaled as the shards and the VAE trainer do."""
     world = SyntheticConfig(num_frames=recipe.frames_per_layer, height=recipe.source_size,
-                            width=recipe.source_size, seed=seed)
+                            width=recipe.source_size, seed=seed, num_objects=recipe.objects)
     geometry = cover_geometry(world.height, world.width, recipe.height, recipe.width)
     clips = []
     for index in range(count):
         clip = synthetic_clip(world, index)
-        clips.append({"captions": clip.captions, **{n: resize_crop(clip.layer(n), geometry) for n in LAYERS}})
+        clips.append({"captions": clip.captions,
+                      **{n: resize_crop(clip.layer(n), geometry) for n in clip.layer_names}})
     return clips
 
 
 TASK_INPUTS = {"decompose": {"blend": "blend"}, "fg_conditioned": {"foreground": "fg", "alpha": "alpha"},
                "bg_conditioned": {"background": "bg"}, "generate": {}}
+# The K-object tasks: decomposition into K foregrounds and generation from K + 2 prompts.
+OBJECT_TASKS = ("decompose", "generate")
 
 
 def sample_tasks(pipe: LayerFlowPipeline, clips: list[dict], recipe: Recipe, steps: int, guidance: float,
                  seed: int, tasks: tuple[str, ...] = tuple(TASK_INPUTS)) -> dict[str, list[dict[str, np.ndarray]]]:
     """Each of `tasks` on every clip (one batch per task), with the clip's captions as prompts."""
     out = {}
+    more = [name for name in clips[0] if name.startswith(("fg_", "alpha_"))]  # foregrounds 1 .. K-1
     for task in tasks:
         inputs = TASK_INPUTS[task]
-        result = pipe(fg_prompt=[c["captions"].fg for c in clips], bg_prompt=[c["captions"].bg for c in clips],
-                      blend_prompt=[c["captions"].blend for c in clips], task=task,
+        extra = {name: [c[name] for c in clips] for name in more} if task == "fg_conditioned" and more else None
+        result = pipe(fg_prompts=[[c["captions"].fg, *c["captions"].more_fg] for c in clips],
+                      bg_prompt=[c["captions"].bg for c in clips],
+                      blend_prompt=[c["captions"].blend for c in clips], task=task, layers=extra,
                       **{arg: [c[layer] for c in clips] for arg, layer in inputs.items()},
                       num_frames=recipe.frames_per_layer, height=recipe.height, width=recipe.width,
                       num_inference_steps=steps, guidance_scale=guidance,
                       generator=torch.Generator().manual_seed(seed))
-        out[task] = [{n: c.layer(n) for n in LAYERS} for c in result.clips]
+        out[task] = [{n: c.layer(n) for n in c.layer_names} for c in result.clips]
     return out
 
 
@@ -262,6 +270,27 @@ def scores(outputs: dict[str, list[dict[str, np.ndarray]]], clips: list[dict]) -
             values = [float(row[name]) for row in per_clip if not math.isnan(float(row[name]))]
             means[task][name] = float(np.mean(values)) if values else math.nan
     return means
+
+
+def object_scores(outputs: dict[str, list[dict[str, np.ndarray]]], clips: list[dict]) -> dict[str, float]:
+    """The K-object scores, means over the clips: decomposition into K foregrounds (per-object alpha IoU and its
+    mean, bg PSNR inside the union of the objects' regions) and generation's layered coherence (the blend against
+    `composite_layers` of all the generated layers)."""
+    rows = [tw.object_decomposition_scores(o, c) for o, c in zip(outputs["decompose"], clips)]
+    out = {name: float(np.nanmean([r[name] for r in rows])) for name in rows[0]}
+    out["coherence_psnr"] = float(np.mean([tw.layered_coherence_psnr(o) for o in outputs["generate"]]))
+    return out
+
+
+def trivial_object_outputs(clips: list[dict]) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Every matte 0, every fg mid-grey, bg = the blend; generation: all of it mid-grey."""
+    def blank(clip: dict, blend: np.ndarray, bg: np.ndarray) -> dict[str, np.ndarray]:
+        layers = {name: (np.zeros_like(clip[name]) if name.startswith("alpha")
+                         else np.full_like(clip[name], 127)) for name in clip if name.startswith(("fg", "alpha"))}
+        return {**layers, "bg": bg, "blend": blend}
+    grey = lambda c: np.full_like(c["blend"], 127)  # noqa: E731
+    return {"decompose": [blank(c, c["blend"], c["blend"]) for c in clips],
+            "generate": [blank(c, grey(c), grey(c)) for c in clips]}
 
 
 def vae_ceiling(recipe: Recipe, vae, clips: list[dict], seed: int) -> tuple[dict, dict[str, float]]:
@@ -329,6 +358,40 @@ def evaluate(run: Path, recipe: Recipe, seed: int, count: int, sample_steps: int
     ceiling, vae_psnr = vae_ceiling(recipe, pipe.vae, clips, seed)  # every stage keeps the base's VAE
     columns["VAE only"] = scores(ceiling, clips)
     return Evaluation(columns, vae_psnr, clips, outputs["trained"])
+
+
+def evaluate_objects(run: Path, recipe: Recipe, seed: int, count: int, sample_steps: int = 8,
+                     guidance: float = 6.0, log: Log = print) -> dict[str, dict[str, float]]:
+    """`object_scores` of the trained model, the untrained one and the trivial answer on `count` held-out clips of
+    world `seed` with the recipe's K objects."""
+    if seed == recipe.world_seed:
+        raise ValueError(f"held-out seed {seed} is the training world's seed; choose another")
+    clips = heldout_clips(recipe, seed, count)
+    columns = {}
+    for name, folder in {"trained": run / "train" / "stage3" / "final", "untrained": run / "base"}.items():
+        t0 = time.perf_counter()
+        pipe = LayerFlowPipeline.from_pretrained(folder)
+        pipe.set_progress_bar_config(disable=True)
+        columns[name] = object_scores(sample_tasks(pipe, clips, recipe, sample_steps, guidance, seed, OBJECT_TASKS),
+                                      clips)
+        log(f"-- decomposition and generation with {recipe.objects} objects, {name} model: "
+            f"{time.perf_counter() - t0:.0f} s")
+    columns["trivial"] = object_scores(trivial_object_outputs(clips), clips)
+    return columns
+
+
+def print_object_table(columns: dict[str, dict[str, dict[str, float]]], recipe: Recipe, seed: int, count: int) -> None:
+    names = list(columns)
+    print(f"\nheld-out clips: {count} of world seed {seed} with {recipe.objects} objects; mean over clips")
+    print(f"{'score':<34}  " + "  ".join(f"{n:>9}" for n in names))
+    for score in columns["trained"]:
+        print(f"{score:<34}  " + "  ".join(f"{columns[n][score]:9.2f}" for n in names))
+
+
+def object_summary_line(trained: dict[str, float], objects: int) -> str:
+    return (f"toyworld objects={objects} decompose_alpha_iou_mean={trained['alpha_iou_mean']:.2f} "
+            f"decompose_bg_psnr_db={trained['bg_psnr_objects']:.1f} "
+            f"generate_blend_consistency_db={trained['coherence_psnr']:.1f}")
 
 
 def decomposition_picture(evaluation: Evaluation, path: Path, frame: int = 0, zoom: int = 4) -> Path:

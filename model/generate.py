@@ -10,6 +10,9 @@ Examples:
   layerflow generate --preset tiny --fg-prompt "a dog" --bg-prompt "a park" --blend-prompt "a dog in a park"
   layerflow generate --preset tiny --task fg_conditioned --sample ../shared/samples/layerflow_official/DAVIS/480p/dog
   layerflow generate --model-dir weights/layerflow-fg2bg --task fg_conditioned --foreground fg.mp4 --alpha mask/
+  layerflow generate --foregrounds 2 --fg-prompt "a red disc" --fg-prompt "a blue ring" --bg-prompt "a beach"
+  layerflow generate --task decompose --foregrounds 2 --blend blend.mp4 --fg-prompt "a dog" --fg-prompt "a ball"
+  layerflow generate --task given --foregrounds 2 --background bg.mp4 --foreground fg.mp4 --alpha mask/
 """
 from __future__ import annotations
 
@@ -24,11 +27,11 @@ import torch
 import yaml
 
 from data_engine.defaults import config_path
-from data_engine.schema import Captions, LayeredClip
+from data_engine.schema import Captions, LayeredClip, is_alpha
 from data_engine.official_layout import OfficialLayoutError, find_sequences, read_sequence
 from data_engine.video_io import cover_geometry, decode_video, read_frame_folder, resize_crop
 from model.export import RGBA_FORMATS, ExportOptions, export_clip
-from model.layout import CONDITION_ARGS, LayoutError, TaskSpec, task_spec
+from model.layout import CONDITION_ARGS, LayoutError, Task, TaskSpec, task_spec
 
 
 
@@ -58,11 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="YAML of defaults for these options, or an installed one by name "
                    "(e.g. tiny: the defaults of `make generate`)")
-    p.add_argument("--task", default="generate", help="generate | fg_conditioned | bg_conditioned | decompose")
+    p.add_argument("--task", default="generate",
+                   help="generate | fg_conditioned | bg_conditioned | decompose | given (the layers passed)")
+    p.add_argument("--foregrounds", type=int, default=1, metavar="K",
+                   help="foreground layers, front first (1: the paper's layout)")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESET_DEFAULTS), help="model size")
     p.add_argument("--model-dir", type=Path,
                    help="local model folder (vae/ text_encoder/ tokenizer/ transformer/); none: the preset's random model")
-    p.add_argument("--fg-prompt")
+    p.add_argument("--fg-prompt", action="append", help="a foreground's prompt; repeat it for K foregrounds, front first")
     p.add_argument("--bg-prompt")
     p.add_argument("--blend-prompt")
     p.add_argument("--prompts", type=Path, help="JSON/YAML file with fg/bg/blend prompts (or fg_prompt/bg_prompt/bl_prompt)")
@@ -70,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=Path, help="alpha condition: grey mp4 or folder of mask frames")
     p.add_argument("--background", type=Path, help="bg condition: mp4 or folder of frames")
     p.add_argument("--blend", type=Path, help="blend condition (decomposition input): mp4 or folder of frames")
+    p.add_argument("--layer", action="append", default=[], metavar="NAME=PATH",
+                   help="another given layer by name, e.g. fg_1=fg1.mp4 alpha_1=mask1/ (repeatable)")
     p.add_argument("--sample", type=Path, help="folder in the official sample layout; supplies conditions and prompts")
     p.add_argument("--out", type=Path, default=Path("outputs/generate"), help="output folder")
     p.add_argument("--steps", type=int, help="sampler steps (default: 50 for cogvideox-2b, 8 for tiny)")
@@ -110,6 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise GenerateError(f"--config {config}: unknown option(s) {unknown}")
         parser.set_defaults(**{k.replace("-", "_"): v for k, v in defaults.items()})
     args = parser.parse_args(argv)
+    if isinstance(args.fg_prompt, str):  # a config's single prompt
+        args.fg_prompt = [args.fg_prompt]
     if str(args.model_dir).lower() == "none":  # overrides a config's model-dir: the built-in preset
         args.model_dir = None
     for name in ("model_dir", "prompts", "foreground", "alpha", "background", "blend", "sample", "out"):
@@ -129,7 +139,24 @@ def load_prompts(path: Path) -> Captions:
     if not isinstance(data, dict):
         raise GenerateError(f"--prompts {path}: expected a mapping with fg/bg/blend prompts")
     pick = lambda *keys: next((str(data[k]).strip() for k in keys if data.get(k)), "")  # noqa: E731
-    return Captions(fg=pick("fg", "fg_prompt"), bg=pick("bg", "bg_prompt"), blend=pick("blend", "bl_prompt", "prompt"))
+    more = {k: str(v).strip() for k, v in data.items() if k.startswith("fg_") and k != "fg_prompt"}
+    try:
+        extra = Captions.from_dict(more).more_fg
+    except ValueError as exc:
+        raise GenerateError(f"--prompts {path}: {exc}") from None
+    return Captions(fg=pick("fg", "fg_prompt"), bg=pick("bg", "bg_prompt"), blend=pick("blend", "bl_prompt", "prompt"),
+                    more_fg=extra)
+
+
+def layer_flags(items: list[str]) -> dict[str, Path]:
+    """--layer NAME=PATH flags as {layer: path}."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise GenerateError(f"--layer {item!r}: expected NAME=PATH, e.g. fg_1=fg1.mp4")
+        out[name.strip()] = Path(path.strip())
+    return out
 
 
 def read_frames(path: Path, grey: bool) -> np.ndarray:
@@ -165,35 +192,55 @@ class Job:
     conditions: dict[str, np.ndarray]
 
 
+def given_layers(args: argparse.Namespace) -> dict[str, Path]:
+    """Every layer the command line gives: --foreground/--alpha/--background/--blend and --layer NAME=PATH."""
+    given = {layer: getattr(args, flag) for layer, flag in CONDITION_ARGS.items() if getattr(args, flag) is not None}
+    for name, path in layer_flags(args.layer).items():
+        if name in given:
+            raise GenerateError(f"layer {name} given twice (--layer {name}= and --{CONDITION_ARGS.get(name, name)})")
+        given[name] = path
+    return given
+
+
 def build_jobs(args: argparse.Namespace, spec: TaskSpec) -> list[Job]:
     flag_captions = load_prompts(args.prompts) if args.prompts else Captions()
-    overrides = {"fg": args.fg_prompt, "bg": args.bg_prompt, "blend": args.blend_prompt}
-    given = {layer: getattr(args, flag) for layer, flag in CONDITION_ARGS.items()}
-    stray = [f"--{CONDITION_ARGS[k]}" for k, v in given.items() if v is not None and k not in spec.conditions]
+    fg_flags = list(args.fg_prompt or [])
+    if len(fg_flags) > spec.num_foregrounds:
+        raise GenerateError(f"{len(fg_flags)} --fg-prompt flags for {spec.num_foregrounds} foreground(s); "
+                            f"pass --foregrounds {len(fg_flags)}")
+    given = given_layers(args)
+    stray = [k for k in given if k not in spec.conditions]
     if stray:
-        raise GenerateError(f"task {spec.task.value} does not take {', '.join(stray)}")
+        raise GenerateError(f"task {spec.task.value} does not take {', '.join(stray)}; it is given "
+                            f"{', '.join(spec.conditions) or 'nothing'}")
 
     def captions_for(base: Captions) -> Captions:
-        merged = {k: overrides[k] or getattr(flag_captions, k) or getattr(base, k) for k in ("fg", "bg", "blend")}
-        return Captions(**merged)
+        def pick(layer: str, flag: str | None) -> str:
+            sources = (flag_captions.as_dict(), base.as_dict())
+            return flag or next((d[layer] for d in sources if d.get(layer)), "")
+        fgs = [pick(f"fg_{k}" if k else "fg", fg_flags[k] if k < len(fg_flags) else None)
+               for k in range(spec.num_foregrounds)]
+        return Captions(fg=fgs[0], bg=pick("bg", args.bg_prompt), blend=pick("blend", args.blend_prompt),
+                        more_fg=tuple(fgs[1:]))
 
     def conditions_for(source: dict[str, np.ndarray], label: str) -> dict[str, np.ndarray]:
         out = {}
         for layer in spec.conditions:
             if layer not in source:
-                raise GenerateError(f"task {spec.task.value} needs --{CONDITION_ARGS[layer]} (or --sample)")
+                flag = f"--{CONDITION_ARGS[layer]}" if layer in CONDITION_ARGS else f"--layer {layer}=PATH"
+                raise GenerateError(f"task {spec.task.value} needs {flag} (or --sample)")
             out[layer] = fit(source[layer], args.frames, args.height, args.width, f"{label} {layer}")
         return out
 
     if args.sample is not None:
         jobs = []
         for clip in load_samples(args.sample):
-            layers = {layer: clip.layer(layer) for layer in spec.conditions}
-            layers.update({k: read_frames(v, k == "alpha") for k, v in given.items() if v is not None})
+            layers = {layer: clip.layer(layer) for layer in spec.conditions if layer in clip.layer_names}
+            layers.update({k: read_frames(v, is_alpha(k)) for k, v in given.items()})
             name = clip.source_id and Path(clip.source_id).name or clip.key
             jobs.append(Job(name, captions_for(clip.captions), conditions_for(layers, name)))
         return jobs
-    files = {k: read_frames(v, k == "alpha") for k, v in given.items() if v is not None}
+    files = {k: read_frames(v, is_alpha(k)) for k, v in given.items()}
     return [Job(spec.task.value, captions_for(Captions()), conditions_for(files, "input"))]
 
 
@@ -211,7 +258,7 @@ def pipeline_for(args: argparse.Namespace, spec: TaskSpec):
             "transformer/ (an official checkpoint becomes one with `layerflow convert sat2ours CKPT OUT --base "
             "COGVIDEOX_2B_DIR`)"
         )
-    pipe = load_pipeline(args.model_dir, spec.task, torch_dtype=getattr(torch, args.dtype), sampler=args.sampler)
+    pipe = load_pipeline(args.model_dir, spec.task if spec.num_foregrounds == 1 else Task.GIVEN, torch_dtype=getattr(torch, args.dtype), sampler=args.sampler)
     pipe.to(args.device)
     if args.vae_tiling:
         pipe.enable_vae_tiling()
@@ -226,9 +273,10 @@ def pipeline_for(args: argparse.Namespace, spec: TaskSpec):
 
 def run(args: argparse.Namespace) -> list[Path]:
     try:
-        spec = task_spec(args.task)
-    except LayoutError as exc:
-        raise GenerateError(f"--task: {exc}") from exc
+        given = tuple(given_layers(args)) if args.sample is None else None
+        spec = task_spec(args.task, args.foregrounds, given if str(args.task) == "given" else None)
+    except (LayoutError, ValueError) as exc:
+        raise GenerateError(f"--task {args.task} --foregrounds {args.foregrounds}: {exc}") from exc
     defaults = PRESET_DEFAULTS[args.preset]
     args.height = args.height or defaults.height
     args.width = args.width or defaults.width
@@ -243,12 +291,14 @@ def run(args: argparse.Namespace) -> list[Path]:
     for job in jobs:
         start = time.perf_counter()
         generator = torch.Generator(device="cpu").manual_seed(args.seed)
-        conditions = {CONDITION_ARGS[layer]: arr for layer, arr in job.conditions.items()}
+        conditions = {CONDITION_ARGS[layer]: arr for layer, arr in job.conditions.items() if layer in CONDITION_ARGS}
+        more = {layer: arr for layer, arr in job.conditions.items() if layer not in CONDITION_ARGS}
         out = pipe(
-            job.captions.fg,
-            job.captions.bg,
-            job.captions.blend,
+            bg_prompt=job.captions.bg,
+            blend_prompt=job.captions.blend,
+            fg_prompts=[job.captions.fg, *job.captions.more_fg],
             task=spec.task,
+            layers=more or None,
             num_frames=args.frames,
             height=args.height,
             width=args.width,

@@ -24,8 +24,17 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
-from data_engine.schema import LAYERS, Captions, LayeredClip, is_alpha, sample_key
-from model.layout import CONDITION_ARGS, LayoutError, SequenceLayout, Task, TaskSpec, prompt_slots, task_spec
+from data_engine.schema import CAPTIONED_LAYERS, LAYERS, Captions, LayeredClip, is_alpha, sample_key
+from model.layout import (
+    CONDITION_ARGS,
+    TASKS,
+    LayoutError,
+    SequenceLayout,
+    Task,
+    TaskSpec,
+    prompt_slots,
+    task_spec,
+)
 from model.lora import lora_merged, merge_lora, unmerge_lora
 from model.schedule import DEFAULT_STEPS, GuidanceSchedule, make_scheduler, sampler_name
 from model.schedule import guidance_scale as cfg_scale
@@ -461,10 +470,13 @@ def build_tiny_pipeline(seed: int = 0, *, num_prompts: int = 3, sampler: str = "
 def load_pipeline(model_dir: str | Path | None, task: Task | str = Task.GENERATE, *, seed: int = 0,
                   torch_dtype: torch.dtype | None = None, sampler: str | None = None) -> LayerFlowPipeline:
     """A local model folder's pipeline; without one, the tiny preset's random pipeline (weights from `seed`) with
-    the prompt slots of `task`'s checkpoint (the official decomposition model reads 2, the others 3)."""
+    the prompt slots of `task`'s checkpoint (the official decomposition model reads 2, the others and the unified
+    model, which every other subset of given layers and K > 1 need, 3)."""
     if model_dir is not None:
         return LayerFlowPipeline.from_pretrained(model_dir, torch_dtype=torch_dtype, sampler=sampler)
-    pipe = build_tiny_pipeline(seed, num_prompts=len(task_spec(task).prompt_layers), sampler=sampler or "dpm")
+    task = task.task if isinstance(task, TaskSpec) else Task.parse(task)
+    prompts = len(TASKS[task].prompt_layers) if task in TASKS else len(CAPTIONED_LAYERS)
+    pipe = build_tiny_pipeline(seed, num_prompts=prompts, sampler=sampler or "dpm")
     if torch_dtype not in (None, torch.float32):  # built in float32
         pipe.to(dtype=torch_dtype)
     return pipe

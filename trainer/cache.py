@@ -119,9 +119,10 @@ def cond_latents_name(task) -> str:
 
 def encode_example(layers: dict[str, np.ndarray], captions: dict[str, str], frames_per_layer: int, vae: nn.Module,
                    text_encoder: nn.Module, tokenizer, generator: torch.Generator,
-                   text_tokens: int) -> dict[str, torch.Tensor]:
-    """One framed sample's cache tensors: a VAE posterior sample (x scaling factor) of each packing, and T5."""
-    from data_engine.schema import CAPTIONED_LAYERS
+                   text_tokens: int, num_foregrounds: int = 1) -> dict[str, torch.Tensor]:
+    """One framed sample's cache tensors: a VAE posterior sample (x scaling factor) of each packing of the paper's
+    tasks at its K foregrounds, and T5 of its K + 2 prompts."""
+    from data_engine.schema import captioned_layer_names
     from model.layout import CONDITIONAL_TASKS, SequenceLayout, Task
     from model.text import encode_prompts, indexed_prompts
 
@@ -133,11 +134,12 @@ def encode_example(layers: dict[str, np.ndarray], captions: dict[str, str], fram
     out = {}
     with torch.no_grad():
         for name, task in (("latents", Task.GENERATE), ("latents_dup", Task.FG_CONDITIONED)):
-            out[name] = encode(SequenceLayout.for_task(task, frames_per_layer).pack(layers)).contiguous()
+            layout = SequenceLayout.for_task(task, frames_per_layer, num_foregrounds=num_foregrounds)
+            out[name] = encode(layout.pack(layers)).contiguous()
         for task in CONDITIONAL_TASKS:
-            layout = SequenceLayout.for_task(task, frames_per_layer)
+            layout = SequenceLayout.for_task(task, frames_per_layer, num_foregrounds=num_foregrounds)
             out[cond_latents_name(task)] = encode(layout.pack_conditions(layers))[layout.clean_indices].contiguous()
-        text = encode_prompts(tokenizer, text_encoder, [indexed_prompts(captions, CAPTIONED_LAYERS)],
-                              max_length=text_tokens)
+        prompts = indexed_prompts(captions, captioned_layer_names(num_foregrounds))
+        text = encode_prompts(tokenizer, text_encoder, [prompts], max_length=text_tokens)
         out["prompt_embeds"] = text[0].float().contiguous()
     return out

@@ -167,9 +167,9 @@ def collate(examples: list[dict[str, Any]], task: Task | str, frames_per_layer: 
     }
     conditional = bool(spec.conditions)
     if "latents" in examples[0]:
-        if count != 1 or task is Task.GIVEN:
-            raise ValueError("the latent cache holds the paper's tasks on one-foreground clips; train other "
-                             "subsets and K > 1 clips from pixels (--data.stream.use_cache=false)")
+        if task is Task.GIVEN:
+            raise ValueError("the latent cache holds the paper's four tasks; train task 'given' (other subsets "
+                             "of given layers) from pixels (--data.stream.use_cache=false)")
         which = "latents_dup" if task_spec(task).duplicate_first_frame else "latents"
         out["latents"] = torch.stack([e[which] for e in examples])
         if conditional:
@@ -285,13 +285,14 @@ def decode_cached(raw: dict[str, Any], *, static_videos: bool, prompt_dropout: f
     return {
         "key": meta["key"],
         "origin": meta["origin"],
+        "num_foregrounds": int(meta.get("num_foregrounds", 1)),
         "latents": tensors["latents"],
         "latents_dup": tensors["latents_dup"],
         **{name: tensors[name] for name in map(cond_latents_name, CONDITIONAL_TASKS)},
         "prompt_embeds": tensors["prompt_embeds"],
         "captions": meta["captions"],
         "motion_scale": motion_scale(is_static(meta["kind"], static_videos)),
-        "keep": prompt_keep(rng, prompt_dropout),
+        "keep": prompt_keep(rng, prompt_dropout, int(meta.get("num_foregrounds", 1))),
     }
 
 

@@ -17,7 +17,6 @@ import lightning as L
 import torch
 from torch import nn
 
-from data_engine.schema import CAPTIONED_LAYERS
 from model.layout import LayoutError, SequenceLayout, Task, TaskSpec, prompt_slots, task_spec
 from model.lora import is_lora_param
 from model.schedule import alpha_bar, make_scheduler, training_loss_weight
@@ -171,7 +170,7 @@ class LayerFlowModule(L.LightningModule):
         if "latents" in batch:
             latents = batch["latents"].to(self.device)
             cond = batch.get("cond_latents")
-            embeds = batch["prompt_embeds"].to(self.device).unflatten(1, (len(CAPTIONED_LAYERS), tokens))
+            embeds = batch["prompt_embeds"].to(self.device).unflatten(1, (len(spec.captioned), tokens))
             text = embeds[:, slots].flatten(1, 2)
         else:
             with torch.no_grad():

@@ -54,9 +54,9 @@ def precompute(module, datamodule, cache_dir: str | Path | None = None) -> Path:
                 generator = torch.Generator().manual_seed(stable_seed(cfg.seed, clip.key, "vae"))
                 tensors = encode_example(layers, clip.captions.as_dict(), cfg.frames_per_layer, module.vae,
                                          module.text_encoder, module.tokenizer, generator,
-                                         module.text_tokens)
+                                         module.text_tokens, clip.num_foregrounds)
                 meta = {"key": clip.key, "origin": clip.origin, "kind": clip.kind,
-                        "captions": clip.captions.as_dict()}
+                        "captions": clip.captions.as_dict(), "num_foregrounds": clip.num_foregrounds}
                 sink.write({"__key__": raw["__key__"], TENSORS_MEMBER: save_tensors(tensors),
                             "json": json.dumps(meta).encode()})
     # cache.json last, then the rename: a reader never sees a half-written cache as complete.

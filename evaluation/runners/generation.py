@@ -1,4 +1,5 @@
-"""Generation benchmark: a prompt set (JSON lines: id, fg, bg, blend) -> LayerFlowPipeline -> scores per layer."""
+"""Generation benchmark: a prompt set (JSON lines: id, fg, bg, blend, and fg_1, fg_2 ... for more foregrounds)
+-> LayerFlowPipeline -> scores per layer."""
 from __future__ import annotations
 
 import json
@@ -50,7 +51,11 @@ def read_prompts(path: str | Path) -> list[Prompt]:
         missing = [k for k in ("id", "fg", "bg", "blend") if not str(row.get(k, "")).strip()]
         if missing:
             raise EvaluationError(f"{p}:{n}: missing {', '.join(missing)}; each line needs id, fg, bg and blend")
-        prompts.append(Prompt(str(row["id"]), Captions(row["fg"].strip(), row["bg"].strip(), row["blend"].strip())))
+        try:
+            captions = Captions.from_dict({k: str(v).strip() for k, v in row.items() if k != "id"})
+        except ValueError as exc:
+            raise EvaluationError(f"{p}:{n}: {exc}") from None
+        prompts.append(Prompt(str(row["id"]), captions))
     if not prompts:
         raise EvaluationError(f"{p}: no prompts")
     if len({q.id for q in prompts}) != len(prompts):
@@ -80,7 +85,8 @@ def run_generation(cfg: GenerationConfig, out: str | Path,
 
     def generated() -> Iterator[LayerSet]:
         for i, p in enumerate(prompts):
-            clip = pipe(fg_prompt=p.captions.fg, bg_prompt=p.captions.bg, blend_prompt=p.captions.blend,
+            clip = pipe(fg_prompts=[p.captions.fg, *p.captions.more_fg], bg_prompt=p.captions.bg,
+                        blend_prompt=p.captions.blend,
                         task="generate", num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
                         num_inference_steps=cfg.steps, generator=torch.Generator().manual_seed(cfg.seed + i),
                         fps=cfg.fps).clips[0]

@@ -172,3 +172,23 @@ def test_decomposition_runner_with_tiny_pipeline(davis_root, tmp_path):
     run, _ = run_decomposition(cfg, tmp_path, SuiteConfig(metrics=("aesthetic",)))
     row = run.accuracy["dog"]
     assert 0.0 <= row["alpha_iou"] <= 1.0 and np.isfinite(row["bg_psnr_visible"])
+
+
+def test_generation_runner_generates_every_foreground_of_a_prompt(tmp_path):
+    """A prompt line with fg_1 generates two foregrounds; each is scored with its own prompt."""
+    from evaluation.runners.generation import GenerationConfig, run_generation
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "two", "fg": "a red disc", "fg_1": "a blue ring", "bg": "a beach", '
+                       '"blend": "a red disc before a blue ring on a beach"}\n')
+    assert read_prompts(prompts)[0].captions.more_fg == ("a blue ring",)
+    cfg = GenerationConfig(prompts=prompts, num_frames=8, height=32, width=32, steps=1)
+    run, _ = run_generation(cfg, tmp_path / "out", SuiteConfig(metrics=("frame_consistency",)))
+    sample = read_sample(tmp_path / "out" / "samples" / "two")
+    assert set(sample.layers) == {"fg", "alpha", "bg", "blend", "fg_1", "alpha_1"}
+    assert sample.captions.more_fg == ("a blue ring",)
+    assert set(run.aggregates["frame_consistency"]) == {"fg", "fg_1", "bg", "blend"}
+    gap = tmp_path / "gap.jsonl"
+    gap.write_text('{"id": "a", "fg": "x", "fg_2": "y", "bg": "y", "blend": "z"}\n')
+    with pytest.raises(EvaluationError, match="gap.jsonl:1: .*without a gap"):
+        read_prompts(gap)

@@ -2,17 +2,21 @@
 the generated layers only, and the K = 1 path unchanged."""
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import save as save_tensors
 
 from data_engine.shards import ShardSink
 from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
 from model.layout import SequenceLayout, Task, task_spec
+from trainer.cache import TENSORS_MEMBER, encode_example
 from trainer.config import OptimConfig
-from trainer.data import LayerFlowDataModule, collate, sample_given
+from trainer.data import LayerFlowDataModule, collate, decode_cached, sample_given
 
 WORLD = SyntheticConfig(num_frames=6, height=40, width=56, seed=5)
 
@@ -87,8 +91,23 @@ def test_k2_batch_trains_the_generated_layers_only(stream, tiny_module, tiny_yam
     assert losses[-1] <= 0.75 * losses[0], losses  # measured: 0.67 of the first loss after 20 steps
 
 
-def test_the_latent_cache_refuses_two_foregrounds(stream):
-    examples = [e for e in stream.first_examples(8) if e["num_foregrounds"] == 2][:1]
-    cached = [{**examples[0], "latents": torch.zeros(1), "prompt_embeds": torch.zeros(1)}]
+def test_the_latent_cache_holds_k2_clips_as_the_pixel_path_encodes_them(stream, tiny_module, tmp_path):
+    """A two-object clip's cache entry has the K = 2 packings and four prompts; a cached batch trains the same
+    layout as the pixel path (same shapes, same text), and task 'given' is refused from the cache."""
+    module = tiny_module(1)
+    example = [e for e in stream.first_examples(8) if e["num_foregrounds"] == 2][0]
+    tensors = encode_example(example["layers"], example["captions"], 4, module.vae, module.text_encoder,
+                             module.tokenizer, torch.Generator().manual_seed(0), module.text_tokens, 2)
+    assert tensors["latents"].shape[0] == 6 and tensors["latents_dup"].shape[0] == 7
+    assert tensors["cond_fg_conditioned"].shape[0] == 5 and tensors["prompt_embeds"].shape[0] == 4 * module.text_tokens
+    raw = {TENSORS_MEMBER: save_tensors(tensors), "json": json.dumps(
+        {"key": example["key"], "origin": "engine", "kind": "video", "captions": example["captions"],
+         "num_foregrounds": 2}).encode()}
+    cached = decode_cached(raw, static_videos=False, prompt_dropout=0.0, rng=np.random.default_rng(0))
+    batch = collate([cached, cached], "decompose", 4)
+    pixels = collate([example, example], "decompose", 4)
+    latents, text = module.encode_batch(batch, 0)
+    pixel_latents, pixel_text = module.encode_batch(pixels, 0)
+    assert latents.shape == pixel_latents.shape and torch.equal(text, pixel_text)
     with pytest.raises(ValueError, match="use_cache=false"):
-        collate(cached, "generate", 4)
+        collate([cached], "given", 4, given=("fg", "alpha", "bg"))
