@@ -2,6 +2,7 @@
 
     run:      where to write, cluster, limits       (RunConfig)
     clip:     the clip policy of probe and split    (data_engine.clip_policy.ClipPolicy)
+    layers:   one sample per object, or a clip's objects as one K-layer sample (data_engine.layers_policy)
     sources:  list of {type: <source type>, ...options}   (see data_engine.sources.SOURCES)
     stages:   list of stage names or {name, num_cpus, num_gpus, batch_size, max_actors, retries, options: {...}}
 
@@ -19,12 +20,13 @@ import yaml
 
 from data_engine.clip_policy import ClipPolicy
 from data_engine.defaults import configs_dir
+from data_engine.layers_policy import LayersPolicy
 from data_engine.sources import SOURCES, source_class
 from data_engine.stages.base import Resources
 
 DEFAULT_CONFIG = configs_dir("engine") / "perception_tiny.yaml"
 SYNTHETIC_CONFIG = configs_dir("engine") / "synthetic.yaml"
-SECTIONS = ("run", "clip", "sources", "stages")
+SECTIONS = ("run", "clip", "layers", "sources", "stages")
 
 
 class ConfigError(ValueError):
@@ -74,6 +76,7 @@ class StageSpec:
 class EngineConfig:
     run: RunConfig = RunConfig()
     clip: ClipPolicy = ClipPolicy()
+    layers: LayersPolicy = LayersPolicy()
     sources: tuple[SourceSpec, ...] = ()
     stages: tuple[StageSpec, ...] = ()
     path: str | None = None
@@ -149,6 +152,7 @@ def parse_config(raw: dict[str, Any], path: str | None = None) -> EngineConfig:
     return EngineConfig(
         run=_typed(RunConfig, raw.get("run"), "run"),
         clip=_typed(ClipPolicy, raw.get("clip"), "clip"),
+        layers=_typed(LayersPolicy, raw.get("layers"), "layers"),
         sources=tuple(_source_spec(e, f"sources[{i}]") for i, e in enumerate(sources)),
         stages=stage_specs,
         path=path,

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +58,34 @@ class RunSummary:
     dry_run: bool = False
 
 
+# `layers.group_objects` inserts `layer_order` before the first of these: the objects it keeps must be final
+# before the background is inpainted without them (and compose needs them ordered).
+LAYER_ORDER_BEFORE = ("inpaint", "compose")
+
+
 def stage_names(cfg: EngineConfig) -> list[str]:
     names = [s.name for s in cfg.stages]
     if "encode" in names and names[-1] != "encode":
         raise ConfigError("stages: 'encode' must be the last stage (it turns finished clips into shard samples)")
+    if cfg.layers.group_objects and "layer_order" not in names:
+        at = next((names.index(n) for n in LAYER_ORDER_BEFORE if n in names), None)
+        if at is None:
+            raise ConfigError("layers.group_objects: the stages have neither inpaint nor compose to put layer_order "
+                              "before; group objects in a perception chain (segment ... inpaint, compose)")
+        names.insert(at, "layer_order")
     return ["source", *names] + ([] if "encode" in names else ["encode"])
+
+
+def layers_options(name: str, cls: type, opts: dict[str, Any], cfg: EngineConfig) -> dict[str, Any]:
+    """The `layers:` settings for the options of the same name a stage has (layers_policy.py); setting one in a
+    stage's own options is an error, so every stage sees the same policy."""
+    taken = {f.name for f in fields(cls.Options)} if getattr(cls, "Options", None) else set()
+    shared = {k: v for k, v in asdict(cfg.layers).items() if k in taken}
+    clash = sorted(set(shared) & set(opts))
+    if clash:
+        raise ConfigError(f"stages.{name}: set {', '.join(f'layers.{k}' for k in clash)} in the config's layers: "
+                          f"section, not in the stage's options")
+    return {**opts, **shared}
 
 
 def stage_setup(cfg: EngineConfig) -> tuple[list[tuple[str, Resources]], dict[str, dict[str, Any]]]:
@@ -81,6 +104,8 @@ def stage_setup(cfg: EngineConfig) -> tuple[list[tuple[str, Resources]], dict[st
             opts = source_stage_options(cfg)
         elif getattr(cls, "Options", None) is ClipPolicy:
             opts = {**asdict(cfg.clip), **opts}
+        else:
+            opts = layers_options(name, cls, opts, cfg)
         try:
             cls.parse_options(opts)
         except (TypeError, ValueError) as exc:

@@ -17,6 +17,7 @@ STAGES: dict[str, str] = {
     "segment": "data_engine.stages.segment_track:SegmentTrackStage",
     "dedup": "data_engine.stages.dedup:DedupStage",
     "fg_check": "data_engine.stages.foreground_check:ForegroundCheckStage",
+    "layer_order": "data_engine.stages.layer_order:LayerOrderStage",
     "inpaint": "data_engine.stages.inpaint:InpaintStage",
     "image_inpaint": "data_engine.stages.image_inpaint:ImageInpaintStage",
     "caption": "data_engine.stages.caption:CaptionStage",

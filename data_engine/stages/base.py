@@ -41,6 +41,9 @@ Rows are plain dicts. The fields of the chain:
     mask         uint8 [T, H, W]     one object's alpha (0..255, soft or binary)
     soft_alpha   uint8 [T, H, W]     optional soft alpha from the mask logits (`segment` with `soft_alpha: true`);
                                      `compose` prefers it to `mask` for the alpha layer and the fg
+    objects      list[dict]  a grouped clip's objects (`layers.group_objects`; data_engine/stages/grouped.py),
+                             front first after `layer_order`; the row's `mask` is then their union
+    depth_order  tuple[int]  the grouped objects' ids, front first (set by `layer_order`)
     bg           uint8 [T, H, W, 3]  inpainted background
     fg           uint8 [T, H, W, 3]  object over mid-grey
     captions     {"fg", "bg", "blend"}

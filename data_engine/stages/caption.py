@@ -3,7 +3,8 @@
 Reads the layers from `clip` when `compose` has run (the chain's order: compose, then caption), else from
 `frames` (the blend), `mask` and `bg` (fg = `over_grey(frames, mask)`); writes `captions` = {"fg", "bg", "blend"},
 `scores["caption"]`, and the captions into `clip` when present. A layer whose caption comes back empty
-fails the row (a sample with a missing caption is worse than no sample).
+fails the row (a sample with a missing caption is worse than no sample). A clip with K foregrounds (a grouped
+row, `layers.group_objects`) also gets `fg_1` .. `fg_K-1`, each captioned alone on mid-grey with the fg prompt.
 
 Backends:
 - `qwen2.5-vl` (default): transformers Qwen2.5-VL, each layer passed as a video of up to `max_frames` uniformly
@@ -19,8 +20,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from data_engine.schema import CAPTIONED_LAYERS, Captions, over_grey, printable_text
+from data_engine.schema import (CAPTIONED_LAYERS, Captions, captioned_layer_names, fg_name, foreground_index, over_grey,
+                                printable_text)
 from data_engine.stages.base import Resources, Row, Stage, StageError
+from data_engine.stages.grouped import OBJECTS, is_grouped
 from data_engine.stages.masks import matte_of
 from data_engine.stages.models import COGVLM2_WEIGHTS, QWEN_WEIGHTS, build_cogvlm2, build_qwen_vl, check_preset, device_for
 
@@ -134,26 +137,35 @@ class CaptionStage(Stage):
         return self.tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def caption(self, video: np.ndarray, layer: str, fps: float) -> str:
-        prompt = self.opts.prompts[layer]
+        prompt = self.opts.prompts["fg" if foreground_index(layer) is not None else layer]  # fg_k: the fg prompt
         text = self._cogvlm2(video, prompt, fps) if self.opts.backend == "cogvlm2" else self._qwen(video, prompt)
         return printable_text(text)
 
     @staticmethod
     def layers(row: Row) -> dict[str, np.ndarray]:
+        """The captioned layers, in `captioned_layer_names(K)` order: fg, bg, blend, then fg_1 .. fg_K-1."""
         clip = row.get("clip")
         if clip is not None:
-            return {"fg": clip.fg, "bg": clip.bg, "blend": clip.blend}
+            return {name: clip.layer(name) for name in captioned_layer_names(clip.num_foregrounds)}
         frames, mask, bg = row.get("frames"), row.get("mask"), row.get("bg")
         if frames is None or mask is None or bg is None:
             raise StageError("caption needs a composed clip, or frames, mask and bg (run segment and inpaint)")
+        if is_grouped(row):
+            fgs = [over_grey(frames, matte_of(o)) for o in row[OBJECTS]]
+            return {"fg": fgs[0], "bg": bg, "blend": frames, **{fg_name(k): fg for k, fg in enumerate(fgs[1:], 1)}}
         fg = row.get("fg")
         return {"fg": fg if fg is not None else over_grey(frames, matte_of(row)), "bg": bg, "blend": frames}
+
+    @staticmethod
+    def captioned(clip) -> bool:
+        """Whether a finished clip already has a caption for every layer (one per foreground included)."""
+        return clip.captions.num_foregrounds == clip.num_foregrounds and all(clip.captions.as_dict().values())
 
     def process_batch(self, rows: list[Row]) -> list[Row]:
         out = []
         for row in rows:
             clip = row.get("clip")
-            if self.opts.keep_existing and clip is not None and all(clip.captions.as_dict().values()):
+            if self.opts.keep_existing and clip is not None and self.captioned(clip):
                 out.append(row)
                 continue
             try:
@@ -171,7 +183,7 @@ class CaptionStage(Stage):
                     "scores": {**row.get("scores", {}), "caption": {"backend": self.opts.backend}}}
             if row.get("clip") is not None:
                 clip = row["clip"]
-                done["clip"] = replace(clip, captions=Captions(**captions),
+                done["clip"] = replace(clip, captions=Captions.from_dict(captions),
                                        scores={**clip.scores, "caption": {"backend": self.opts.backend}})
             out.append(done)
         return out

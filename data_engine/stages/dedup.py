@@ -9,6 +9,8 @@ deterministic selection over its siblings and is kept iff its own object survive
    with an already kept one is >= iou_threshold is a duplicate of it.
 Every drop is recorded in the row's `scores["dropped"]` and `scores["dedup"]` (the engine counts them).
 Rows without `siblings` (e.g. masks from another source) get the sanity filters on their own mask.
+A grouped row (data_engine/stages/grouped.py) keeps the objects that pass (each with `scores["dedup"]`); the
+others' reasons go to the row's `scores["dropped"]`, and the row is dropped when none passes.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_engine.stages.base import Resources, Row, Stage
+from data_engine.stages.grouped import OBJECTS, is_grouped, with_objects
 from data_engine.stages.masks import downsample, iou
 from data_engine.stages.segment_track import unpack_siblings
 
@@ -82,9 +85,26 @@ class DedupStage(Stage):
         scores = dict(zip(summary["objs"], summary["det_scores"]))
         return select(masks, scores, self.opts)[row["obj"]]
 
+    def keep_objects(self, row: Row) -> Row | None:
+        """A grouped row (data_engine/stages/grouped.py) holding its objects that pass, or None when none does."""
+        summary = row["siblings"]
+        verdicts = select(unpack_siblings(summary), dict(zip(summary["objs"], summary["det_scores"])), self.opts)
+        kept = []
+        for o in row[OBJECTS]:
+            reason = verdicts[o["obj"]]
+            if reason is None:
+                kept.append({**o, "scores": {**o["scores"], "dedup": {"kept": True}}})
+            else:
+                self.drop(row, f"dedup: object {o['obj']:02d} {reason}")
+        return with_objects(row, kept) if kept else None
+
     def process_batch(self, rows: list[Row]) -> list[Row]:
         out = []
         for row in rows:
+            if is_grouped(row):
+                kept = self.keep_objects(row)
+                out += [kept] if kept is not None else []
+                continue
             reason = self.verdict(row)
             dedup = {"kept": reason is None, **({"reason": reason} if reason else {})}
             if reason is not None:

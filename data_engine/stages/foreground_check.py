@@ -6,6 +6,9 @@ frames (spread over the frames where the object is visible) with everything outs
 prompt from the options (`{tag}` is filled in). The answer is parsed by `parse_yes_no`:
 - yes -> the row passes; no -> the row is dropped with the reason (or kept and annotated with `on_reject: keep`);
 - anything else -> the row fails with the unparseable answer as the reason: never a silent yes.
+A grouped row (data_engine/stages/grouped.py) asks once per object and keeps the objects that pass (each with
+`scores["fg_check"]`); the others' reasons go to the row's `scores["dropped"]`, and the row is dropped when none
+passes.
 `constrain_answer: true` restricts decoding to the yes/no answer tokens (`prefix_allowed_tokens_fn`); the tiny
 preset needs it, since random weights never produce a parseable answer on their own.
 """
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_engine.stages.base import Resources, Row, Stage, StageError
+from data_engine.stages.grouped import OBJECTS, is_grouped, with_objects
 from data_engine.stages.models import QWEN_WEIGHTS, build_qwen_vl, check_preset, device_for
 
 DEFAULT_PROMPT = (
@@ -121,27 +125,50 @@ class ForegroundCheckStage(Stage):
             out = self.model.generate(**inputs, max_new_tokens=self.opts.max_new_tokens, do_sample=False, **extra)
         return self.processor.batch_decode(out[:, prompt_len:], skip_special_tokens=True)[0].strip()
 
+    def check(self, frames: np.ndarray, obj: Row) -> tuple[dict, str | None]:
+        """The verdict on one object ({"verdict", "answer"}) and why to drop it (None: keep it); StageError when
+        its mask is empty or the answer says neither yes nor no."""
+        idx = visible_frames(obj["mask"], self.opts.num_frames)
+        if not idx:
+            raise StageError("fg_check: the mask is empty on every frame")
+        tag = obj.get("tag") or "object"
+        answer = self.ask([highlight(frames[i], obj["mask"][i], self.opts.dim) for i in idx], tag)
+        verdict = parse_yes_no(answer)
+        if verdict is None:
+            raise StageError(f"fg_check: unparseable answer {answer!r} for tag {tag!r}")
+        check = {"verdict": "yes" if verdict else "no", "answer": answer}
+        reject = not verdict and self.opts.on_reject == "drop"
+        return check, f"fg_check: {tag!r} is not a foreground object (answer {answer!r})" if reject else None
+
+    def check_objects(self, row: Row) -> Row | None:
+        """A grouped row (data_engine/stages/grouped.py) holding the objects it keeps, or None when it keeps none."""
+        kept = []
+        for o in row[OBJECTS]:
+            check, reason = self.check(row["frames"], o)
+            if reason is None:
+                kept.append({**o, "scores": {**o["scores"], "fg_check": check}})
+            else:
+                self.drop(row, f"object {o['obj']:02d} {reason}")
+        return with_objects(row, kept) if kept else None
+
     def process_batch(self, rows: list[Row]) -> list[Row]:
         out = []
         for row in rows:
-            frames, mask = row.get("frames"), row.get("mask")
-            if frames is None or mask is None:
+            if row.get("frames") is None or row.get("mask") is None:
                 out.append(self.failed(row, StageError("fg_check needs frames and mask (run segment first)")))
                 continue
-            idx = visible_frames(mask, self.opts.num_frames)
-            if not idx:
-                out.append(self.failed(row, StageError("fg_check: the mask is empty on every frame")))
+            try:
+                if is_grouped(row):
+                    kept = self.check_objects(row)
+                    out += [kept] if kept is not None else []
+                    continue
+                check, reason = self.check(row["frames"], row)
+            except StageError as exc:
+                out.append(self.failed(row, exc))
                 continue
-            tag = row.get("tag") or "object"
-            answer = self.ask([highlight(frames[i], mask[i], self.opts.dim) for i in idx], tag)
-            verdict = parse_yes_no(answer)
-            if verdict is None:
-                out.append(self.failed(row, StageError(f"fg_check: unparseable answer {answer!r} for tag {tag!r}")))
-                continue
-            check = {"verdict": "yes" if verdict else "no", "answer": answer}
-            if not verdict and self.opts.on_reject == "drop":
+            if reason is not None:
                 row.setdefault("scores", {})["fg_check"] = check
-                self.drop(row, f"fg_check: {tag!r} is not a foreground object (answer {answer!r})")
+                self.drop(row, reason)
                 continue
             out.append({**row, "scores": {**row.get("scores", {}), "fg_check": check}})
         return out

@@ -15,6 +15,8 @@ Reads `frames`, `tags`, `clip_key` (or `key`). Fans out one row per object:
     siblings  a compact summary of ALL objects of the clip (downsampled packed masks, scores), so `dedup` can
               decide each row on its own, whatever batches the engine forms.
     soft_alpha  uint8 [T, H, W], only with `soft_alpha: true` (see "Soft mattes")
+With `group_objects: true` (the engine's `layers.group_objects`) the clip stays one row, key `{clip_key}-00`:
+`objects` holds those fields per object, `mask` their union (data_engine/stages/grouped.py).
 A clip with no object is dropped with its reason. Masks serialise compactly with `data_engine.stages.masks`.
 
 Soft mattes. SAM and SAM 2 predict mask *logits* at 256 x 256 (SAM: over the padded 1024 square; SAM 2: over the
@@ -47,6 +49,7 @@ import numpy as np
 
 from data_engine.schema import object_key
 from data_engine.stages.base import Resources, Row, Stage, StageError
+from data_engine.stages.grouped import OBJECTS, with_objects
 from data_engine.stages.masks import boxes_from_mask, downsample, iou
 from data_engine.stages.models import (GDINO_WEIGHTS, SAM2_WEIGHTS, SAM_WEIGHTS, build_grounding_dino, build_sam,
                                        build_sam2_video, check_preset, device_for)
@@ -71,11 +74,15 @@ class SegmentOptions:
     soft_alpha: bool = False
     # Divides the logits before the sigmoid: > 1 softer edges, < 1 closer to the binary mask.
     temperature: float = 1.0
+    # One grouped row per clip instead of one row per object (the engine's `layers.group_objects`).
+    group_objects: bool = False
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
         if self.sam_gap < 1 or self.max_objects < 1 or self.sibling_stride < 1:
             raise ValueError("segment sam_gap, max_objects and sibling_stride must be >= 1")
+        if not isinstance(self.group_objects, bool):
+            raise ValueError(f"segment group_objects must be true or false, got {self.group_objects!r}")
         if not isinstance(self.soft_alpha, bool):
             raise ValueError(f"segment soft_alpha must be true or false, got {self.soft_alpha!r}")
         for name in ("mask_threshold", "temperature"):
@@ -158,7 +165,7 @@ class SegmentTrackStage(Stage):
     default_resources = Resources(num_cpus=1.0, num_gpus=0.15, batch_size=1, retries=1)
     Options = SegmentOptions
     reads = frozenset({"key", "frames", "tags"})
-    writes = frozenset({"key", "clip_key", "obj", "tag", "mask", "boxes", "siblings", "scores", "soft_alpha"})
+    writes = frozenset({"key", "clip_key", "obj", "tag", "mask", "boxes", "siblings", "scores", "soft_alpha", OBJECTS})
 
     @classmethod
     def weights(cls, opts: SegmentOptions) -> tuple[str, ...]:
@@ -290,16 +297,24 @@ class SegmentTrackStage(Stage):
                 continue
             clip_key = row.get("clip_key") or row["key"]
             summary = siblings_summary(objects, self.opts.sibling_stride)
-            for o in objects:
-                mask = o.mask.astype(np.uint8) * 255
-                seg = {"tag": o.tag, "det_score": o.det_score, "sam_score": o.sam_score, "keyframe": o.keyframe,
-                       "area": float(o.mask.mean())}
-                soft = {}
-                if o.alpha is not None:
-                    soft = {"soft_alpha": o.alpha}
-                    seg["soft_alpha"] = {"mask_threshold": self.opts.mask_threshold,
-                                         "temperature": self.opts.temperature}
-                out.append({**row, "key": object_key(clip_key, o.obj), "clip_key": clip_key, "obj": o.obj,
-                            "tag": o.tag, "mask": mask, "boxes": boxes_from_mask(mask), "siblings": summary,
-                            "scores": {**row.get("scores", {}), "segment": seg}, **soft})
+            fields = [self.object_fields(o) for o in objects]
+            if self.opts.group_objects:  # the clip stays one row, its key the clip's own sample key
+                grouped = [{**f, "scores": {"segment": seg}} for f, seg in fields]
+                out.append(with_objects(row, grouped, key=object_key(clip_key, 0), clip_key=clip_key,
+                                        siblings=summary))
+                continue
+            for f, seg in fields:
+                out.append({**row, **f, "key": object_key(clip_key, f["obj"]), "clip_key": clip_key,
+                            "siblings": summary, "scores": {**row.get("scores", {}), "segment": seg}})
         return out
+
+    def object_fields(self, o: TrackedObject) -> tuple[dict, dict]:
+        """An object's row fields (obj, tag, mask, boxes, soft_alpha with `soft_alpha: true`) and its scores."""
+        mask = o.mask.astype(np.uint8) * 255
+        seg = {"tag": o.tag, "det_score": o.det_score, "sam_score": o.sam_score, "keyframe": o.keyframe,
+               "area": float(o.mask.mean())}
+        fields = {"obj": o.obj, "tag": o.tag, "mask": mask, "boxes": boxes_from_mask(mask)}
+        if o.alpha is not None:
+            fields["soft_alpha"] = o.alpha
+            seg["soft_alpha"] = {"mask_threshold": self.opts.mask_threshold, "temperature": self.opts.temperature}
+        return fields, seg
