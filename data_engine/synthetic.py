@@ -13,6 +13,7 @@ import numpy as np
 
 from data_engine.schema import (Captions, LayeredClip, alpha_name, composite_layers, fg_name, over_grey,
                                 sample_key)
+from data_engine.video_io import cover_geometry, resize_crop
 
 SHAPES = ("disc", "rounded square", "diamond", "ring")
 COLOURS = {
@@ -52,6 +53,10 @@ class SyntheticConfig:
     fps: float = 8.0
     edge_softness: float = 1.5  # px: the anti-aliased ramp of the alpha edge (fractional alpha lives here)
     num_objects: int = 1  # foreground objects per clip, each its own layer; one colour each, so at most len(COLOURS)
+    # The size a clip is scaled to (cover, centre crop) after rendering at height x width, as the video path's
+    # clip stage and the trainer scale it; 0: as rendered. Lets the layered source write the tiny world's clips.
+    clip_height: int = 0
+    clip_width: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_objects <= len(COLOURS):
@@ -224,16 +229,18 @@ def synthetic_id(cfg: SyntheticConfig, index: int) -> str:
 
 def synthetic_clip(cfg: SyntheticConfig, index: int) -> LayeredClip:
     truth = synthetic_truth(cfg, index)
-    more_layers = {}
+    layers = {"fg": over_grey(truth.rgb, truth.alpha), "alpha": truth.alpha, "bg": truth.bg,
+              "blend": composite_layers(list(truth.rgbs), list(truth.alphas), truth.bg)}
     for k in range(1, truth.num_objects):
-        more_layers[fg_name(k)] = over_grey(truth.rgbs[k], truth.alphas[k])
-        more_layers[alpha_name(k)] = truth.alphas[k]
+        layers[fg_name(k)] = over_grey(truth.rgbs[k], truth.alphas[k])
+        layers[alpha_name(k)] = truth.alphas[k]
+    if cfg.clip_height and cfg.clip_width:
+        geometry = cover_geometry(cfg.height, cfg.width, cfg.clip_height, cfg.clip_width)
+        layers = {name: resize_crop(layer, geometry) for name, layer in layers.items()}
+    more_layers = {name: layers.pop(name) for name in list(layers) if name not in ("fg", "alpha", "bg", "blend")}
     return LayeredClip(
         key=sample_key(world_name(cfg), index),
-        fg=over_grey(truth.rgb, truth.alpha),
-        alpha=truth.alpha,
-        bg=truth.bg,
-        blend=composite_layers(list(truth.rgbs), list(truth.alphas), truth.bg),
+        **layers,
         captions=truth.captions,
         fps=cfg.fps,
         kind="video",

@@ -95,7 +95,8 @@ class Recipe:
         """A hash of the recipe and of the rest of what shapes the run: the VAE trainer's settings or the shipped
         VAE's bytes, the configs that the engine and the tiny stages read, and the code of the packages that
         build the data and the model and train it (a change there retrains)."""
-        configs = [configs_dir("engine") / "synthetic.yaml", *(stage_config(s, "tiny_") for s in (1, 2, 3))]
+        configs = [configs_dir("engine") / "synthetic.yaml", configs_dir("engine") / "synthetic_world.yaml",
+                   *(stage_config(s, "tiny_") for s in (1, 2, 3))]
         vae = (asdict(VAETrainConfig(steps=self.vae_steps)) if self.vae_steps is not None else
                hashlib.sha256((TINY_WORLD_VAE / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest())
         code = hashlib.sha256()
@@ -118,13 +119,20 @@ def run_step(title: str, command: str, fn, *args, log: Log = print) -> None:
 
 
 def build_dataset(recipe: Recipe, out: Path, log: Log = print) -> None:
+    """One object: the synthetic videos through the engine's video stages (probe, split, compose). K objects: the
+    world's layered clips through the engine (`synthetic_world`): the model-free video path makes one foreground
+    per clip."""
     sets = {"sources.0.seed": recipe.world_seed, "sources.0.num_clips": recipe.videos,
-            "sources.0.num_objects": recipe.objects,
             "sources.0.num_frames": recipe.video_frames, "sources.0.height": recipe.source_size,
             "sources.0.width": recipe.source_size,
             "clip.num_frames": recipe.video_frames, "clip.height": recipe.height, "clip.width": recipe.width,
             "run.maxcount": recipe.videos}
-    argv = ["dataset", "--config", "synthetic", "--out", str(out), "--no-progress"]
+    config = "synthetic"
+    if recipe.objects > 1:
+        config = "synthetic_world"
+        sets.update({"sources.0.num_objects": recipe.objects, "sources.0.clip_height": recipe.height,
+                     "sources.0.clip_width": recipe.width})
+    argv = ["dataset", "--config", config, "--out", str(out), "--no-progress"]
     argv += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     run_step("shards of the synthetic world (Ray engine)", f"layerflow {shlex.join(argv)}", layerflow, argv, log=log)
 

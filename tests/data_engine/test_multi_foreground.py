@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -282,3 +283,18 @@ def test_copy_paste_of_two_objects_is_a_composite_clip(tmp_path):
         sink.write(out)
     [read] = list(read_clips(tmp_path))
     assert_same_clip(read, out)
+
+
+def test_synthetic_clip_scaled_to_the_clip_size_is_each_layer_scaled():
+    """`clip_height` x `clip_width`: every layer of the rendered clip scaled to cover and centre-cropped, exactly
+    as the video path and the trainer scale the world (`resize_crop` of `cover_geometry`)."""
+    from data_engine.video_io import cover_geometry, resize_crop
+
+    world = SyntheticConfig(num_frames=3, height=64, width=64, seed=9, num_objects=2)
+    full = synthetic_clip(world, 1)
+    small = synthetic_clip(replace(world, clip_height=16, clip_width=24), 1)
+    geometry = cover_geometry(64, 64, 16, 24)
+    assert small.layer_names == full.layer_names and small.alpha.shape == (3, 16, 24)
+    for name in full.layer_names:
+        assert np.array_equal(small.layer(name), resize_crop(full.layer(name), geometry)), name
+    assert small.captions == full.captions and small.key == full.key
