@@ -307,6 +307,9 @@ class LayerFlowDataModule(L.LightningDataModule):
         self.static_videos = spec.static_videos if self.cfg.static_videos is None else self.cfg.static_videos
         self.groups = source_groups(self.cfg.shards, self.cfg.mix)
         self.cache = LatentCache.open(self.cfg) if self.cfg.use_cache else None
+        if self.cache is not None and Task.GIVEN in task_weights(self.cfg.tasks):
+            raise TrainConfigError("data.tasks has 'given', which the latent cache does not hold (it holds the paper's "
+                                   "four tasks); set --data.stream.use_cache=false or drop 'given'")
         if self.cache is not None:
             # Settings the latents depend on are checked here, the encoders once they are built (the module).
             self.cache.check(data_parts(self.cfg, self.static_videos))
