@@ -47,6 +47,13 @@ from data_engine.schema import (
 # The prompt of each captioned layer is prefixed with this index ("0, " + fg ...), whatever the task.
 PROMPT_INDEX: dict[str, int] = {"fg": 0, "bg": 1, "blend": 2}
 
+# The pipeline's keyword argument for each condition layer; the generate command's flags are the same words.
+CONDITION_ARGS: dict[str, str] = {"fg": "foreground", "alpha": "alpha", "bg": "background", "blend": "blend"}
+
+
+class LayoutError(ValueError):
+    """Input that does not fit the sub-clip layout; the message says what is wrong and what is expected."""
+
 
 def prompt_index(layer: str) -> int:
     """The paper's 0, 1, 2 for fg, bg, blend; k + 2 for fg_k."""
@@ -56,12 +63,6 @@ def prompt_index(layer: str) -> int:
     if k is None or is_alpha(layer):
         raise LayoutError(f"layer {layer!r} has no prompt; prompts exist for fg, bg, blend and fg_1, fg_2, ...")
     return k + 2
-# The pipeline's keyword argument for each condition layer; the generate command's flags are the same words.
-CONDITION_ARGS: dict[str, str] = {"fg": "foreground", "alpha": "alpha", "bg": "background", "blend": "blend"}
-
-
-class LayoutError(ValueError):
-    """Input that does not fit the sub-clip layout; the message says what is wrong and what is expected."""
 
 
 class Task(str, Enum):
@@ -125,7 +126,9 @@ def _spec(task: Task, num_foregrounds: int, conditions: tuple[str, ...]) -> Task
 
 
 # The paper's tasks at K = 1, whose layouts the official checkpoints were trained on.
-TASKS: dict[Task, TaskSpec] = {task: _spec(task, 1, _named_conditions(task, 1)) for task in Task if task is not Task.GIVEN}
+TASKS: dict[Task, TaskSpec] = {
+    task: _spec(task, 1, _named_conditions(task, 1)) for task in Task if task is not Task.GIVEN
+}
 # The named tasks: the paper's four, each a fixed subset of the layers.
 PAPER_TASKS: tuple[Task, ...] = tuple(TASKS)
 
@@ -139,13 +142,15 @@ def task_spec(task: Task | str, num_foregrounds: int = 1, given: tuple[str, ...]
     task = Task.parse(task)
     layers = layer_names(num_foregrounds)
     if task is not Task.GIVEN:
-        if given is not None and set(given) != set(_named_conditions(task, num_foregrounds)):
-            raise LayoutError(f"task {task.value} is given {', '.join(_named_conditions(task, num_foregrounds)) or 'nothing'}"
-                              f", not {', '.join(given)}; use task 'given' for another subset")
-        return _spec(task, num_foregrounds, _named_conditions(task, num_foregrounds))
+        named = _named_conditions(task, num_foregrounds)
+        if given is not None and set(given) != set(named):
+            raise LayoutError(f"task {task.value} is given {', '.join(named) or 'nothing'}, not "
+                              f"{', '.join(given)}; use task 'given' for another subset")
+        return _spec(task, num_foregrounds, named)
     unknown = sorted(set(given or ()) - set(layers))
     if unknown:
-        raise LayoutError(f"unknown layer(s) {unknown} for {num_foregrounds} foreground(s); layers are {', '.join(layers)}")
+        raise LayoutError(f"unknown layer(s) {unknown} for {num_foregrounds} foreground(s); layers are "
+                          f"{', '.join(layers)}")
     conditions = tuple(layer for layer in layers if layer in set(given or ()))
     if not conditions or len(conditions) == len(layers):
         raise LayoutError(f"task given needs some but not all of the layers {', '.join(layers)}, got "

@@ -41,7 +41,7 @@ def test_given_subsets():
     assert spec.task is Task.GIVEN and spec.conditions == ("fg", "alpha", "bg")  # in sequence order
     assert spec.generated == ("blend", "fg_1", "alpha_1") and not spec.duplicate_first_frame
     assert task_spec("given", 1, ("blend",)) == TASKS[Task.DECOMPOSE]  # a paper task is that task
-    for bad in ((), ("fg", "alpha", "bg", "blend")), ("fg_2",):
+    for bad in ((), ("fg", "alpha", "bg", "blend"), ("fg_2",)):
         with pytest.raises(LayoutError):
             task_spec("given", 1, bad)
     with pytest.raises(LayoutError, match="use task 'given'"):
