@@ -192,6 +192,11 @@ class Job:
     conditions: dict[str, np.ndarray]
 
 
+def layer_flag(layer: str) -> str:
+    """The flag that gives `layer`: --foreground, --alpha, --background, --blend, or --layer NAME=PATH."""
+    return f"--{CONDITION_ARGS[layer]}" if layer in CONDITION_ARGS else f"--layer {layer}=PATH"
+
+
 def given_layers(args: argparse.Namespace) -> dict[str, Path]:
     """Every layer the command line gives: --foreground/--alpha/--background/--blend and --layer NAME=PATH."""
     given = {layer: getattr(args, flag) for layer, flag in CONDITION_ARGS.items() if getattr(args, flag) is not None}
@@ -209,10 +214,10 @@ def build_jobs(args: argparse.Namespace, spec: TaskSpec) -> list[Job]:
         raise GenerateError(f"{len(fg_flags)} --fg-prompt flags for {spec.num_foregrounds} foreground(s); "
                             f"pass --foregrounds {len(fg_flags)}")
     given = given_layers(args)
-    stray = [k for k in given if k not in spec.conditions]
+    stray = [layer_flag(k) for k in given if k not in spec.conditions]
     if stray:
         raise GenerateError(f"task {spec.task.value} does not take {', '.join(stray)}; it is given "
-                            f"{', '.join(spec.conditions) or 'nothing'}")
+                            f"{', '.join(map(layer_flag, spec.conditions)) or 'nothing'}")
 
     def captions_for(base: Captions) -> Captions:
         def pick(layer: str, flag: str | None) -> str:
@@ -227,8 +232,7 @@ def build_jobs(args: argparse.Namespace, spec: TaskSpec) -> list[Job]:
         out = {}
         for layer in spec.conditions:
             if layer not in source:
-                flag = f"--{CONDITION_ARGS[layer]}" if layer in CONDITION_ARGS else f"--layer {layer}=PATH"
-                raise GenerateError(f"task {spec.task.value} needs {flag} (or --sample)")
+                raise GenerateError(f"task {spec.task.value} needs {layer_flag(layer)} (or --sample)")
             out[layer] = fit(source[layer], args.frames, args.height, args.width, f"{label} {layer}")
         return out
 
