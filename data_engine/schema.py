@@ -222,14 +222,18 @@ class LayeredClip:
         }
 
     @classmethod
+    def from_named_layers(cls, layers: dict[str, np.ndarray], **fields: Any) -> "LayeredClip":
+        """A clip from {layer name: array} over `layer_names(K)`: the paper's four layers as fields, the others
+        (fg_k, alpha_k) as `more_layers`."""
+        more = {name: array for name, array in layers.items() if name not in LAYERS}
+        return cls(**{name: layers[name] for name in LAYERS}, more_layers=more, **fields)
+
+    @classmethod
     def from_layers(cls, meta: dict[str, Any], layers: dict[str, np.ndarray]) -> "LayeredClip":
         count = int(meta.get("num_foregrounds", 1))
-        return cls(
+        return cls.from_named_layers(
+            {name: layers[name] for name in layer_names(count)},
             key=meta["key"],
-            fg=layers["fg"],
-            alpha=layers["alpha"],
-            bg=layers["bg"],
-            blend=layers["blend"],
             captions=Captions.from_dict(meta.get("captions", {})),
             fps=float(meta.get("fps", 8.0)),
             kind=meta.get("kind", "video"),
@@ -238,7 +242,6 @@ class LayeredClip:
             frame_range=tuple(meta.get("frame_range", (0, 0))),
             scores=meta.get("scores", {}),
             engine_version=meta.get("engine_version", ENGINE_VERSION),
-            more_layers={name: layers[name] for name in layer_names(count)[len(LAYERS):]},
             depth_order=tuple(meta.get("depth_order", ())),
         )
 

@@ -237,10 +237,9 @@ def synthetic_clip(cfg: SyntheticConfig, index: int) -> LayeredClip:
     if cfg.clip_height and cfg.clip_width:
         geometry = cover_geometry(cfg.height, cfg.width, cfg.clip_height, cfg.clip_width)
         layers = {name: resize_crop(layer, geometry) for name, layer in layers.items()}
-    more_layers = {name: layers.pop(name) for name in list(layers) if name not in ("fg", "alpha", "bg", "blend")}
-    return LayeredClip(
+    return LayeredClip.from_named_layers(
+        layers,
         key=sample_key(world_name(cfg), index),
-        **layers,
         captions=truth.captions,
         fps=cfg.fps,
         kind="video",
@@ -248,6 +247,5 @@ def synthetic_clip(cfg: SyntheticConfig, index: int) -> LayeredClip:
         source_id=synthetic_id(cfg, index),
         frame_range=(0, cfg.num_frames),
         scores=truth.scores,
-        more_layers=more_layers,
         depth_order=tuple(range(truth.num_objects)),
     )

@@ -238,11 +238,13 @@ def sample_tasks(pipe: LayerFlowPipeline, clips: list[dict], recipe: Recipe, ste
 
 
 def trivial_outputs(clips: list[dict], recipe: Recipe) -> dict[str, list[dict[str, np.ndarray]]]:
+    """The trivial answer of each task; decomposition and generation with the recipe's K objects (the conditioned
+    tasks' are scored for one object only)."""
     shape = (recipe.frames_per_layer, recipe.height, recipe.width)
-    return {"decompose": [tw.trivial_decomposition(c["blend"]) for c in clips],
+    return {"decompose": [tw.trivial_decomposition(c["blend"], recipe.objects) for c in clips],
             "fg_conditioned": [tw.trivial_fg_conditioned(c["fg"], c["alpha"]) for c in clips],
             "bg_conditioned": [tw.trivial_bg_conditioned(c["bg"]) for c in clips],
-            "generate": [tw.trivial_generation(*shape) for _ in clips]}
+            "generate": [tw.trivial_generation(*shape, recipe.objects) for _ in clips]}
 
 
 # (task, score, label, target): each row is the mean over clips of one score (booleans: the fraction true).
@@ -288,17 +290,6 @@ def object_scores(outputs: dict[str, list[dict[str, np.ndarray]]], clips: list[d
     out = {name: float(np.nanmean([r[name] for r in rows])) for name in rows[0]}
     out["coherence_psnr"] = float(np.mean([tw.layered_coherence_psnr(o) for o in outputs["generate"]]))
     return out
-
-
-def trivial_object_outputs(clips: list[dict]) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Every matte 0, every fg mid-grey, bg = the blend; generation: all of it mid-grey."""
-    def blank(clip: dict, blend: np.ndarray, bg: np.ndarray) -> dict[str, np.ndarray]:
-        layers = {name: (np.zeros_like(clip[name]) if name.startswith("alpha")
-                         else np.full_like(clip[name], 127)) for name in clip if name.startswith(("fg", "alpha"))}
-        return {**layers, "bg": bg, "blend": blend}
-    grey = lambda c: np.full_like(c["blend"], 127)  # noqa: E731
-    return {"decompose": [blank(c, c["blend"], c["blend"]) for c in clips],
-            "generate": [blank(c, grey(c), grey(c)) for c in clips]}
 
 
 def vae_ceiling(recipe: Recipe, vae, clips: list[dict], seed: int) -> tuple[dict, dict[str, float]]:
@@ -384,7 +375,7 @@ def evaluate_objects(run: Path, recipe: Recipe, seed: int, count: int, sample_st
                                       clips)
         log(f"-- decomposition and generation with {recipe.objects} objects, {name} model: "
             f"{time.perf_counter() - t0:.0f} s")
-    columns["trivial"] = object_scores(trivial_object_outputs(clips), clips)
+    columns["trivial"] = object_scores(trivial_outputs(clips, recipe), clips)
     return columns
 
 

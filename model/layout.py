@@ -344,10 +344,9 @@ class SequenceLayout:
         return out
 
     def unpack_clip(self, video: torch.Tensor, key: str, captions: Captions | None = None, **meta) -> LayeredClip:
-        layers = self.unpack(video)
-        more = {name: layers.pop(name) for name in self.layers[len(LAYERS):]}
-        return LayeredClip(key=key, captions=captions or Captions(), **layers, more_layers=more,
-                           depth_order=tuple(range(self.spec.num_foregrounds)) if more else (), **meta)
+        count = self.spec.num_foregrounds
+        return LayeredClip.from_named_layers(self.unpack(video), key=key, captions=captions or Captions(),
+                                             depth_order=tuple(range(count)) if count > 1 else (), **meta)
 
 
 def uint8_to_signed(x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
-from data_engine.schema import CAPTIONED_LAYERS, LAYERS, Captions, LayeredClip, is_alpha, sample_key
+from data_engine.schema import CAPTIONED_LAYERS, Captions, LayeredClip, is_alpha, sample_key
 from model.layout import (
     CONDITION_ARGS,
     TASKS,
@@ -323,19 +323,17 @@ class LayerFlowPipeline(DiffusionPipeline):
         video = self.decode_latents(full).cpu()
         clips = []
         for b in range(batch):
-            out = layout.unpack(video[b])
-            out.update(conditions[b])  # conditions come back exactly as given
-            more = {name: out.pop(name) for name in layout.layers[len(LAYERS):]}
+            layers = layout.unpack(video[b])
+            layers.update(conditions[b])  # conditions come back exactly as given
             clips.append(
-                LayeredClip(
+                LayeredClip.from_named_layers(
+                    layers,
                     key=sample_key(f"layerflow_{spec.task.value}", b),
                     captions=captions[b],
                     fps=fps,
                     origin="generated",
                     frame_range=(0, num_frames),
-                    more_layers=more,
-                    depth_order=tuple(range(count)) if more else (),
-                    **out,
+                    depth_order=tuple(range(count)) if count > 1 else (),
                 )
             )
         return LayerFlowPipelineOutput(clips=clips, latents=full)
@@ -387,7 +385,7 @@ def _captions(fg, bg, blend, fg_prompts=None) -> list[Captions]:
     """One Captions per sample; `fg_prompts` (K prompts, or a list of K prompts per sample) replaces `fg`."""
     foregrounds: list[list[str]] = [[]]
     if fg_prompts is not None:
-        if fg not in ("", None) and fg != []:
+        if fg:
             raise PipelineInputError("give the foregrounds' prompts once: fg_prompt or fg_prompts, not both")
         items = list(fg_prompts)
         foregrounds = [list(p) for p in items] if items and not isinstance(items[0], str) else [items]
@@ -474,7 +472,7 @@ def load_pipeline(model_dir: str | Path | None, task: Task | str = Task.GENERATE
     model, which every other subset of given layers and K > 1 need, 3)."""
     if model_dir is not None:
         return LayerFlowPipeline.from_pretrained(model_dir, torch_dtype=torch_dtype, sampler=sampler)
-    task = task.task if isinstance(task, TaskSpec) else Task.parse(task)
+    task = Task.parse(task)
     prompts = len(TASKS[task].prompt_layers) if task in TASKS else len(CAPTIONED_LAYERS)
     pipe = build_tiny_pipeline(seed, num_prompts=prompts, sampler=sampler or "dpm")
     if torch_dtype not in (None, torch.float32):  # built in float32

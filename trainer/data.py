@@ -170,7 +170,7 @@ def collate(examples: list[dict[str, Any]], task: Task | str, frames_per_layer: 
         if task is Task.GIVEN:
             raise ValueError("the latent cache holds the paper's four tasks; train task 'given' (other subsets "
                              "of given layers) from pixels (--data.stream.use_cache=false)")
-        which = "latents_dup" if task_spec(task).duplicate_first_frame else "latents"
+        which = "latents_dup" if spec.duplicate_first_frame else "latents"
         out["latents"] = torch.stack([e[which] for e in examples])
         if conditional:
             out["cond_latents"] = torch.stack([e[cond_latents_name(task)] for e in examples])
@@ -244,14 +244,14 @@ class TrainStream(IterableDataset):
         for batch_no in itertools.count(first):
             while True:
                 example = next(examples)
-                bucket = waiting.setdefault(example.get("num_foregrounds", 1), [])
-                bucket.append(example)
-                if len(bucket) == b:
-                    batch = waiting.pop(example.get("num_foregrounds", 1))
+                count = example["num_foregrounds"]
+                waiting.setdefault(count, []).append(example)
+                if len(waiting[count]) == b:
+                    batch = waiting.pop(count)
                     break
             rng = random.Random(stable_seed(self.cfg.seed, self.rank, worker, batch_no, "task"))
             task = sample_task(rng, self.tasks)
-            given = sample_given(rng, batch[0].get("num_foregrounds", 1)) if task is Task.GIVEN else None
+            given = sample_given(rng, count) if task is Task.GIVEN else None
             yield collate(batch, task, self.cfg.frames_per_layer, given)
 
     def _examples(self, raw: Iterator[dict[str, Any]], worker: int, position: int) -> Iterator[dict[str, Any]]:

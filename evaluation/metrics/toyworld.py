@@ -327,10 +327,18 @@ def _grey(shape: tuple[int, ...]) -> np.ndarray:
     return np.full(shape, MID_GREY, np.uint8)
 
 
-def trivial_decomposition(blend: np.ndarray) -> dict[str, np.ndarray]:
-    """No object: alpha = 0, fg = mid-grey (what alpha = 0 stores), bg = the blend itself."""
-    return {"fg": _grey(blend.shape), "alpha": np.zeros(blend.shape[:-1], np.uint8), "bg": blend.copy(),
-            "blend": blend.copy()}
+def _no_objects(shape: tuple[int, ...], num_foregrounds: int) -> dict[str, np.ndarray]:
+    """Every foreground empty: alpha = 0, fg = mid-grey (what alpha = 0 stores); `shape` is [T, H, W, 3]."""
+    out = {}
+    for k in range(num_foregrounds):
+        out[fg_name(k)] = _grey(shape)
+        out[alpha_name(k)] = np.zeros(shape[:-1], np.uint8)
+    return out
+
+
+def trivial_decomposition(blend: np.ndarray, num_foregrounds: int = 1) -> dict[str, np.ndarray]:
+    """No object: every alpha = 0, every fg = mid-grey (what alpha = 0 stores), bg = the blend itself."""
+    return {**_no_objects(blend.shape, num_foregrounds), "bg": blend.copy(), "blend": blend.copy()}
 
 
 def trivial_fg_conditioned(fg: np.ndarray, alpha: np.ndarray) -> dict[str, np.ndarray]:
@@ -344,8 +352,7 @@ def trivial_bg_conditioned(bg: np.ndarray) -> dict[str, np.ndarray]:
     return {"fg": _grey(bg.shape), "alpha": np.zeros(bg.shape[:-1], np.uint8), "bg": bg.copy(), "blend": bg.copy()}
 
 
-def trivial_generation(num_frames: int, height: int, width: int) -> dict[str, np.ndarray]:
-    """No object and no picture: alpha = 0, fg = bg = blend = mid-grey."""
-    grey = _grey((num_frames, height, width, 3))
-    return {"fg": grey, "alpha": np.zeros((num_frames, height, width), np.uint8), "bg": grey.copy(),
-            "blend": grey.copy()}
+def trivial_generation(num_frames: int, height: int, width: int, num_foregrounds: int = 1) -> dict[str, np.ndarray]:
+    """No object and no picture: every alpha = 0, every fg, the bg and the blend mid-grey."""
+    shape = (num_frames, height, width, 3)
+    return {**_no_objects(shape, num_foregrounds), "bg": _grey(shape), "blend": _grey(shape)}
