@@ -26,6 +26,7 @@ import numpy as np
 
 from data_engine.schema import Captions, LayeredClip, composite, over_grey, sample_key
 from data_engine.sources.base import IMAGE_EXTS, LayeredSource, SourceError, read_optional_json, read_source_image
+from data_engine.stages.base import CAPTIONED
 from data_engine.video_io import cover_geometry, resize_crop
 
 
@@ -77,6 +78,8 @@ class ImageMattingSource(LayeredSource):
 
     def provides(self, items: list[str]) -> frozenset[str]:
         inpaint = [self.needs_inpainting(i) for i in items]
+        if not any(inpaint) and all(all(self._captions(i).as_dict().values()) for i in items):
+            return self.writes | {CAPTIONED}  # captions.json gives every caption: nothing for the caption stage
         return (self.writes if not all(inpaint) else frozenset()) | (self.unfinished if any(inpaint) else frozenset())
 
     def rows(self, item: str) -> list[dict[str, Any]]:

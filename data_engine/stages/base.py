@@ -30,6 +30,8 @@ Rows are plain dicts. The fields of the chain:
     known_layers  -    not a value in the row: the video at `source_id` has a layers sidecar
                        (data_engine/layers_sidecar.py), so its true layers are known; declared by the sources
                        whose videos have one, read by `synthetic_layers`
+    captioned     -    not a value in the row: every finished clip of the source arrives with a caption for each
+                       layer, so `caption` (keeping existing ones) has nothing to do for it (`has_work`)
     probe        dict  `VideoInfo` fields of the source video (set by `probe`)
     frame_indices list[int]  source frame index of each clip frame (set by `split`)
     geometry     Geometry  how `split` scaled and cropped the frames
@@ -63,6 +65,7 @@ from typing import Any, ClassVar
 Row = dict[str, Any]
 FAILED = "_failed"
 FINISHED = "clip"  # the field of a finished row (see the module docstring)
+CAPTIONED = "captioned"  # declared by a source whose finished clips all carry every caption
 
 
 class StageError(RuntimeError):
@@ -129,6 +132,12 @@ class Stage(ABC):
         if unknown:
             raise ValueError(f"stage {cls.name!r}: unknown option(s) {unknown}; valid: {sorted(known)}")
         return cls.Options(**options)
+
+    @classmethod
+    def has_work(cls, opts: Any, fields: frozenset[str]) -> bool:
+        """Whether rows that carry `fields` give this stage anything to do with these options. A stage no row
+        gives work is left out of the run (data_engine/engine/contract.py), so its weights are not needed."""
+        return cls.accepts_finished or FINISHED not in fields
 
     @classmethod
     def weights(cls, opts: Any) -> tuple[str, ...]:

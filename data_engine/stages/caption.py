@@ -22,7 +22,7 @@ import numpy as np
 
 from data_engine.schema import (CAPTIONED_LAYERS, Captions, captioned_layer_names, fg_name, foreground_index, over_grey,
                                 printable_text)
-from data_engine.stages.base import Resources, Row, Stage, StageError
+from data_engine.stages.base import CAPTIONED, FINISHED, Resources, Row, Stage, StageError
 from data_engine.stages.grouped import OBJECTS, is_grouped
 from data_engine.stages.masks import matte_of
 from data_engine.stages.models import COGVLM2_WEIGHTS, QWEN_WEIGHTS, build_cogvlm2, build_qwen_vl, check_preset, device_for
@@ -87,6 +87,10 @@ class CaptionStage(Stage):
     writes = frozenset({"captions", "scores"})
     default_resources = Resources(num_cpus=1.0, num_gpus=0.3, batch_size=2, retries=1)
     Options = CaptionOptions
+
+    @classmethod
+    def has_work(cls, opts: CaptionOptions, fields: frozenset[str]) -> bool:
+        return not (FINISHED in fields and CAPTIONED in fields and opts.keep_existing)
 
     @classmethod
     def weights(cls, opts: CaptionOptions) -> tuple[str, ...]:
