@@ -10,7 +10,7 @@ import sys
 
 from rich.console import Console
 
-from data_engine.defaults import config_path
+from data_engine.defaults import config_path, installed_configs
 
 EXIT_USAGE = 2
 DATASET_EXAMPLES = """examples:
@@ -73,8 +73,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("dataset", help="build layered shards with the Ray data engine", epilog=DATASET_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    d.add_argument("--config", default=None, help="engine YAML, or an installed one by name: demo, perception_tiny "
-                   "(the default), perception_full, synthetic, mulan, image_matting, video_matting")
+    d.add_argument("--config", default=None, help="engine YAML, or an installed one by name: "
+                   f"{', '.join(installed_configs('engine'))} (default: perception_tiny)")
     d.add_argument("--input", default=None, help="what to read: a config with one dataset source (mulan, image_matting, "
                    "video_matting, official, ...) reads it from PATH; any other config gets a videos source "
                    "(folder, glob, list file, file or URI) in place of its sources")

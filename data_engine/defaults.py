@@ -26,17 +26,25 @@ def configs_dir(kind: str) -> Path:
     return package_dir() / "configs" / kind
 
 
+def installed_configs(kind: str) -> list[str]:
+    """The names of the installed configs of one kind, sorted."""
+    return sorted(p.stem for p in configs_dir(kind).glob("*.yaml"))
+
+
 def registry_dir() -> Path:
     return package_dir() / "weights"
 
 
 def config_path(kind: str, value: str | Path) -> Path:
-    """A config given as a YAML path, or as the name of an installed one (`tiny` -> configs/<kind>/tiny.yaml)."""
+    """A config given as a YAML path, or as the name of an installed one (`tiny` -> configs/<kind>/tiny.yaml).
+
+    A bare name is a path only where it names a file: a folder called `mulan` in the current directory must not
+    hide the installed `mulan` config."""
     path = Path(value)
-    if path.suffix or len(path.parts) > 1 or path.exists():
+    if path.suffix or len(path.parts) > 1 or path.is_file():
         return path
     named = configs_dir(kind) / f"{path.name}.yaml"
     if not named.is_file():
-        names = ", ".join(sorted(p.stem for p in configs_dir(kind).glob("*.yaml")))
+        names = ", ".join(installed_configs(kind))
         raise FileNotFoundError(f"no {kind} config named {value!r}; installed: {names} (or give a YAML path)")
     return named

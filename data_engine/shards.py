@@ -8,7 +8,8 @@ Layout of an output directory:
     manifest.parquet            all rows of all complete shards (rebuilt on close)
     index.wids.json             wids index (`wids-shard-index-v1`, urls relative to this folder)
     stats.json                  run-level stats
-    quarantine.parquet          inputs that failed, with stage and reason (rebuilt on close from quarantine.jsonl)
+    quarantine.parquet          inputs that failed, with stage and reason (rebuilt on close from quarantine.jsonl;
+                                an engine input whose latest record is from a later run than a row drops the row)
 
 A `.tar` exists only once its sidecars are on disk, so "the .tar exists" is the completion record: on reopen the
 sink deletes any `.tmp` left by a crash and treats the keys in complete shards as done (writes are idempotent by key).
@@ -238,10 +239,13 @@ class ShardSink:
         maxsize: float = 1e9,
         options: EncodeOptions = EncodeOptions(),
         durable: bool = True,
+        run_id: str | None = None,
     ) -> None:
         """`durable=False` skips fsync of finished shards (faster on scratch disks; a power loss may then lose a
-        shard that was already renamed)."""
+        shard that was already renamed). `run_id`: the engine run this sink writes for, kept with each quarantine
+        row so a later run's outcome for the same input can supersede it (`finalize`)."""
         self.out_dir = Path(out_dir)
+        self.run_id = run_id
         self.durable = durable
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.options = options
@@ -345,8 +349,10 @@ class ShardSink:
         self._bytes_this_run += nbytes
         return True
 
-    def quarantine(self, input_id: str, stage: str, error: BaseException | str, attempts: int = 1) -> None:
-        """Record a failed input (appended and flushed at once, so a crash loses no record)."""
+    def quarantine(self, input_id: str, stage: str, error: BaseException | str, attempts: int = 1, *,
+                   engine_input: str | None = None) -> None:
+        """Record a failed input (appended and flushed at once, so a crash loses no record). `input_id` is what
+        the table shows (an input, or one clip of it); `engine_input` the engine's id of the input it came from."""
         error_type = type(error).__name__ if isinstance(error, BaseException) else "Rejected"
         row = {
             "input": str(input_id),
@@ -356,19 +362,26 @@ class ShardSink:
             "attempts": int(attempts),
             "time": time.time(),
         }
+        if engine_input is not None:
+            row |= {"engine_input": engine_input, "run": self.run_id}
         with open(self.out_dir / QUARANTINE_LOG, "a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
-    def close(self) -> dict[str, Any]:
-        """Finish the open shard and rebuild the directory-level files; returns the run stats. Idempotent."""
-        if self.summary is not None:
-            return self.summary
+    def finish_shard(self) -> None:
+        """Complete the open shard (its keys join `done_keys`) without rebuilding the directory-level files."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        self.summary = finalize(self.out_dir, run_info={
+
+    def close(self, settled: dict[str, str | None] | None = None) -> dict[str, Any]:
+        """Finish the open shard and rebuild the directory-level files; returns the run stats. Idempotent.
+        `settled`: {engine input: the run of its latest record} (see `finalize`)."""
+        if self.summary is not None:
+            return self.summary
+        self.finish_shard()
+        self.summary = finalize(self.out_dir, settled=settled, run_info={
             "written_this_run": self._written_this_run,
             "skipped_existing_this_run": self._skipped_this_run,
             "bytes_this_run": self._bytes_this_run,
@@ -399,8 +412,13 @@ def shard_stats(rows: list[dict[str, Any]], shard: str, nbytes: int) -> dict[str
     }
 
 
-def finalize(out_dir: str | Path, run_info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """(Re)build manifest, wids index, quarantine table and run stats from the complete shards on disk."""
+def finalize(out_dir: str | Path, run_info: dict[str, Any] | None = None,
+             settled: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """(Re)build manifest, wids index, quarantine table and run stats from the complete shards on disk.
+
+    `settled` maps an engine input to the run that wrote its latest completion record: that run's outcome is the
+    input's, so its quarantine rows from other runs (an input retried and fixed, or redone after a crash) are
+    dropped. The stats count what the tables then hold."""
     out = Path(out_dir)
     shards = complete_shards(out)
     tables = [_conform_manifest(pq.read_table(s.with_suffix(".parquet"))) for s in shards]
@@ -411,7 +429,7 @@ def finalize(out_dir: str | Path, run_info: dict[str, Any] | None = None) -> dic
         shardlist.append({"url": s.name, "nsamples": t.num_rows, "filesize": s.stat().st_size})
     index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": out.name, "shardlist": shardlist}
     _atomic_write(out / INDEX_NAME, json.dumps(index, indent=1).encode())
-    quarantine_rows = _read_quarantine_log(out)
+    quarantine_rows = _read_quarantine_log(out, settled or {})
     _write_parquet_atomic(pa.Table.from_pylist(quarantine_rows, schema=QUARANTINE_SCHEMA), out / QUARANTINE_NAME)
     rows = manifest.to_pylist()
     stats = {
@@ -440,8 +458,9 @@ def _conform_manifest(table: pa.Table) -> pa.Table:
     return table.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
 
 
-def _read_quarantine_log(out: Path) -> list[dict[str, Any]]:
-    """Latest record per (input, stage); a half-written last line from a crash is ignored."""
+def _read_quarantine_log(out: Path, settled: dict[str, str | None]) -> list[dict[str, Any]]:
+    """Latest record per (input, stage), less the rows a later run settled (`finalize`); a half-written last
+    line from a crash is ignored."""
     log = out / QUARANTINE_LOG
     if not log.exists():
         return []
@@ -450,6 +469,9 @@ def _read_quarantine_log(out: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
+            continue
+        engine_input = row.get("engine_input")
+        if engine_input in settled and row.get("run") != settled[engine_input]:
             continue
         latest[(row["input"], row["stage"])] = row
     return list(latest.values())

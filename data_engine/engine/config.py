@@ -20,6 +20,7 @@ import yaml
 
 from data_engine.clip_policy import ClipPolicy
 from data_engine.defaults import configs_dir
+from data_engine.engine.option_types import wrong_type
 from data_engine.layers_policy import LayersPolicy
 from data_engine.sources import SOURCES, source_class
 from data_engine.stages.base import Resources
@@ -102,6 +103,9 @@ def _typed(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(known)}")
+    mistyped = wrong_type(cls, data, where)
+    if mistyped:
+        raise ConfigError(mistyped)
     try:
         return cls(**data)
     except (TypeError, ValueError) as exc:
@@ -121,6 +125,9 @@ def _stage_spec(entry: Any, where: str) -> StageSpec:
     if not isinstance(options, dict):
         raise ConfigError(f"{where} ({entry['name']}): options must be a mapping, got {options!r}")
     resources = {k: entry[k] for k in RESOURCE_KEYS if k in entry}
+    mistyped = wrong_type(Resources, resources, f"stages.{entry['name']}")
+    if mistyped:
+        raise ConfigError(mistyped)
     try:
         Resources().override(**resources)
     except (TypeError, ValueError) as exc:

@@ -5,6 +5,9 @@ Rows of all unfinished sources (videos) go down one chain, so a field is there w
 it: a source whose inputs differ (some videos have known layers, some not) is checked per row when it runs.
 Finished rows (a layered source's `clip`) need nothing more of the chain; nor do rows once a stage has finished
 them, since every stage that still takes them reads the clip.
+
+The same walk finds the idle stages: those no source's rows give work (`Stage.has_work`), such as inpainting
+for a layout that ships its backgrounds. The run leaves them out, so they load no model and need no weights.
 """
 from __future__ import annotations
 
@@ -31,6 +34,26 @@ def check_chain(stages: list[tuple[str, type[Stage]]], sources: list[ListedSourc
                 f"earlier stage writes it; {writers(field, stages)}" + (f"; {hint}" if hint else "")
             )
         fields |= cls.writes
+
+
+def idle_stages(stages: list[tuple[str, type[Stage]]], options: dict[str, dict], sources: list[ListedSource]) -> list[str]:
+    """`stages`: the chain after the source stage, in order, with `options` as stage_setup resolved them; the
+    names of those that no row of these sources will give work."""
+    flowing = [s.fields for s in sources if FINISHED not in s.fields]
+    unfinished = frozenset().union(*flowing) if flowing else None  # the fields of rows not finished yet
+    finished = [s.fields for s in sources if FINISHED in s.fields]
+    idle = []
+    for name, cls in stages:
+        opts = cls.parse_options(options[name])
+        groups = finished + ([unfinished] if unfinished is not None else [])
+        if not any(cls.has_work(opts, fields) for fields in groups):
+            idle.append(name)
+        if unfinished is not None:
+            unfinished |= cls.writes
+            if FINISHED in unfinished:  # this stage finishes them: from here on they are finished rows
+                finished.append(unfinished)
+                unfinished = None
+    return idle
 
 
 def writers(field: str, chain: list[tuple[str, type[Stage]]]) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from data_engine.engine.config import ConfigError, EngineConfig, SourceSpec
+from data_engine.engine.option_types import wrong_type
 from data_engine.engine.pipeline import INPUT, WEIGHT
 from data_engine.sources import SOURCES, source_class
 from data_engine.sources.base import Source, SourceError
@@ -35,6 +36,9 @@ def source_options(spec: SourceSpec, index: int) -> tuple[type[Source], Any]:
     unknown = sorted(set(spec.options) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(known)}")
+    mistyped = wrong_type(cls.Options, spec.options, f"sources.{index}")
+    if mistyped:
+        raise ConfigError(mistyped)
     try:
         opts = cls.Options(**spec.options)
     except (TypeError, ValueError) as exc:

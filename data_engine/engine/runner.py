@@ -20,12 +20,14 @@ from rich.table import Table
 
 from data_engine.clip_policy import ClipPolicy
 from data_engine.engine.config import ConfigError, EngineConfig
-from data_engine.engine.contract import check_chain
+from data_engine.engine.contract import check_chain, idle_stages
+from data_engine.engine.folder_config import check_resume, folder_record, sample_settings, write_record
 from data_engine.engine.inputs import WorkItem, describe_sources, list_sources, source_stage_options
+from data_engine.engine.option_types import wrong_type
 from data_engine.engine.pipeline import DROPPED, INPUT, WEIGHT, WORKER_DEATH_RETRIES, resolve_stage, unpack
 from data_engine.engine.progress import DriverCounts, ProgressDisplay, stage_table
 from data_engine.engine.resources import ClusterResources, PoolPlan, plan_stages
-from data_engine.engine.state import InputLedger, load_records
+from data_engine.engine.state import InputLedger, load_records, record_runs
 from data_engine.shards import RUN_STATS_NAME, ShardSink
 from data_engine.stages.base import FAILED, Resources
 
@@ -43,7 +45,9 @@ class EnginePlan:
     pending: list[WorkItem]
     done: int
     resources: list[tuple[str, Resources]]
-    options: dict[str, dict[str, Any]]
+    options: dict[str, dict[str, Any]]  # of the stages that run: not the idle ones
+    idle: list[str]  # stages of the config that no input gives work (contract.idle_stages)
+    folder_record: dict[str, Any]  # what <out>/engine_config.json records (folder_config.py)
 
 
 @dataclass
@@ -106,6 +110,9 @@ def stage_setup(cfg: EngineConfig) -> tuple[list[tuple[str, Resources]], dict[st
             opts = {**asdict(cfg.clip), **opts}
         else:
             opts = layers_options(name, cls, opts, cfg)
+        mistyped = wrong_type(cls.Options, spec.options, f"stages.{name}.options") if spec and cls.Options else None
+        if mistyped:
+            raise ConfigError(mistyped)
         try:
             cls.parse_options(opts)
         except (TypeError, ValueError) as exc:
@@ -139,15 +146,22 @@ def prepare(cfg: EngineConfig) -> EnginePlan:
     if cfg.out.exists() and not cfg.out.is_dir():
         raise ConfigError(f"run.out {cfg.out} is a file; --out names a folder (a new one, or an earlier run's to resume)")
     resources, options = stage_setup(cfg)
-    if cfg.run.check_weights:
-        check_weights(resources, options)
     sources = list_sources(cfg)
     items = [it for s in sources for it in s.items]
     if not items:
         raise ConfigError(f"the sources list no inputs ({'; '.join(describe_sources(cfg))}); check the paths and "
                           "patterns (a glob must match files with a video extension)")
     # The source stage comes first (stage_names): the chain after it starts from the sources' fields.
-    check_chain([(name, resolve_stage(name)) for name, _ in resources[1:]], sources)
+    chain = [(name, resolve_stage(name)) for name, _ in resources[1:]]
+    check_chain(chain, sources)
+    settings = sample_settings(cfg, options)
+    check_resume(cfg.out, settings)
+    record = folder_record(cfg, resources, options, settings)
+    idle = idle_stages(chain, options, sources)
+    resources = [(name, res) for name, res in resources if name not in idle]
+    options = {name: opts for name, opts in options.items() if name not in idle}
+    if cfg.run.check_weights:
+        check_weights(resources, options)
     records = load_records(cfg.out)
     redo = {i for i, r in records.items() if cfg.run.retry_quarantined and r["status"] != "ok"}
     done_ids = set(records) - redo
@@ -155,7 +169,7 @@ def prepare(cfg: EngineConfig) -> EnginePlan:
     done = len(items) - len(pending)
     if cfg.run.limit is not None:
         pending = pending[: cfg.run.limit]
-    return EnginePlan(cfg, items, pending, done, resources, options)
+    return EnginePlan(cfg, items, pending, done, resources, options, idle, record)
 
 
 # -- Ray --------------------------------------------------------------------------------------------------------------
@@ -230,7 +244,7 @@ class Driver:
         """Inputs whose rows did not all come back although the pipeline finished: their worker died on them."""
         for input_id, weight in self.ledger.missing(input_ids).items():
             self.sink.quarantine(input_id, "engine", _named_error("WorkerLost", WORKER_LOST),
-                                 attempts=WORKER_DEATH_RETRIES + 1)
+                                 attempts=WORKER_DEATH_RETRIES + 1, engine_input=input_id)
             self.counts.quarantined += 1
             self.ledger.account(input_id, weight, failed=True)
 
@@ -239,7 +253,7 @@ class Driver:
         key = row.get("key")
         label = source if key in (None, source, row[INPUT]) else f"{source} [{key}]"
         self.sink.quarantine(label, failure["stage"], _named_error(failure["error_type"], failure["message"]),
-                             attempts=failure.get("attempts", 1))
+                             attempts=failure.get("attempts", 1), engine_input=row[INPUT])
         self.counts.quarantined += 1
         self.ledger.account(row[INPUT], row[WEIGHT], failed=True)
 
@@ -255,6 +269,7 @@ def processing_rate(counts: DriverCounts, stages: dict[str, dict[str, Any]]) -> 
 
 
 def _update_run_stats(out: Path, engine: dict[str, Any]) -> dict[str, Any]:
+    """stats.json (the sink's) with this run's engine section."""
     path = out / RUN_STATS_NAME
     stats = json.loads(path.read_text())
     stats["engine"] = engine
@@ -277,6 +292,8 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
 
     import ray
 
+    made_with = write_record(cfg.out, plan.folder_record)
+    run_id = uuid.uuid4().hex[:12]
     cluster, we_started = connect(cfg)
     plans = plan_stages(plan.resources, cluster, fuse=cfg.run.fuse)
     print_plan(console, plan, plans, cluster)
@@ -289,8 +306,8 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
     actors = {s.name: s.actors for p in plans for s in p.stages}
     stages: dict[str, dict[str, Any]] = {}
     try:
-        with ShardSink(cfg.out, maxcount=cfg.run.maxcount, maxsize=cfg.run.maxsize) as sink:
-            ledger = InputLedger(cfg.out)
+        with ShardSink(cfg.out, maxcount=cfg.run.maxcount, maxsize=cfg.run.maxsize, run_id=run_id) as sink:
+            ledger = InputLedger(cfg.out, run_id)
             driver = Driver(sink, ledger, counts)
             snapshot = lambda: ray.get(metrics.snapshot.remote(), timeout=5)  # noqa: E731
             with ProgressDisplay(console, order, actors, counts, snapshot, enabled=cfg.run.progress):
@@ -302,9 +319,11 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
                         ledger.flush(sink.done_keys)
                         counts.inputs_recorded = ledger.recorded
                     driver.quarantine_lost([it[INPUT] for it in items])
-            sink.close()
+            sink.finish_shard()
             ledger.flush(sink.done_keys)
             counts.inputs_recorded = ledger.recorded
+            # After the last records: the quarantine table drops the rows their runs superseded.
+            sink.close(settled=record_runs(cfg.out))
         stages = ray.get(metrics.snapshot.remote())
     finally:
         ray.kill(metrics)
@@ -312,7 +331,7 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
             ray.shutdown()
     wall = time.time() - started
     engine_stats = {
-        "config": cfg.path,
+        "config": made_with["config"],  # the config that made the folder's samples (a resume matches it)
         "cluster": asdict(cluster),
         "plan": [asdict(p) for p in plans],
         "stages": {n: {**s, "clips_per_s": round(s["rows_out"] / wall, 3) if wall else 0.0} for n, s in stages.items()},
@@ -339,6 +358,8 @@ def print_plan(console: Console, plan: EnginePlan, plans: list[PoolPlan], cluste
         f"inputs: {len(plan.items)} listed, {plan.done} done in earlier runs, {len(plan.pending)} to process"
         + (f" (limit {plan.cfg.run.limit})" if plan.cfg.run.limit is not None else "")
     )
+    if plan.idle:
+        console.print(f"left out: {', '.join(plan.idle)} (no input gives them work, so they load no model)")
     where = ray_address(plan.cfg) or "local Ray"
     console.print(f"resources: {cluster.describe()} ({where})")
     table = Table("pool", "stage", "CPU/actor", "GPU/actor", "actors", "batch", "retries")

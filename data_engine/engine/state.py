@@ -8,7 +8,9 @@ most the inputs without a record; the rerun redoes them and the sink skips keys 
 each clip ends up in the output exactly once.
 
 Records: `<out>/_inputs/<sha1 of the input id>.json` with the input id, status (`ok`, `partial`: some clips
-failed, `failed`: no sample), keys, dropped and failed counts.
+failed, `failed`: no sample), keys, dropped and failed counts, and the run that wrote it. A record is the input's
+outcome: quarantine rows of the input from any other run (a retry that succeeded, a redo after a crash) no longer
+hold, and the sink drops them (`record_runs`, data_engine/shards.py finalize).
 """
 from __future__ import annotations
 
@@ -41,6 +43,11 @@ def load_records(out_dir: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
+def record_runs(out_dir: Path) -> dict[str, str | None]:
+    """{input id: the run that wrote its record} (None for a record written before runs were named)."""
+    return {input_id: rec.get("run") for input_id, rec in load_records(out_dir).items()}
+
+
 @dataclass
 class _Open:
     weight: Fraction = Fraction(0)
@@ -50,8 +57,8 @@ class _Open:
 
 
 class InputLedger:
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
+    def __init__(self, out_dir: Path, run_id: str) -> None:
+        self.out_dir, self.run_id = out_dir, run_id
         (out_dir / RECORDS_DIR).mkdir(parents=True, exist_ok=True)
         for torn in (out_dir / RECORDS_DIR).glob("*.tmp"):
             torn.unlink()
@@ -88,7 +95,7 @@ class InputLedger:
             e = self.finished.pop(input_id)
             status = "failed" if not e.keys and e.failed else ("partial" if e.failed else "ok")
             rec = {"input": input_id, "status": status, "keys": sorted(e.keys), "dropped": e.dropped,
-                   "failed": e.failed, "time": time.time()}
+                   "failed": e.failed, "time": time.time(), "run": self.run_id}
             path = record_path(self.out_dir, input_id)
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(json.dumps(rec))

@@ -1,7 +1,10 @@
-"""Engine config, overrides, stage registry, resource planning, fail-fast checks and the CLI (no Ray started)."""
+"""Engine config, overrides, stage registry, resource planning, fail-fast checks, the folder's recorded config and
+the CLI (no Ray started)."""
 from __future__ import annotations
 
+import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +12,13 @@ import pytest
 import yaml
 
 from data_engine.cli import main
-from data_engine.defaults import configs_dir
+from data_engine.defaults import config_path, configs_dir
 from data_engine.engine.config import DEFAULT_CONFIG, SYNTHETIC_CONFIG, ConfigError, load_config, parse_config
+from data_engine.engine.folder_config import FOLDER_CONFIG_NAME, sample_settings, write_record
 from data_engine.engine.resources import ClusterResources, PlanError, fuse_stages, packs, plan_stages
 from data_engine.engine.runner import prepare, stage_setup
+from data_engine.engine.state import RECORDS_DIR
+from data_engine.schema import ENGINE_VERSION
 from data_engine.stages import STAGES, stage_class
 from data_engine.stages.base import Resources
 from data_engine.video_io import write_video
@@ -257,3 +263,73 @@ def test_input_points_a_dataset_config_at_the_folder(tmp_path, config, option):
 def test_input_gives_a_video_config_a_videos_source(tmp_path):
     cfg = load_config(configs_dir("engine") / "perception_tiny.yaml", input=str(tmp_path))
     assert [(s.type, s.options) for s in cfg.sources] == [("videos", {"input": str(tmp_path)})]
+
+
+# -- typed values, installed configs by name ----------------------------------------------------------------------------
+@pytest.mark.parametrize("override, message", [
+    ("stages.image_inpaint.options.steps=abc", "stages.image_inpaint.options.steps must be an integer, got 'abc' (str)"),
+    ("clip.num_frames=8.5", "clip.num_frames must be an integer, got 8.5 (float)"),
+    ("stages.caption.num_gpus=half", "stages.caption.num_gpus must be a number, got 'half' (str)"),
+    ("run.maxcount=[1]", "run.maxcount must be an integer, got [1] (list)"),
+    ("sources.0.seed=abc", "sources.0.seed must be an integer, got 'abc' (str)"),
+])
+def test_a_wrong_typed_value_names_its_key_and_the_type_it_takes(tmp_path, capsys, override, message):
+    code = main(["dataset", "--config", "image_matting", "--dry-run", "--out", str(tmp_path / "out"), "--set", override])
+    assert (code, capsys.readouterr().err.strip().splitlines()) == (2, [f"error: {message}"])
+
+
+def test_help_lists_every_installed_config(capsys):
+    with pytest.raises(SystemExit):
+        main(["dataset", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    config_help = help_text[help_text.index("--config CONFIG engine"):help_text.index("--input INPUT what")]
+    installed = sorted(p.stem for p in configs_dir("engine").glob("*.yaml"))
+    assert len(installed) >= 10 and all(re.search(rf"\b{name}\b", config_help) for name in installed)
+
+
+def test_an_installed_config_is_not_shadowed_by_a_folder_of_its_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for name in ("synthetic", "mulan"):
+        (tmp_path / name).mkdir()
+    assert config_path("engine", "mulan") == configs_dir("engine") / "mulan.yaml"
+    assert main(["dataset", "--dry-run", "--config", "synthetic", "--out", str(tmp_path / "out")]) == 0
+    assert f"config {configs_dir('engine') / 'synthetic.yaml'}" in " ".join(capsys.readouterr().err.split())
+    (tmp_path / "mine").write_text(SYNTHETIC_CONFIG.read_text())  # a file is a path, suffix or not
+    assert config_path("engine", "mine") == Path("mine")
+
+
+# -- the folder's config --------------------------------------------------------------------------------------------------
+def test_sample_settings_leave_out_what_changes_no_sample(tmp_path):
+    def settings(*overrides: str) -> dict:
+        cfg = load_config(SYNTHETIC_CONFIG, list(overrides), out=str(tmp_path))
+        return sample_settings(cfg, stage_setup(cfg)[1])
+
+    base = settings()
+    assert base["clip.num_frames"] == 16 and base["sources.0.type"] == "synthetic_videos"
+    assert base["stages"] == ["probe", "split", "synthetic_layers", "compose", "encode"]
+    assert "stages.split.options.fps" not in base  # the clip: section's, named there once
+    assert settings("run.maxcount=3", "run.num_cpus=1", "run.limit=2", "run.progress=false",
+                    "run.retry_quarantined=true", "stages.split.num_cpus=0.5", "stages.encode.retries=3") == base
+    changed = settings("clip.num_frames=8", "stages.encode.options.crf=30", "stages.split.options.fps=4")
+    assert sorted(k for k in base.keys() | changed.keys() if base.get(k) != changed.get(k)) == [
+        "clip.num_frames", "stages.encode.options.crf", "stages.split.options.fps"]
+
+
+def test_a_folder_with_work_but_no_recorded_config_is_not_resumed(tmp_path):
+    out = tmp_path / "old"
+    (out / RECORDS_DIR).mkdir(parents=True)
+    (out / RECORDS_DIR / "0.json").write_text(json.dumps({"input": "x", "status": "ok", "keys": []}))
+    with pytest.raises(ConfigError, match=rf"{out} holds a dataset but no {FOLDER_CONFIG_NAME} .* another --out"):
+        prepare(load_config(SYNTHETIC_CONFIG, out=str(out)))
+
+
+def test_a_folder_without_work_takes_the_config_of_the_run_that_fills_it(tmp_path):
+    """A first run that stopped before any input (a plan error, a kill) leaves only the record: another config
+    may take the folder, and its record replaces the old one."""
+    out = tmp_path / "out"
+    write_record(out, prepare(load_config(SYNTHETIC_CONFIG, out=str(out))).folder_record)
+    other = prepare(load_config(SYNTHETIC_CONFIG, ["clip.num_frames=8"], out=str(out)))
+    assert write_record(out, other.folder_record)["sample_settings"]["clip.num_frames"] == 8
+    recorded = json.loads((out / FOLDER_CONFIG_NAME).read_text())
+    assert recorded["sample_settings"]["clip.num_frames"] == 8 and recorded["config"] == str(SYNTHETIC_CONFIG)
+    assert recorded["resolved"]["clip"]["num_frames"] == 8 and recorded["engine_version"] == ENGINE_VERSION

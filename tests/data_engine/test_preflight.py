@@ -134,7 +134,10 @@ def test_every_missing_model_is_named_at_once_in_the_dry_run(tmp_path, capsys, m
     monkeypatch.setenv(weights.ENV_VAR, str(tmp_path / "weights"))
     gpus_off = [a for stage in ("tag", "segment", "fg_check", "inpaint", "caption")
                 for a in ("--set", f"stages.{stage}.num_gpus=0")]
-    argv = ["dataset", "--config", str(PERCEPTION_FULL), "--out", str(tmp_path / "out"), "--dry-run", *gpus_off]
+    # Which stages have work depends on the inputs, so the check follows the listing: give it a video.
+    write_video(tmp_path / "videos" / "clip.mp4", np.zeros((8, 32, 48, 3), np.uint8), 8)
+    argv = ["dataset", "--config", str(PERCEPTION_FULL), "--input", str(tmp_path / "videos"),
+            "--out", str(tmp_path / "out"), "--dry-run", *gpus_off]
     line = one_line_error(capsys, argv)
     names = ["clip-vit-l14-openai", "grounding-dino-base", "sam-vit-h", "sam2.1-hiera-large",
              "qwen2.5-vl-7b-instruct", "propainter"]
