@@ -117,29 +117,40 @@ def cond_latents_name(task) -> str:
     return f"cond_{Task.parse(task).value}"
 
 
-def encode_example(layers: dict[str, np.ndarray], captions: dict[str, str], frames_per_layer: int, vae: nn.Module,
-                   text_encoder: nn.Module, tokenizer, generator: torch.Generator,
-                   text_tokens: int, num_foregrounds: int = 1) -> dict[str, torch.Tensor]:
-    """One framed sample's cache tensors: a VAE posterior sample (x scaling factor) of each packing of the paper's
-    tasks at its K foregrounds, and T5 of its K + 2 prompts."""
+def encode_examples(examples: list[tuple[dict[str, np.ndarray], dict[str, str], torch.Generator]],
+                    frames_per_layer: int, vae: nn.Module, text_encoder: nn.Module, tokenizer, text_tokens: int,
+                    num_foregrounds: int = 1) -> list[dict[str, torch.Tensor]]:
+    """The cache tensors of framed samples with K = `num_foregrounds`, each (layers, captions, generator): a VAE
+    posterior sample (x scaling factor) of each packing of the paper's tasks, and T5 of its K + 2 prompts.
+
+    The samples go through the VAE and T5 together (one call per packing: at batch 1 the VAE's conv3d takes its
+    slow path on a CPU), and each sample's posterior noise comes from its own generator, so a sample's tensors do
+    not depend on the others it is encoded with."""
     from data_engine.schema import captioned_layer_names
     from model.layout import CONDITIONAL_TASKS, SequenceLayout, Task
     from model.text import encode_prompts, indexed_prompts
 
-    def encode(video: torch.Tensor) -> torch.Tensor:
-        posterior = vae.encode(video.permute(1, 0, 2, 3)[None].to(vae.dtype)).latent_dist
-        eps = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
-        return ((posterior.mean + posterior.std * eps) * vae.config.scaling_factor)[0].permute(1, 0, 2, 3).float()
+    def encode(videos: list[torch.Tensor]) -> list[torch.Tensor]:
+        x = torch.stack([video.permute(1, 0, 2, 3) for video in videos]).to(vae.dtype)
+        posterior = vae.encode(x).latent_dist
+        eps = torch.stack([torch.randn(posterior.mean.shape[1:], generator=generator)
+                           for *_, generator in examples]).to(posterior.mean)
+        latents = (posterior.mean + posterior.std * eps) * vae.config.scaling_factor
+        return [sample.permute(1, 0, 2, 3).float() for sample in latents]
 
-    out = {}
+    out: list[dict[str, torch.Tensor]] = [{} for _ in examples]
     with torch.no_grad():
         for name, task in (("latents", Task.GENERATE), ("latents_dup", Task.FG_CONDITIONED)):
             layout = SequenceLayout.for_task(task, frames_per_layer, num_foregrounds=num_foregrounds)
-            out[name] = encode(layout.pack(layers)).contiguous()
+            for tensors, latents in zip(out, encode([layout.pack(layers) for layers, *_ in examples])):
+                tensors[name] = latents.contiguous()
         for task in CONDITIONAL_TASKS:
             layout = SequenceLayout.for_task(task, frames_per_layer, num_foregrounds=num_foregrounds)
-            out[cond_latents_name(task)] = encode(layout.pack_conditions(layers))[layout.clean_indices].contiguous()
-        prompts = indexed_prompts(captions, captioned_layer_names(num_foregrounds))
-        text = encode_prompts(tokenizer, text_encoder, [prompts], max_length=text_tokens)
-        out["prompt_embeds"] = text[0].float().contiguous()
+            for tensors, latents in zip(out, encode([layout.pack_conditions(layers) for layers, *_ in examples])):
+                tensors[cond_latents_name(task)] = latents[layout.clean_indices].contiguous()
+        names = captioned_layer_names(num_foregrounds)
+        prompts = [indexed_prompts(captions, names) for _, captions, _ in examples]
+        text = encode_prompts(tokenizer, text_encoder, prompts, max_length=text_tokens)
+        for tensors, embeds in zip(out, text):
+            tensors["prompt_embeds"] = embeds.float().contiguous()
     return out

@@ -25,15 +25,27 @@ import webdataset as wds
 from safetensors.torch import save as save_tensors
 
 from data_engine.shards import decode_sample, shard_urls
-from trainer.cache import (CACHE_FORMAT, CACHE_META, TENSORS_MEMBER, config_hash, data_parts, encode_example,
+from trainer.cache import (CACHE_FORMAT, CACHE_META, TENSORS_MEMBER, config_hash, data_parts, encode_examples,
                            encoder_parts, resolve_cache_dir)
 from trainer.config import TrainConfigError
 from trainer.data import frame_clip
 from trainer.seeding import stable_seed
 
 
-def precompute(module, datamodule, cache_dir: str | Path | None = None) -> Path:
-    """Encode the datamodule's shards with the module's (built) VAE and T5 into a cache folder; returns it."""
+def _groups(samples, size: int):
+    group = []
+    for sample in samples:
+        group.append(sample)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def precompute(module, datamodule, cache_dir: str | Path | None = None, encode_batch: int = 16) -> Path:
+    """Encode the datamodule's shards with the module's (built) VAE and T5 into a cache folder; returns it.
+    `encode_batch` samples go through the encoders together (a sample's tensors do not depend on the others)."""
     cfg = datamodule.cfg
     root = Path(cache_dir) if cache_dir else resolve_cache_dir(cfg)
     parts = {**data_parts(cfg, datamodule.static_videos),
@@ -47,18 +59,28 @@ def precompute(module, datamodule, cache_dir: str | Path | None = None) -> Path:
     for url in shard_urls(cfg.shards):
         names.append(Path(url).name)
         with wds.TarWriter(str(tmp / Path(url).name)) as sink:
-            for raw in wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples()):
-                clip = decode_sample(raw)
-                rng = np.random.default_rng(stable_seed(cfg.seed, clip.key, "frames"))
-                layers, _ = frame_clip(clip, framing, datamodule.static_videos, rng, random_crop=False)
-                generator = torch.Generator().manual_seed(stable_seed(cfg.seed, clip.key, "vae"))
-                tensors = encode_example(layers, clip.captions.as_dict(), cfg.frames_per_layer, module.vae,
-                                         module.text_encoder, module.tokenizer, generator,
-                                         module.text_tokens, clip.num_foregrounds)
-                meta = {"key": clip.key, "origin": clip.origin, "kind": clip.kind,
-                        "captions": clip.captions.as_dict(), "num_foregrounds": clip.num_foregrounds}
-                sink.write({"__key__": raw["__key__"], TENSORS_MEMBER: save_tensors(tensors),
-                            "json": json.dumps(meta).encode()})
+            for group in _groups(wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples()),
+                                 encode_batch):
+                clips = [decode_sample(raw) for raw in group]
+                examples = []
+                for clip in clips:
+                    rng = np.random.default_rng(stable_seed(cfg.seed, clip.key, "frames"))
+                    layers, _ = frame_clip(clip, framing, datamodule.static_videos, rng, random_crop=False)
+                    generator = torch.Generator().manual_seed(stable_seed(cfg.seed, clip.key, "vae"))
+                    examples.append((layers, clip.captions.as_dict(), generator))
+                by_k: dict[int, list[int]] = {}
+                for i, clip in enumerate(clips):
+                    by_k.setdefault(clip.num_foregrounds, []).append(i)
+                tensors: dict[int, dict[str, torch.Tensor]] = {}
+                for k, members in by_k.items():
+                    encoded = encode_examples([examples[i] for i in members], cfg.frames_per_layer, module.vae,
+                                              module.text_encoder, module.tokenizer, module.text_tokens, k)
+                    tensors.update(zip(members, encoded))
+                for i, (raw, clip) in enumerate(zip(group, clips)):
+                    meta = {"key": clip.key, "origin": clip.origin, "kind": clip.kind,
+                            "captions": clip.captions.as_dict(), "num_foregrounds": clip.num_foregrounds}
+                    sink.write({"__key__": raw["__key__"], TENSORS_MEMBER: save_tensors(tensors[i]),
+                                "json": json.dumps(meta).encode()})
     # cache.json last, then the rename: a reader never sees a half-written cache as complete.
     (tmp / CACHE_META).write_text(json.dumps({"format": CACHE_FORMAT, "config_hash": config_hash(parts),
                                               "parts": parts, "shards": names}, indent=1))

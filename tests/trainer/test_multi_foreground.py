@@ -14,7 +14,7 @@ from safetensors.torch import save as save_tensors
 from data_engine.shards import ShardSink
 from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
 from model.layout import SequenceLayout, Task, task_spec
-from trainer.cache import TENSORS_MEMBER, encode_example
+from trainer.cache import TENSORS_MEMBER, encode_examples
 from trainer.config import OptimConfig
 from trainer.data import LayerFlowDataModule, collate, decode_cached, sample_given
 
@@ -96,8 +96,8 @@ def test_the_latent_cache_holds_k2_clips_as_the_pixel_path_encodes_them(stream, 
     layout as the pixel path (same shapes, same text), and task 'given' is refused from the cache."""
     module = tiny_module(1)
     example = [e for e in stream.first_examples(8) if e["num_foregrounds"] == 2][0]
-    tensors = encode_example(example["layers"], example["captions"], 4, module.vae, module.text_encoder,
-                             module.tokenizer, torch.Generator().manual_seed(0), module.text_tokens, 2)
+    [tensors] = encode_examples([(example["layers"], example["captions"], torch.Generator().manual_seed(0))], 4,
+                                module.vae, module.text_encoder, module.tokenizer, module.text_tokens, 2)
     assert tensors["latents"].shape[0] == 6 and tensors["latents_dup"].shape[0] == 7
     assert tensors["cond_fg_conditioned"].shape[0] == 5 and tensors["prompt_embeds"].shape[0] == 4 * module.text_tokens
     raw = {TENSORS_MEMBER: save_tensors(tensors), "json": json.dumps(
