@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from data_engine.schema import layer_names
 from model.layout import LayoutError, SequenceLayout, Task, TaskSpec, prompt_slots, task_spec
 from model.lora import is_lora_param
 from model.schedule import alpha_bar, make_scheduler, training_loss_weight
@@ -54,6 +55,15 @@ def select_trainable(transformer: nn.Module, kind: str, blocks: str = "paper") -
     if not names:
         raise TrainConfigError(f"the transformer has no parameters for a {kind} stage; is the model built with LoRAs?")
     return names
+
+
+def layer_losses(errors: torch.Tensor, layout: SequenceLayout) -> dict[str, torch.Tensor]:
+    """Per-sample loss [B] of each generated layer of `layout`: the mean of `LayerFlowModule.weighted_errors` over
+    the layer's latents. Weighted by their latent counts (fg also holds a duplicated frame's), they average to the
+    per-sample loss."""
+    position = {index: i for i, index in enumerate(layout.noisy_indices)}
+    return {layer: errors[:, [position[i] for i in layout.latent_indices(layer)]].flatten(1).mean(1)
+            for layer in layout.spec.generated}
 
 
 class WarmupLR:
@@ -218,6 +228,18 @@ class LayerFlowModule(L.LightningModule):
         noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-sample loss [B]; `timesteps` / `noise` fix the diffusion draw (evaluation at a fixed point)."""
+        return self.weighted_errors(batch, step, timesteps=timesteps, noise=noise).flatten(1).mean(1)
+
+    def weighted_errors(
+        self,
+        batch: dict[str, Any],
+        step: int,
+        *,
+        timesteps: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The loss before its mean: weight * (x0_pred - x0)^2 per element of the generated latents, [B, T, C, h, w]
+        in the layout's `noisy_indices` order (`layer_losses` splits it by layer)."""
         latents, text = self.encode_batch(batch, step)
         layout = self.batch_layout(batch)
         clean, x0 = layout.split_latents(latents)
@@ -247,29 +269,45 @@ class LayerFlowModule(L.LightningModule):
         ).float()
         x0_pred = ab.sqrt() * noisy - (1 - ab).sqrt() * v_pred
         weight = training_loss_weight(ab)
-        return (weight * (x0_pred - x0) ** 2).flatten(1).mean(1)
+        return weight * (x0_pred - x0) ** 2
 
     def _first_index(self, batch: dict[str, Any]) -> int:
         # The global index of this rank's first sample in the global batch: per-sample draws then match a
         # single process holding the whole global batch.
         return self.global_rank * len(batch["motion_scale"])
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        per_sample = self.compute_loss(batch, self.global_step)
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """The loss, and under "losses" the step's total, per-task and per-layer losses as logged (means over all
+        ranks' samples), which `trainer.callbacks.LossCurvesCallback` records: Lightning's own record of a metric
+        keeps its last value at the steps that do not log it."""
+        layout = self.batch_layout(batch)
+        errors = self.weighted_errors(batch, self.global_step)
+        per_sample = errors.flatten(1).mean(1)
         loss = per_sample.mean()
         b = per_sample.shape[0]
         self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=b)
-        # Ranks may hold different tasks: reduce (sum, count) per task over all ranks, then log each mean.
-        sums = torch.zeros(2, len(TASKS), device=self.device)
-        sums[0, TASKS.index(Task.parse(batch["task"]))] = per_sample.detach().sum()
-        sums[1, TASKS.index(Task.parse(batch["task"]))] = b
+        # Ranks may hold different tasks and layers: reduce (sum, count) of each over all ranks, then log each mean.
+        # A rank's number of foregrounds may differ too: every rank makes room for the largest.
+        count = layout.spec.num_foregrounds
+        if self.trainer.world_size > 1:
+            count = int(self.trainer.strategy.reduce(torch.tensor(count, device=self.device), reduce_op="max"))
+        names = [f"train/loss_{t.value}" for t in TASKS] + [f"train/loss_layer_{n}" for n in layer_names(count)]
+        parts = {f"train/loss_{layout.task.value}": per_sample,
+                 **{f"train/loss_layer_{n}": v for n, v in layer_losses(errors, layout).items()}}
+        sums = torch.zeros(2, len(names), device=self.device)
+        for name, values in parts.items():
+            sums[0, names.index(name)] = values.detach().sum()
+            sums[1, names.index(name)] = b
         sums = self.trainer.strategy.reduce(sums, reduce_op="sum") if self.trainer.world_size > 1 else sums
-        for i, task in enumerate(TASKS):
-            if sums[1, i] > 0:
-                self.log(f"train/loss_{task.value}", sums[0, i] / sums[1, i], rank_zero_only=True, batch_size=b)
+        task_sums = sums[:, :len(TASKS)].sum(1)
+        losses = {"train/loss": task_sums[0] / task_sums[1]}
+        for i, n in enumerate(sums[1].tolist()):
+            if n > 0:
+                losses[names[i]] = sums[0, i] / n
+                self.log(names[i], losses[names[i]], rank_zero_only=True, batch_size=b)
         if "origins" in batch:
             self.count_origins(batch["origins"], b)
-        return loss
+        return {"loss": loss, "losses": losses}
 
     def count_origins(self, origins: list[str], batch: int) -> None:
         """Add this step's samples per origin (summed over ranks) to `mix_seen` and log each origin's share so far
