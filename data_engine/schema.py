@@ -265,6 +265,15 @@ def composite(fg_rgb: np.ndarray, alpha: np.ndarray, bg: np.ndarray | int) -> np
     return x.astype(np.uint8)
 
 
+def composite_premultiplied(colour: np.ndarray, alpha: np.ndarray, bg: np.ndarray | int) -> np.ndarray:
+    """blend = colour + bg * (1 - a) for a premultiplied colour (colour = fg * a, already), rounded to nearest."""
+    for name, arr in (("colour", colour), ("alpha", alpha), ("bg", bg)):
+        if isinstance(arr, np.ndarray) and arr.dtype != np.uint8:
+            raise ValueError(f"composite_premultiplied: {name} must be uint8, got {arr.dtype}")
+    x = colour.astype(np.uint32) * 255 + np.asarray(bg, np.uint32) * (255 - alpha.astype(np.uint32)[..., None])
+    return np.minimum((x + 127) // 255, 255).astype(np.uint8)
+
+
 def composite_layers(rgbs: list[np.ndarray], alphas: list[np.ndarray], bg: np.ndarray) -> np.ndarray:
     """The blend of foregrounds in depth order (front first) over `bg`: the farthest composited first, each
     nearer one over the result. One foreground is `composite`."""

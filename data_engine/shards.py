@@ -30,9 +30,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_engine.pixels import Untagged
 from data_engine.schema import Captions, LayeredClip, is_alpha, layer_names
 from data_engine.video_io import (
     DEFAULT_CRF,
+    OWN_UNTAGGED_ALPHA,
     decode_png,
     decode_video,
     encode_alpha,
@@ -148,7 +150,8 @@ def decode_sample(sample: dict[str, Any]) -> LayeredClip:
         if ext == "png":
             layers[name] = decode_png(member, grey=grey, name=label)[None]
         else:
-            layers[name] = decode_video(member, grey=grey, name=label)
+            untagged = OWN_UNTAGGED_ALPHA if grey else Untagged()  # shards of engine 0.1.0 tag no alpha range
+            layers[name] = decode_video(member, grey=grey, name=label, untagged=untagged)
     return LayeredClip.from_layers(meta, _crop_to_meta(layers, meta))
 
 

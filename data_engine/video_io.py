@@ -5,11 +5,15 @@ Colour: H.264 (libx264), 4:4:4 chroma at CRF 16 by default. 4:2:0 smears saturat
 decord, ffmpeg) decodes High 4:4:4, browsers may not: pass `pix_fmt="yuv420p"` for those.
 Alpha: 8-bit grey H.264 (`gray` pixel format) at constant quantiser 1 by default (max error 2/255 measured on
 soft mattes); `lossless=True` uses qp 0, which is bit-exact. Mattes are mostly flat, so qp 0 is often no bigger.
+Streams written here say what they hold: colour as BT.601 limited range, alpha as full range. Alpha written before
+they did is untagged full range: readers of this project's own files pass `OWN_UNTAGGED_ALPHA`.
+Reading: every frame and image becomes pixels in `data_engine.pixels` (range, matrix, bit depth, carried alpha).
 """
 from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -17,11 +21,16 @@ from typing import BinaryIO
 
 import av
 import numpy as np
+from av.video.reformatter import ColorRange, Colorspace
 from PIL import Image
+
+from data_engine.pixels import Untagged, frame_alpha, frame_grey, frame_rgb, image_alpha, image_grey, image_rgb
 
 DEFAULT_CRF = 16
 DEFAULT_PIX_FMT = "yuv444p"
 DEFAULT_ALPHA_QP = 1
+OWN_UNTAGGED_ALPHA = Untagged(range="full")
+_AVCOL_SPC_SMPTE170M = 6  # BT.601, the matrix swscale converts rgb24 with
 _codec_threads = 0  # 0: FFmpeg picks (one per core); the engine sets its actors' CPU share
 
 
@@ -43,6 +52,10 @@ def apply_codec_threads(stream) -> None:
 
 class VideoDecodeError(ValueError):
     """A file that is not a decodable video; the message names the file and what is wrong."""
+
+
+class NoAlphaError(VideoDecodeError):
+    """A video or image read for the alpha it carries that carries none."""
 
 
 def unreadable(label: str, exc: Exception, what: str = "truncated or corrupt video") -> VideoDecodeError:
@@ -114,9 +127,15 @@ def encode_video(
             opts["crf"] = str(crf)
         stream.options = opts
         apply_codec_threads(stream)
-        src_fmt = "gray" if grey else "rgb24"
+        if grey:  # the matte as it is: tagged full range, so no reader takes 0..255 for 16..235
+            stream.codec_context.color_range = ColorRange.JPEG
+        else:
+            stream.codec_context.color_range = ColorRange.MPEG
+            stream.codec_context.colorspace = _AVCOL_SPC_SMPTE170M
         for frame in frames:
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format=src_fmt)
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="gray" if grey else "rgb24")
+            if not grey:
+                vf = vf.reformat(format=pix_fmt, dst_colorspace=Colorspace.ITU601, dst_color_range=ColorRange.MPEG)
             for packet in stream.encode(vf):
                 container.mux(packet)
         for packet in stream.encode():
@@ -152,22 +171,27 @@ def _open(src: str | Path | bytes | BinaryIO, name: str):
     return container
 
 
-def decode_video(
-    src: str | Path | bytes | BinaryIO,
-    *,
-    grey: bool = False,
-    max_frames: int | None = None,
-    name: str | None = None,
-) -> np.ndarray:
-    """Decode to uint8 [T, H, W, 3] (or [T, H, W] with grey=True). Raises VideoDecodeError naming `name`."""
-    label = name or (str(src) if isinstance(src, (str, Path)) else "<video bytes>")
+def _frames(container, stream):
+    """The stream's decoded frames. VP9 with alpha goes through libvpx-vp9: FFmpeg's own vp9 decoder drops the
+    alpha that WebM carries beside the colour."""
+    if stream.codec_context.name == "vp9" and stream.metadata.get("alpha_mode") == "1":
+        decoder = av.CodecContext.create("libvpx-vp9", "r")
+        if _codec_threads:
+            decoder.thread_count = _codec_threads
+        for packet in container.demux(stream):
+            yield from decoder.decode(packet)
+    else:
+        apply_codec_threads(stream)
+        yield from container.decode(stream)
+
+
+def _decode(src, convert, max_frames: int | None, label: str) -> np.ndarray:
     container = _open(src, label)
     frames: list[np.ndarray] = []
-    apply_codec_threads(container.streams.video[0])
     try:
         with container:
-            for frame in container.decode(video=0):
-                frames.append(_luma(frame) if grey else frame.to_ndarray(format="rgb24"))
+            for frame in _frames(container, container.streams.video[0]):
+                frames.append(convert(frame))
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except av.error.FFmpegError as exc:
@@ -179,18 +203,49 @@ def decode_video(
     return np.stack(frames)
 
 
-def _luma(frame: av.VideoFrame) -> np.ndarray:
-    """The Y plane as stored. swscale's "gray" conversion would rescale limited-range luma and break exactness."""
-    if frame.format.name.startswith(("yuv", "gray", "nv")):
-        plane = frame.planes[0]
-        rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-        return rows[:, : plane.width].copy()
-    return frame.to_ndarray(format="gray")
+def _label(src, name: str | None) -> str:
+    return name or (str(src) if isinstance(src, (str, Path)) else "<video bytes>")
+
+
+def decode_video(
+    src: str | Path | bytes | BinaryIO,
+    *,
+    grey: bool = False,
+    max_frames: int | None = None,
+    name: str | None = None,
+    untagged: Untagged = Untagged(),
+) -> np.ndarray:
+    """Decode to uint8 [T, H, W, 3], or with grey=True a matte video to alpha [T, H, W] (its range and bit depth
+    undone); `untagged` says what a stream that tags no colour range or matrix holds. Raises VideoDecodeError
+    naming `name`."""
+    if grey:
+        return _decode(src, lambda f: frame_grey(f, untagged), max_frames, _label(src, name))
+    return _decode(src, lambda f: frame_rgb(f, untagged), max_frames, _label(src, name))
+
+
+def decode_video_rgba(
+    src: str | Path | bytes | BinaryIO,
+    *,
+    max_frames: int | None = None,
+    name: str | None = None,
+    untagged: Untagged = Untagged(),
+) -> np.ndarray:
+    """Decode a video that carries alpha (yuva, ProRes 4444, VP9 alpha, rgba) to uint8 [T, H, W, 4], straight
+    colour; a stream without alpha is a NoAlphaError."""
+    label = _label(src, name)
+
+    def rgba(frame: av.VideoFrame) -> np.ndarray:
+        alpha = frame_alpha(frame)
+        if alpha is None:
+            raise NoAlphaError(f"{label}: decoded as {frame.format.name}, which carries no alpha")
+        return np.concatenate([frame_rgb(frame, untagged), alpha[..., None]], axis=-1)
+
+    return _decode(src, rgba, max_frames, label)
 
 
 def probe_video(src: str | Path | bytes | BinaryIO, *, name: str | None = None) -> VideoInfo:
     """Duration, fps, size, codec and frame count; counts frames by demuxing (cheap, no decode)."""
-    label = name or (str(src) if isinstance(src, (str, Path)) else "<video bytes>")
+    label = _label(src, name)
     container = _open(src, label)
     with container:
         stream = container.streams.video[0]
@@ -228,22 +283,43 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_png(data: bytes, *, grey: bool = False, name: str = "<png bytes>") -> np.ndarray:
+def _without_addresses(text: str) -> str:
+    """Pillow names its file object as `<_io.BytesIO object at 0x7f...>`: an address tells the user nothing."""
+    return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", text)
+
+
+def _open_image(data: bytes, name: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
     except Exception as exc:  # Pillow raises several unrelated types for corrupt data
-        raise VideoDecodeError(f"{name}: not a readable image ({exc})") from exc
-    return np.asarray(img.convert("L" if grey else "RGB"))
+        raise VideoDecodeError(f"{name}: not a readable image ({_without_addresses(str(exc))})") from None
+    return img
 
 
-def read_image(path: str | Path, *, grey: bool = False) -> np.ndarray:
+def decode_png(data: bytes, *, grey: bool = False, name: str = "<png bytes>") -> np.ndarray:
+    """Image bytes (PNG, JPEG, TIFF, WebP) as uint8 [H, W, 3], or [H, W] with grey=True (16 bits scaled)."""
+    img = _open_image(data, name)
+    return image_grey(img) if grey else image_rgb(img)
+
+
+def _file_bytes(path: str | Path) -> bytes:
     p = Path(path)
     if not p.exists():
         raise VideoDecodeError(f"{p}: no such file")
     if p.stat().st_size == 0:
         raise VideoDecodeError(f"{p}: zero-byte file")
-    return decode_png(p.read_bytes(), grey=grey, name=str(p))
+    return p.read_bytes()
+
+
+def read_image(path: str | Path, *, grey: bool = False) -> np.ndarray:
+    return decode_png(_file_bytes(path), grey=grey, name=str(path))
+
+
+def read_image_rgba(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image's straight colour uint8 [H, W, 3] and the alpha it carries [H, W] (None when it carries none)."""
+    img = _open_image(_file_bytes(path), str(path))
+    return image_rgb(img), image_alpha(img)
 
 
 FRAME_EXTS = (".png", ".jpg", ".jpeg")
@@ -254,17 +330,32 @@ def frame_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in FRAME_EXTS)
 
 
-def read_frame_folder(folder: str | Path, *, grey: bool = False) -> np.ndarray:
-    """A folder of frames as uint8 [T, H, W, 3] (grey: [T, H, W]); VideoDecodeError names an empty folder, an
-    unreadable frame or frames of different sizes."""
+def _stack_folder(folder: str | Path, read) -> np.ndarray:
     files = frame_files(folder)
     if not files:
         raise VideoDecodeError(f"{folder}: no {'/'.join(FRAME_EXTS)} frames in this folder")
-    frames = [read_image(f, grey=grey) for f in files]
+    frames = [read(f) for f in files]
     shapes = {f.shape for f in frames}
     if len(shapes) != 1:
         raise VideoDecodeError(f"{folder}: frames differ in size {sorted(shapes)}")
     return np.stack(frames)
+
+
+def read_frame_folder(folder: str | Path, *, grey: bool = False) -> np.ndarray:
+    """A folder of frames as uint8 [T, H, W, 3] (grey: [T, H, W]); VideoDecodeError names an empty folder, an
+    unreadable frame or frames of different sizes."""
+    return _stack_folder(folder, lambda f: read_image(f, grey=grey))
+
+
+def read_frame_folder_rgba(folder: str | Path) -> np.ndarray:
+    """A folder of frames that carry alpha (RGBA PNG) as uint8 [T, H, W, 4]; a frame without alpha is named."""
+    def rgba(path: Path) -> np.ndarray:
+        rgb, alpha = read_image_rgba(path)
+        if alpha is None:
+            raise NoAlphaError(f"{path}: an image without alpha")
+        return np.concatenate([rgb, alpha[..., None]], axis=-1)
+
+    return _stack_folder(folder, rgba)
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, **kwargs) -> Path:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from data_engine.schema import LayeredClip
-from data_engine.video_io import VideoDecodeError, read_image
+from data_engine.video_io import VideoDecodeError, read_image, read_image_rgba
 
 # Still images a source reads: the frame formats, and WebP (LAION and other web sets ship it).
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
@@ -37,6 +37,23 @@ def read_source_image(path: Path, grey: bool = False) -> np.ndarray:
         return read_image(path, grey=grey)
     except VideoDecodeError as exc:
         raise SourceError(str(exc)) from None
+
+
+def read_source_rgba(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image's colour uint8 [H, W, 3] and the alpha it carries (None when it carries none); a SourceError for a
+    missing or unreadable one."""
+    try:
+        return read_image_rgba(path)
+    except VideoDecodeError as exc:
+        raise SourceError(str(exc)) from None
+
+
+def require_folder(path: Path, what: str) -> None:
+    """A source's input folder: a missing one is said to be missing, before any talk of what it should hold."""
+    if not path.exists():
+        raise SourceError(f"{path}: no such folder (the {what} to read)")
+    if not path.is_dir():
+        raise SourceError(f"{path}: a file, not a folder (the {what} to read)")
 
 
 def read_optional_json(path: Path):

@@ -1,10 +1,17 @@
 """Video-matting copy-paste: foreground + alpha videos (VideoMatte240K's layout) pasted over background videos,
 the paper's stage-2/3 copy-paste samples made from "attainable foreground video matting data with transparency".
 
-    <root>/fgr/<clip>.mp4 or <root>/fgr/<clip>/ (frames)      the foreground's colour
-    <root>/pha/<clip>.mp4 or <root>/pha/<clip>/ (frames)      its alpha, same name, size and frame count
+    <root>/fgr/<clip>.mp4 or <root>/fgr/<clip>/ (frames)      the foreground's colour, straight (VideoMatte240K's
+                                                              fgr; `foreground: premultiplied` for colour times alpha)
+    <root>/pha/<clip>.mp4 or <root>/pha/<clip>/ (frames)      its alpha, same name, size and frame count; or none,
+                                                              when fgr/<clip> carries alpha (ProRes 4444, VP9 alpha
+                                                              WebM, yuva video, RGBA PNG frames)
     <root>/captions.json                                      optional {clip: caption}; default "a person"
     <backgrounds>/<video>.mp4 or <backgrounds>/<video>/        any background videos (+ optional captions.json)
+
+Videos are read by data_engine/pixels.py: a stream's own range and matrix are honoured; one that states neither is
+read as `untagged_range` (default limited, what `ffmpeg -pix_fmt yuv420p` writes from grey PNGs) and
+`untagged_matrix` (default bt601) say.
 
 Sample n draws, from a generator seeded by (seed, n): a foreground clip and a background video, a start frame in
 each (up to max_start), a scale (the foreground's height over the frame's, in [scale_min, scale_max]) and a place; the background
@@ -20,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from data_engine.schema import Captions, LayeredClip, composite, over_grey, sample_key
-from data_engine.sources.base import LayeredSource, SourceError, read_optional_json
-from data_engine.video_io import FRAME_EXTS, Geometry, VideoDecodeError, cover_geometry, decode_video, \
-    read_frame_folder, resize_crop
+from data_engine.pixels import Untagged
+from data_engine.schema import Captions, LayeredClip, sample_key
+from data_engine.sources.base import LayeredSource, SourceError, read_optional_json, require_folder
+from data_engine.sources.foreground import check_foreground, foreground_layers
+from data_engine.video_io import FRAME_EXTS, Geometry, NoAlphaError, VideoDecodeError, cover_geometry, \
+    decode_video, decode_video_rgba, read_frame_folder, read_frame_folder_rgba, resize_crop
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 DEFAULT_FG_CAPTION = "a person"  # VideoMatte240K's foregrounds are people
@@ -42,6 +51,13 @@ class VideoMattingOptions:
     scale_min: float = 0.5
     scale_max: float = 1.0
     max_start: int = 32  # the latest frame a window may start at (clips are decoded this far, not to the end)
+    foreground: str = "straight"  # what fgr/ colour holds: straight or premultiplied
+    untagged_range: str = "limited"  # a video that states no colour range holds this one (or full)
+    untagged_matrix: str = "bt601"  # a video that states no YUV matrix uses this one (or bt709)
+
+    def __post_init__(self) -> None:
+        check_foreground(self.foreground)
+        Untagged(self.untagged_range, self.untagged_matrix)
 
 
 def _clips(folder: Path) -> dict[str, Path]:
@@ -57,9 +73,17 @@ def _clips(folder: Path) -> dict[str, Path]:
     return out
 
 
-def _read(path: Path, grey: bool, frames: int) -> np.ndarray:
+def _read(path: Path, layer: str, frames: int, untagged: Untagged) -> np.ndarray:
+    """The first `frames` frames of a video or frame folder: layer "rgb", "alpha" (a matte read as grey) or "rgba"."""
     try:
-        video = read_frame_folder(path, grey=grey) if path.is_dir() else decode_video(path, grey=grey, max_frames=frames)
+        if path.is_dir():
+            video = read_frame_folder_rgba(path) if layer == "rgba" else read_frame_folder(path, grey=layer == "alpha")
+        elif layer == "rgba":
+            video = decode_video_rgba(path, max_frames=frames, untagged=untagged)
+        else:
+            video = decode_video(path, grey=layer == "alpha", max_frames=frames, untagged=untagged)
+    except NoAlphaError:
+        raise
     except VideoDecodeError as exc:
         raise SourceError(str(exc)) from None
     return video[:frames]
@@ -77,7 +101,9 @@ class VideoMattingSource(LayeredSource):
 
     def __init__(self, opts: VideoMattingOptions) -> None:
         self.opts = opts
+        self.untagged = Untagged(opts.untagged_range, opts.untagged_matrix)
         root, backgrounds = Path(opts.root), Path(opts.backgrounds)
+        require_folder(root, "video-matting set")
         self.fgr, self.pha = _clips(root / "fgr"), _clips(root / "pha")
         if not self.fgr:
             raise SourceError(f"{root / 'fgr'}: no foreground videos or frame folders (VideoMatte240K layout: "
@@ -105,14 +131,8 @@ class VideoMattingSource(LayeredSource):
         rng = np.random.default_rng([o.seed, n])
         fg_name = self.fg_names[int(rng.integers(len(self.fg_names)))]
         bg_name = self.bg_names[int(rng.integers(len(self.bg_names)))]
-        if fg_name not in self.pha:
-            raise SourceError(f"{self.fgr[fg_name]}: no alpha beside it (expected pha/{fg_name})")
-        rgb = self._head(self.fgr[fg_name], False)
-        alpha = self._head(self.pha[fg_name], True)
-        if alpha.shape != rgb.shape[:3]:
-            raise SourceError(f"{self.pha[fg_name]}: alpha {list(alpha.shape)} is another size or length than its "
-                              f"foreground {list(rgb.shape[:3])}")
-        bg_video = self._head(self.backgrounds[bg_name], False)
+        rgb, alpha, alpha_path = self._foreground(fg_name)
+        bg_video = self._head(self.backgrounds[bg_name], "rgb")
         fg_start = int(rng.integers(len(rgb) - o.num_frames + 1))
         bg_start = int(rng.integers(len(bg_video) - o.num_frames + 1))
         scale = float(rng.uniform(o.scale_min, o.scale_max))
@@ -129,13 +149,14 @@ class VideoMattingSource(LayeredSource):
         canvas[:, top:top + h, left:left + w] = rgb_s
         matte[:, top:top + h, left:left + w] = alpha_s
         if not matte.any():
-            raise SourceError(f"{self.pha[fg_name]}: empty alpha in frames {fg_start}..{fg_start + o.num_frames - 1}")
+            raise SourceError(f"{alpha_path}: empty alpha in frames {fg_start}..{fg_start + o.num_frames - 1}")
+        fg, blend = foreground_layers(canvas, matte, bg, o.foreground)
         fg_caption = self.fg_captions.get(fg_name, DEFAULT_FG_CAPTION)
         bg_caption = self.bg_captions.get(bg_name, "")
         blend_caption = f"{fg_caption.rstrip('.')}, in front of this scene: {bg_caption}" if bg_caption else fg_caption
         return [LayeredClip(
             key=sample_key(f"videomatting_s{o.seed}", n),
-            fg=over_grey(canvas, matte), alpha=matte, bg=bg, blend=composite(canvas, matte, bg),
+            fg=fg, alpha=matte, bg=bg, blend=blend,
             captions=Captions(fg=fg_caption, bg=bg_caption, blend=blend_caption),
             fps=o.fps, kind="video", origin="copy_paste",
             source_id=f"fg={self.fgr[fg_name]};bg={self.backgrounds[bg_name]}", frame_range=(0, o.num_frames),
@@ -143,9 +164,26 @@ class VideoMattingSource(LayeredSource):
                     "scale": round(scale, 4), "top": top, "left": left},
         )]
 
-    def _head(self, path: Path, grey: bool) -> np.ndarray:
+    def _foreground(self, name: str) -> tuple[np.ndarray, np.ndarray, Path]:
+        """A foreground clip's colour [T, H, W, 3] and alpha [T, H, W] (pha/'s, else the one it carries), and the
+        alpha's path."""
+        colour_path = self.fgr[name]
+        if name not in self.pha:
+            try:
+                rgba = self._head(colour_path, "rgba")
+            except NoAlphaError as exc:
+                raise SourceError(f"{colour_path}: no alpha beside it (expected pha/{name}) nor in it "
+                                  f"({exc})") from None
+            return rgba[..., :3], rgba[..., 3], colour_path
+        rgb, alpha = self._head(colour_path, "rgb"), self._head(self.pha[name], "alpha")
+        if alpha.shape != rgb.shape[:3]:
+            raise SourceError(f"{self.pha[name]}: alpha {list(alpha.shape)} is another size or length than its "
+                              f"foreground {list(rgb.shape[:3])}")
+        return rgb, alpha, self.pha[name]
+
+    def _head(self, path: Path, layer: str) -> np.ndarray:
         """The clip's first max_start + num_frames frames (all it has when shorter, at least num_frames)."""
-        video = _read(path, grey, self.opts.max_start + self.opts.num_frames)
+        video = _read(path, layer, self.opts.max_start + self.opts.num_frames, self.untagged)
         if len(video) < self.opts.num_frames:
             raise SourceError(f"{path}: {len(video)} frames, fewer than num_frames {self.opts.num_frames}")
         return video
