@@ -1,5 +1,5 @@
-"""The engine end to end on a local Ray (one instance for the module): bad inputs, resume, layered sources,
-and a driver killed mid-run."""
+"""The engine end to end on a local Ray (one instance for the module): bad inputs, resume (and its refusal under
+another config), quarantine after a retry, layered sources, and a driver killed mid-run."""
 from __future__ import annotations
 
 import json
@@ -18,8 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from data_engine.engine.config import parse_config
+from data_engine.cli import main
+from data_engine.engine.config import load_config, parse_config
+from data_engine.engine.folder_config import FOLDER_CONFIG_NAME
 from data_engine.engine.runner import run
+from data_engine.engine.state import load_records
 from data_engine.shards import complete_shards, read_clips
 from data_engine.layers_sidecar import LAYERS_SIDECAR
 from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
@@ -200,6 +203,24 @@ def test_vfr_clips_carry_the_true_layers_of_the_frames_they_show(messy_inputs, m
         assert blend_match[0] == start and blend_match[-1] == end - 1
 
 
+def assert_stats_match_tables(out: Path) -> None:
+    """stats.json counts what manifest.parquet and quarantine.parquet hold, and no input whose record says ok
+    keeps a quarantine row."""
+    stats = json.loads((out / "stats.json").read_text())
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    quarantine = pq.read_table(out / "quarantine.parquet").to_pylist()
+    assert stats["samples"] == len(manifest) == len({r["key"] for r in manifest})
+    assert stats["shards"] == len(complete_shards(out)) and stats["frames"] == sum(r["num_frames"] for r in manifest)
+    assert stats["quarantined"] == len(quarantine)
+    assert stats["quarantined_by_stage"] == dict(Counter(r["stage"] for r in quarantine))
+    ok = {i for i, r in load_records(out).items() if r["status"] == "ok"}
+    assert not [r["input"] for r in quarantine if r["input"].split(" [")[0] in ok]
+
+
+def test_the_stats_count_what_the_tables_hold(messy_run):
+    assert_stats_match_tables(messy_run[0].out)
+
+
 def test_rerun_does_only_what_is_not_recorded(messy_inputs, messy_run):
     cfg, first = messy_run
     before = keys(cfg.out)
@@ -214,6 +235,77 @@ def test_rerun_does_only_what_is_not_recorded(messy_inputs, messy_run):
     [got] = [c for c in read_clips(cfg.out) if c.key == truth.key]
     assert np.abs(got.alpha.astype(int) - truth.alpha).max() <= 2 and psnr(got.bg, truth.bg) > 38
     assert got.origin == "synthetic" and got.captions == truth.captions
+    assert_stats_match_tables(cfg.out)
+
+
+def test_a_retried_input_that_succeeds_leaves_quarantine(ray_local, tmp_path):
+    """An input listed before it exists is quarantined; once it exists, a retry writes its samples, and its row
+    leaves quarantine.parquet and stats.quarantined. An input that fails again keeps one row."""
+    videos = tmp_path / "videos"
+    good = write_synthetic_video(SMALL, 0, videos)
+    late = tmp_path / "later" / good.name.replace("00000", "00001")  # where clip 1's video will be written
+    zero = videos / "zero.mp4"
+    zero.write_bytes(b"")
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"{good}\n{late}\n{zero}\n")
+    sources = [{"type": "videos", "input": str(listing)}]
+    out = tmp_path / "out"
+    quarantined = lambda: sorted(Path(r["input"]).name for r in pq.read_table(out / "quarantine.parquet").to_pylist())  # noqa: E731
+
+    run(parse_config(config(out, sources)))
+    assert quarantined() == [late.name, "zero.mp4"]
+    assert_stats_match_tables(out)
+    assert write_synthetic_video(SMALL, 1, late.parent) == late
+    again = run(parse_config(config(out, sources, retry_quarantined=True)))
+    assert again.counts.inputs_skipped_done == 1 and again.counts.written == 2
+    assert quarantined() == ["zero.mp4"]
+    assert json.loads((out / "stats.json").read_text())["quarantined"] == 1
+    assert Counter(Path(c.source_id).name for c in read_clips(out)) == {good.name: 2, late.name: 2}
+    assert {Path(i).name: r["status"] for i, r in load_records(out).items()} == \
+        {good.name: "ok", late.name: "ok", "zero.mp4": "failed"}
+    assert_stats_match_tables(out)
+
+
+# -- the folder's config on resume -----------------------------------------------------------------------------------------
+def test_a_resume_that_would_change_samples_is_refused_before_any_work(ray_local, tmp_path, capsys):
+    """A half-done folder, then a finished one: another value or another config is refused in one line that names
+    the keys, and nothing in the folder changes; a resume that changes only run settings finishes the folder, and
+    stats.json names the config that made it."""
+    out = tmp_path / "out"
+    made = tmp_path / "made.yaml"
+    raw = {**config(out, [LAYERED]), "stages": ["encode"]}
+    made.write_text(yaml.safe_dump(raw))
+    assert run(load_config(made, limit=1)).counts.written == 1  # 1 of the 3 inputs
+    capsys.readouterr()
+
+    def refused(*argv: str) -> str:
+        files = lambda: {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}  # noqa: E731
+        before = files()
+        code = main(["dataset", *argv, "--out", str(out), "--no-progress"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, err
+        assert files() == before
+        assert err[0].startswith(f"error: {out} was made with another config (")
+        assert err[0].endswith(f"resume it with the config recorded in {out / FOLDER_CONFIG_NAME} ({made}), or pass "
+                               "another --out to start a new folder")
+        return err[0]
+
+    assert "(clip.num_frames 8 -> 16)" in refused("--config", str(made), "--set", "clip.num_frames=16")
+    line = refused("--config", "synthetic")
+    for change in ('sources.0.type "synthetic" -> "synthetic_videos"', "clip.height 32 -> 480",
+                   'stages ["encode"] -> ["probe", "split"'):
+        assert change in line
+
+    elsewhere = tmp_path / "same_samples.yaml"
+    elsewhere.write_text(yaml.safe_dump({**raw, "run": {**raw["run"], "maxcount": 2, "num_cpus": 1}}))
+    resumed = run(load_config(elsewhere))
+    capsys.readouterr()
+    assert (resumed.counts.inputs_skipped_done, resumed.counts.written) == (1, 2)
+    assert sorted(keys(out)) == sorted(synthetic_clip(LAYERED_CFG, i).key for i in range(3))
+    stats = (out / "stats.json").read_bytes()
+    assert json.loads(stats)["engine"]["config"] == str(made)
+    refused("--config", str(made), "--set", "clip.num_frames=16")  # a finished folder too
+    assert (out / "stats.json").read_bytes() == stats
 
 
 # -- kill and resume ---------------------------------------------------------------------------------------------------

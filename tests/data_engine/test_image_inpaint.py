@@ -17,6 +17,7 @@ import wids
 from PIL import Image
 
 from local_engine import run_locally
+from data_engine.cli import main
 from data_engine.defaults import configs_dir
 from data_engine.engine.config import ConfigError, load_config
 from data_engine.engine.runner import prepare
@@ -165,6 +166,25 @@ def test_the_full_preset_names_its_missing_weights_before_starting(photos, tmp_p
     with pytest.raises(ConfigError, match="stable-diffusion-2-inpainting \\(for image_inpaint\\)") as info:
         prepare(cfg)
     assert "layerflow weights download stable-diffusion-2-inpainting" in str(info.value)
+
+
+def test_a_set_with_its_backgrounds_and_captions_needs_no_model(tmp_path, monkeypatch, capsys):
+    """fg/ + alpha/ + bg/ with every caption in captions.json: nothing to inpaint or caption, so the shipped config
+    (full presets, GPU stages) plans on a CPU with no weights; with a caption missing, only the caption model is
+    needed."""
+    monkeypatch.setenv("LAYERFLOW_WEIGHTS", str(tmp_path / "empty"))
+    root, out = tmp_path / "set", tmp_path / "out"
+    image, alpha = photo()
+    for folder, array in (("fg", image), ("alpha", alpha), ("bg", np.full_like(image, GREY))):
+        save(root / folder / "p0.png", array)
+    (root / "captions.json").write_text(json.dumps({"p0": {"fg": "a box", "bg": "grey", "blend": "a box on grey"}}))
+    assert main(["dataset", "--config", "image_matting", "--input", str(root), "--out", str(out), "--dry-run"]) == 0
+    assert "left out: image_inpaint, caption (no input gives them work" in " ".join(capsys.readouterr().err.split())
+    plan = prepare(load_config(CONFIG, input=str(root), out=str(out)))
+    assert [name for name, _ in plan.resources] == ["source", "encode"] and plan.idle == ["image_inpaint", "caption"]
+    (root / "captions.json").write_text(json.dumps({"p0": {"fg": "a box", "bg": "", "blend": "a box on grey"}}))
+    with pytest.raises(ConfigError, match=r"for 1 model\(s\): qwen2.5-vl-7b-instruct \(for caption\);"):
+        prepare(load_config(CONFIG, input=str(root), out=str(out)))
 
 
 @pytest.fixture(scope="module")

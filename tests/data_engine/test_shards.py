@@ -6,6 +6,7 @@ import sys
 import tarfile
 import textwrap
 import time
+from collections import Counter
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -20,6 +21,7 @@ from data_engine.shards import (
     ShardSink,
     complete_shards,
     decode_sample,
+    finalize,
     read_clips,
     shard_urls,
 )
@@ -150,6 +152,28 @@ def test_quarantine_is_recorded_and_survives_reopen(tmp_path):
         ("/data/bad.mp4", "probe", "ValueError"),
         ("/data/other.mp4", "split", "Rejected"),
     }
+
+
+def test_quarantine_keeps_the_rows_of_the_run_that_settled_each_input(tmp_path):
+    """Run r0 quarantines a clip of input a and input b; run r1 retries a. a's record names the run whose outcome
+    it is: r1 (fixed or failed again) drops r0's rows of a, r0 (r1 crashed before a's record) drops r1's."""
+    with ShardSink(tmp_path, run_id="r0") as sink:
+        sink.quarantine("a [a-00000]", "split", "too short", engine_input="a")
+        sink.quarantine("b", "probe", "zero-byte", engine_input="b")
+    with ShardSink(tmp_path, run_id="r1") as sink:
+        sink.quarantine("a", "probe", "still broken", engine_input="a")
+
+    def table(settled: dict) -> list[tuple[str, str]]:
+        stats = finalize(tmp_path, settled=settled)
+        rows = pq.read_table(tmp_path / "quarantine.parquet").to_pylist()
+        assert stats["quarantined"] == len(rows)  # the stats count what the table holds
+        assert stats["quarantined_by_stage"] == dict(Counter(r["stage"] for r in rows))
+        return sorted((r["input"], r["message"]) for r in rows)
+
+    assert table({"a": "r1", "b": "r0"}) == [("a", "still broken"), ("b", "zero-byte")]
+    assert table({"a": "r0", "b": "r0"}) == [("a [a-00000]", "too short"), ("b", "zero-byte")]
+    assert table({"b": "r0"}) == [("a", "still broken"), ("a [a-00000]", "too short"), ("b", "zero-byte")]
+    assert table({"a": "r2", "b": "r0"}) == [("b", "zero-byte")]  # r2 settled a with no failure
 
 
 def test_missing_directory_says_so(tmp_path):
