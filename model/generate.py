@@ -12,7 +12,8 @@ Examples:
   layerflow generate --model-dir weights/layerflow-fg2bg --task fg_conditioned --foreground fg.mp4 --alpha mask/
   layerflow generate --foregrounds 2 --fg-prompt "a red disc" --fg-prompt "a blue ring" --bg-prompt "a beach"
   layerflow generate --task decompose --foregrounds 2 --blend blend.mp4 --fg-prompt "a dog" --fg-prompt "a ball"
-  layerflow generate --task given --foregrounds 2 --background bg.mp4 --foreground fg.mp4 --alpha mask/
+  layerflow generate --task given --foregrounds 2 --background bg.mp4 --foreground fg.mp4 --alpha mask/ \
+      --fg-prompt "a dog" --fg-prompt "a ball"
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import torch
 import yaml
 
 from data_engine.defaults import config_path
-from data_engine.schema import Captions, LayeredClip, is_alpha
+from data_engine.schema import Captions, LayeredClip, fg_name, is_alpha
 from data_engine.official_layout import OfficialLayoutError, find_sequences, read_sequence
 from data_engine.video_io import cover_geometry, decode_video, read_frame_folder, resize_crop
 from model.export import RGBA_FORMATS, ExportOptions, export_clip
@@ -219,14 +220,22 @@ def build_jobs(args: argparse.Namespace, spec: TaskSpec) -> list[Job]:
         raise GenerateError(f"task {spec.task.value} does not take {', '.join(stray)}; it is given "
                             f"{', '.join(map(layer_flag, spec.conditions)) or 'nothing'}")
 
-    def captions_for(base: Captions) -> Captions:
-        def pick(layer: str, flag: str | None) -> str:
+    def captions_for(base: Captions, label: str) -> Captions:
+        def pick(layer: str, flag: str | None) -> str | None:
+            """The flag's prompt (an explicit "" included), else the --prompts file's, else the sample's; None
+            where none gives one."""
             sources = (flag_captions.as_dict(), base.as_dict())
-            return flag or next((d[layer] for d in sources if d.get(layer)), "")
-        fgs = [pick(f"fg_{k}" if k else "fg", fg_flags[k] if k < len(fg_flags) else None)
-               for k in range(spec.num_foregrounds)]
-        return Captions(fg=fgs[0], bg=pick("bg", args.bg_prompt), blend=pick("blend", args.blend_prompt),
-                        more_fg=tuple(fgs[1:]))
+            return flag if flag is not None else next((d[layer] for d in sources if d.get(layer)), None)
+        fgs = [pick(fg_name(k), fg_flags[k] if k < len(fg_flags) else None) for k in range(spec.num_foregrounds)]
+        unprompted = [fg_name(k) for k, prompt in enumerate(fgs) if prompt is None]
+        # With several foregrounds a missing prompt leaves the model no way to tell which object a layer holds.
+        if spec.num_foregrounds > 1 and unprompted:
+            raise GenerateError(
+                f"--foregrounds {spec.num_foregrounds} needs a prompt for each foreground, but {label} gives none "
+                f"for {', '.join(unprompted)}; repeat --fg-prompt once per foreground, front first (--fg-prompt \"\" "
+                "leaves one empty), or give them in --prompts")
+        return Captions(fg=fgs[0] or "", bg=pick("bg", args.bg_prompt) or "",
+                        blend=pick("blend", args.blend_prompt) or "", more_fg=tuple(p or "" for p in fgs[1:]))
 
     def conditions_for(source: dict[str, np.ndarray], label: str) -> dict[str, np.ndarray]:
         out = {}
@@ -242,10 +251,10 @@ def build_jobs(args: argparse.Namespace, spec: TaskSpec) -> list[Job]:
             layers = {layer: clip.layer(layer) for layer in spec.conditions if layer in clip.layer_names}
             layers.update({k: read_frames(v, is_alpha(k)) for k, v in given.items()})
             name = clip.source_id and Path(clip.source_id).name or clip.key
-            jobs.append(Job(name, captions_for(clip.captions), conditions_for(layers, name)))
+            jobs.append(Job(name, captions_for(clip.captions, f"sample {name}"), conditions_for(layers, name)))
         return jobs
     files = {k: read_frames(v, is_alpha(k)) for k, v in given.items()}
-    return [Job(spec.task.value, captions_for(Captions()), conditions_for(files, "input"))]
+    return [Job(spec.task.value, captions_for(Captions(), "the command line"), conditions_for(files, "input"))]
 
 
 def pipeline_for(args: argparse.Namespace, spec: TaskSpec):

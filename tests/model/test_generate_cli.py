@@ -89,6 +89,25 @@ def test_errors_are_one_line(tmp_path, capsys, argv, message):
     assert message in err and "\n" not in err and err.startswith("error: ")
 
 
+@pytest.mark.parametrize("prompts, unprompted", [([], "fg, fg_1"), (["--fg-prompt", "a dog"], "fg_1"),
+                                                 (["--prompts", "{prompts}"], "fg_1")])
+def test_each_of_k_foregrounds_needs_a_prompt(tmp_path, capsys, prompts, unprompted):
+    file = tmp_path / "prompts.yaml"
+    file.write_text(yaml.safe_dump({"fg": "a dog", "bg": "a park"}))
+    argv = [*FAST, "--foregrounds", "2", *(a.format(prompts=file) for a in prompts), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --foregrounds 2 needs a prompt for each foreground, but the command line gives none for {unprompted}; "
+        'repeat --fg-prompt once per foreground, front first (--fg-prompt "" leaves one empty), or give them in --prompts')
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_explicit_empty_prompt_is_a_prompt(tmp_path):
+    assert main([*FAST, "--foregrounds", "2", "--fg-prompt", "a dog", "--fg-prompt", "", "--out", str(tmp_path)]) == 0
+    captions = _meta(tmp_path / "generate")["captions"]
+    assert (captions["fg"], captions["fg_1"]) == ("a dog", "")
+
+
 def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "model.generate", "--help"], capture_output=True, text=True, check=True)
     assert "--model-dir" in out.stdout and "--sample" in out.stdout

@@ -124,7 +124,7 @@ def test_generate_cli_given_layers_by_name(tmp_path, capsys):
     alpha.write_bytes(encode_alpha(np.full((T, H, W), 255, np.uint8), 8.0, lossless=True))
     base = ["--foregrounds", "2", "--frames", str(T), "--steps", "1", "--formats", "png", "--out", str(tmp_path)]
     assert generate(["--task", "given", "--background", str(bg), "--layer", f"alpha_1={alpha}",
-                     "--layer", f"fg_1={bg}", *base]) == 0
+                     "--layer", f"fg_1={bg}", "--fg-prompt", "a dog", "--fg-prompt", "a ball", *base]) == 0
     assert "[given]" in capsys.readouterr().out
     assert np.array_equal(decode_video((tmp_path / "given" / "alpha_1.mp4").read_bytes(), grey=True), np.full((T, H, W), 255))
     assert generate(["--task", "given", "--layer", "fg_3=x.mp4", *base]) == 2
