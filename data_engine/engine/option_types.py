@@ -46,7 +46,10 @@ def describe(hint: Any) -> str:
 def wrong_type(cls: type, values: dict[str, Any], where: str) -> str | None:
     """The one-line error for the first value in `values` whose type is not its field's (`where.key` names it),
     or None; keys that are not fields are left to the caller's unknown-key check."""
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError:  # a plugin's annotation names what its module imports for type checkers only
+        return None
     for f in fields(cls):
         if f.name not in values:
             continue

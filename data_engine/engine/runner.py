@@ -269,7 +269,6 @@ def processing_rate(counts: DriverCounts, stages: dict[str, dict[str, Any]]) -> 
 
 
 def _update_run_stats(out: Path, engine: dict[str, Any]) -> dict[str, Any]:
-    """stats.json (the sink's) with this run's engine section."""
     path = out / RUN_STATS_NAME
     stats = json.loads(path.read_text())
     stats["engine"] = engine
