@@ -12,10 +12,14 @@ A layer's RGB is `base * original_image_mask (* instance_mask) + inpainted_delta
 matte, bg = the background with instances 0..k-1 composited over it (what lies behind k), blend = k over that bg;
 captions: the instance's, the background's, the image's.
 
+MuLAn's layers are straight RGBA (its decomposition composites them so): the stored fg is that colour over
+mid-grey, and the blend composites it with the alpha; a 16-bit matte keeps its soft values.
+
 The pickles come from the internet: they are read with `data_engine.safe_pickle.restricted_loads`, allowing only
-what this format holds (containers, NumPy arrays, PIL images), never `pickle.load`. A refused, corrupt or
-malformed annotation, a missing base image, an alpha of another size than its image or an empty alpha is a
-`SourceError` naming the file and the reason: the engine quarantines it and goes on.
+what this format holds (containers, NumPy arrays, PIL images built from the pickle's own bytes), never
+`pickle.load`, and inflated only up to `max_annotation_mb` (a small zlib file can inflate to gigabytes). A
+refused, oversized, corrupt or malformed annotation, a missing base image, an alpha of another size than its image
+or an empty alpha is a `SourceError` naming the file and the reason: the engine quarantines it and goes on.
 """
 from __future__ import annotations
 
@@ -26,15 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from data_engine.safe_pickle import NUMPY_ARRAYS, restricted_loads
+from data_engine.pixels import image_grey
+from data_engine.safe_pickle import NUMPY_ARRAYS, PIL_IMAGES, restricted_loads
 from data_engine.schema import Captions, LayeredClip, composite, over_grey, sample_key
-from data_engine.sources.base import IMAGE_EXTS, LayeredSource, SourceError, read_source_image
+from data_engine.sources.base import IMAGE_EXTS, LayeredSource, SourceError, read_source_image, require_folder
 
 ANNOTATION_SUFFIX = ".p.zl"
-# PIL images pickle as their class plus (info, mode, size, bytes); Image.open's subclasses keep their class.
-MULAN_GLOBALS = NUMPY_ARRAYS | {("PIL.Image", "Image"), ("PIL.PngImagePlugin", "PngImageFile"),
-                                ("PIL.JpegImagePlugin", "JpegImageFile")}
+MULAN_GLOBALS = NUMPY_ARRAYS | PIL_IMAGES
+MB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -43,14 +48,27 @@ class MulanOptions:
     images: list[str] | str = ""  # base image roots, e.g. [coco/train2017, coco/val2017, laion/]
     caption: str = "blip2"  # which captioner's text to use: blip2 (COCO style) or llava (detailed)
     min_alpha: float = 0.001  # an instance whose matte covers less of the image is an empty alpha
+    max_annotation_mb: int = 256  # an annotation that inflates to more is refused (a decompression bomb)
 
 
-def load_annotation(path: Path) -> dict[str, Any]:
-    """One MuLAn annotation, decompressed and unpickled under the format's allow-list."""
+def inflate(path: Path, limit: int) -> bytes:
+    """A zlib file's content, refused once it passes `limit` bytes (only that much is ever inflated)."""
+    stream = zlib.decompressobj()
     try:
-        raw = zlib.decompress(path.read_bytes())
+        raw = stream.decompress(path.read_bytes(), limit + 1)
     except zlib.error as exc:
         raise SourceError(f"{path}: not a zlib-compressed MuLAn annotation ({exc})") from None
+    if len(raw) > limit:
+        raise SourceError(f"{path}: inflates to more than {limit // MB} MB, refused as a decompression bomb (raise "
+                          "max_annotation_mb if it is a genuine annotation)")
+    if not stream.eof:
+        raise SourceError(f"{path}: not a zlib-compressed MuLAn annotation (the zlib stream is truncated)")
+    return raw
+
+
+def load_annotation(path: Path, max_bytes: int = 256 * MB) -> dict[str, Any]:
+    """One MuLAn annotation, inflated (at most `max_bytes`) and unpickled under the format's allow-list."""
+    raw = inflate(path, max_bytes)
     try:
         ann = restricted_loads(raw, MULAN_GLOBALS, what=str(path))
     except pickle.UnpicklingError as exc:
@@ -83,9 +101,9 @@ def layer_rgb(base: np.ndarray, part: dict[str, Any], what: str, instance: bool)
 
 
 def instance_matte(value: Any, what: str, shape: tuple[int, int]) -> np.ndarray:
-    """The instance's alpha as uint8 [H, W] (a PIL 'L' / '1' image or an array; 0..1 floats are scaled)."""
-    if hasattr(value, "convert"):
-        value = np.asarray(value.convert("L"))
+    """The instance's alpha as uint8 [H, W] (a PIL image of 8 or 16 bits, or an array; 0..1 floats are scaled)."""
+    if isinstance(value, Image.Image):
+        value = image_grey(value)
     arr = np.asarray(value)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
@@ -124,10 +142,9 @@ class MulanSource(LayeredSource):
     required = ("annotations", "images")
 
     def __init__(self, annotations: str | Path, images: list[str] | str, caption: str = "blip2",
-                 min_alpha: float = 0.001) -> None:
+                 min_alpha: float = 0.001, max_annotation_mb: int = 256) -> None:
         self.annotations = Path(annotations)
-        if not self.annotations.is_dir():
-            raise SourceError(f"{self.annotations}: not a folder of MuLAn annotations (<stem>{ANNOTATION_SUFFIX})")
+        require_folder(self.annotations, f"folder of MuLAn annotations, <stem>{ANNOTATION_SUFFIX}")
         roots = [images] if isinstance(images, str) else list(images)
         self.images = [Path(r) for r in roots]
         missing = [str(r) for r in self.images if not r.is_dir()]
@@ -136,15 +153,19 @@ class MulanSource(LayeredSource):
                               "and val2017/ and the LAION img2dataset folder")
         if caption not in ("blip2", "llava"):
             raise SourceError(f"caption must be blip2 or llava, got {caption!r}")
-        self.caption, self.min_alpha = caption, min_alpha
+        self.caption, self.min_alpha, self.max_annotation_bytes = caption, min_alpha, max_annotation_mb * MB
         self._index: dict[str, Path] | None = None
 
     @classmethod
     def from_options(cls, opts: MulanOptions, work_dir: Path) -> "MulanSource":
-        return cls(opts.annotations, opts.images, opts.caption, opts.min_alpha)
+        return cls(opts.annotations, opts.images, opts.caption, opts.min_alpha, opts.max_annotation_mb)
 
     def list_inputs(self) -> list[str]:
-        return sorted(str(p) for p in self.annotations.rglob(f"*{ANNOTATION_SUFFIX}"))
+        found = sorted(str(p) for p in self.annotations.rglob(f"*{ANNOTATION_SUFFIX}"))
+        if not found:
+            raise SourceError(f"{self.annotations}: no MuLAn annotations (<stem>{ANNOTATION_SUFFIX} files) in this "
+                              "folder or below; point annotations: at the folder MuLAn's release unpacks to")
+        return found
 
     def base_image(self, stem: str) -> Path:
         if self._index is None:  # one walk of the roots, then lookups by stem
@@ -163,7 +184,7 @@ class MulanSource(LayeredSource):
     def load(self, item: str) -> list[LayeredClip]:
         path = Path(item)
         stem = path.name[: -len(ANNOTATION_SUFFIX)]
-        ann = load_annotation(path)
+        ann = load_annotation(path, self.max_annotation_bytes)
         image_path = self.base_image(stem)
         base = read_source_image(image_path)
         shape = base.shape[:2]

@@ -15,13 +15,13 @@ import webdataset as wds
 import wids
 from PIL import Image
 
-from hostile_pickle import RunsACommand
+from hostile_pickle import FileOpens, ReadsAFile, RunsACommand, zlib_bomb
 from local_engine import run_locally
 from data_engine.defaults import configs_dir
 from data_engine.engine.config import load_config
 from data_engine.shards import read_clips
 from data_engine.sources.base import SourceError
-from data_engine.sources.mulan import MulanSource
+from data_engine.sources.mulan import MB, MulanSource
 
 H, W = 24, 32
 PAINT = np.array([10, 200, 60], np.uint8)  # the "inpainted" colour behind the instances
@@ -67,14 +67,22 @@ def mulan(tmp_path_factory):
     ann.mkdir()
     images.mkdir(parents=True)
     base = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
-    for stem in ("000000000001", "000000000002", "000000000004", "000000000005", "000000000006"):
+    for stem in ("000000000001", "000000000002", "000000000004", "000000000005", "000000000006", "000000000007",
+                 "000000000008"):
         Image.fromarray(base).save(images / f"{stem}.png")
+    secret = root / "outside" / "secret.png"  # a file the annotations have no business with
+    secret.parent.mkdir()
+    Image.fromarray(np.full((H, W), 201, np.uint8)).save(secret)
     write(ann / "000000000001.p.zl", annotation(base))
     write(ann / "000000000002.p.zl", {"background": {}, "instances": {0: RunsACommand(root / "ran")}})
     write(ann / "000000000003.p.zl", annotation(base))  # its base image is missing
     write(ann / "000000000004.p.zl", annotation(base, alpha_size=(H // 2, W // 2)))
     write(ann / "000000000005.p.zl", annotation(base, empty=True))
     (ann / "000000000006.p.zl").write_bytes(b"not zlib at all")
+    reads_a_file = annotation(base)
+    reads_a_file["instances"][1]["instance_alpha"] = ReadsAFile(secret)
+    write(ann / "000000000007.p.zl", reads_a_file)
+    (ann / "000000000008.p.zl").write_bytes(zlib_bomb(300 * MB))  # past the default cap, 256 MB
     return root, base
 
 
@@ -106,6 +114,55 @@ def test_a_malicious_annotation_is_refused_without_running(mulan):
     assert not (root / "ran").exists()
 
 
+def test_an_annotation_that_builds_an_image_from_a_path_is_refused_and_the_file_never_opened(mulan):
+    root, _ = mulan
+    source = MulanSource(root / "annotations", str(root / "coco" / "val2017"))
+    with FileOpens() as opens, pytest.raises(SourceError, match="only be built from bytes inside the pickle") as info:
+        source.load(str(root / "annotations" / "000000000007.p.zl"))
+    assert "000000000007.p.zl" in str(info.value) and "\n" not in str(info.value)
+    assert str(root / "outside" / "secret.png") not in opens.paths
+    # Everything it opened was the annotation itself (the base image comes after the annotation is accepted).
+    assert set(opens.paths) == {str(root / "annotations" / "000000000007.p.zl")}
+
+
+def test_a_decompression_bomb_is_refused_after_inflating_no_more_than_the_cap(tmp_path):
+    (tmp_path / "images").mkdir()
+    bomb = tmp_path / "ann" / "000000000009.p.zl"
+    bomb.parent.mkdir()
+    bomb.write_bytes(zlib_bomb(3 * MB))
+    source = MulanSource(tmp_path / "ann", str(tmp_path / "images"), max_annotation_mb=2)
+    with pytest.raises(SourceError, match="inflates to more than 2 MB, refused as a decompression bomb"):
+        source.load(str(bomb))
+    assert bomb.stat().st_size < 16 * 1024  # what a user downloads: kilobytes
+
+
+def test_a_16_bit_matte_keeps_its_soft_values(mulan, tmp_path):
+    root, base = mulan
+    a, b = regions()
+    ramp = np.tile(np.linspace(0, 65535, W).astype(np.uint16), (H, 1)) * b  # a soft 16-bit matte inside b
+    ann = annotation(base)
+    ann["instances"][1]["instance_alpha"] = Image.fromarray(ramp)
+    assert ann["instances"][1]["instance_alpha"].mode == "I;16"
+    (tmp_path / "ann").mkdir()
+    path = write(tmp_path / "ann" / "000000000001.p.zl", ann)
+    _, front = MulanSource(tmp_path / "ann", str(root / "coco" / "val2017")).load(str(path))
+    expected = np.rint(ramp / 65535 * 255).astype(np.uint8)
+    assert np.abs(front.alpha[0].astype(int) - expected).max() <= 1
+    soft = front.alpha[0][b]
+    assert 0 < soft.min() and soft.max() < 255  # convert("L") clips every one of these to 255
+
+
+def test_folder_messages_say_what_is_wrong(mulan, tmp_path):
+    root, _ = mulan
+    images = str(root / "coco" / "val2017")
+    with pytest.raises(SourceError, match="no such folder"):
+        MulanSource(tmp_path / "missing", images)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match=r"no MuLAn annotations \(<stem>\.p\.zl files\)") as info:
+        MulanSource(tmp_path / "empty", images).list_inputs()
+    assert "video" not in str(info.value) and "extension" not in str(info.value)
+
+
 @pytest.fixture(scope="module")
 def engine_run(mulan, tmp_path_factory):
     root, _ = mulan
@@ -122,9 +179,10 @@ def test_the_engine_writes_the_samples_and_quarantines_each_bad_annotation(mulan
     root, base = mulan
     out = engine_run
     quarantine = {Path(r["input"]).name: r["message"] for r in pq.read_table(out / "quarantine.parquet").to_pylist()}
-    assert set(quarantine) == {f"00000000000{i}.p.zl" for i in (2, 3, 4, 5, 6)}
+    assert set(quarantine) == {f"00000000000{i}.p.zl" for i in (2, 3, 4, 5, 6, 7, 8)}
     reasons = {"2": "refused to load", "3": "not found", "4": "another size than its image", "5": "empty alpha",
-               "6": "not a zlib-compressed"}
+               "6": "not a zlib-compressed", "7": "only be built from bytes inside the pickle",
+               "8": "inflates to more than 256 MB, refused as a decompression bomb"}
     for i, reason in reasons.items():
         message = quarantine[f"00000000000{i}.p.zl"]
         assert reason in message and "\n" not in message, message
