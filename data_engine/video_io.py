@@ -237,7 +237,7 @@ def decode_video_rgba(
     def rgba(frame: av.VideoFrame) -> np.ndarray:
         alpha = frame_alpha(frame)
         if alpha is None:
-            raise NoAlphaError(f"{label}: decoded as {frame.format.name}, which carries no alpha")
+            raise NoAlphaError(f"{label}: decoded as {frame.format.name}, which has no alpha channel")
         return np.concatenate([frame_rgb(frame, untagged), alpha[..., None]], axis=-1)
 
     return _decode(src, rgba, max_frames, label)

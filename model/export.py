@@ -2,7 +2,7 @@
 
 - fg RGBA (`fg_rgba/`, `fg_rgba.webm`, `fg_rgba.mov`; foreground k >= 1 of a K-foreground clip as
   `fg_k_rgba/`, `fg_k_rgba.webm`, `fg_k_rgba.mov`): a PNG sequence, WebM VP9 `yuva420p` (alpha kept as VP9's alpha side stream, flagged by the
-  `alpha_mode` tag; FFmpeg's built-in vp9 decoder drops it, so `read_rgba_video` decodes with libvpx-vp9)
+  `alpha_mode` tag; FFmpeg's built-in vp9 decoder drops it, so `decode_video_rgba` decodes with libvpx-vp9)
   and ProRes 4444 (`prores_ks`, `yuva444p10le`) in .mov;
 - fg.mp4 (over mid-grey, as generated), alpha.mp4 (grey H.264, lossless by default), bg.mp4, blend.mp4, and
   fg_k.mp4 / alpha_k.mp4 for k >= 1;
@@ -23,7 +23,7 @@ import av
 import numpy as np
 
 from data_engine.schema import MID_GREY, LayeredClip, alpha_name, composite, fg_name, is_alpha
-from data_engine.video_io import VideoDecodeError, encode_png, write_video
+from data_engine.video_io import decode_video_rgba, encode_png, write_video
 
 RGBA_FORMATS = ("png", "webm", "mov")
 
@@ -125,26 +125,8 @@ def write_prores_rgba(rgba: np.ndarray, path: str | Path, fps: float) -> Path:
 
 
 def read_rgba_video(path: str | Path) -> np.ndarray:
-    """Decode an RGBA WebM (VP9 + alpha) or ProRes 4444 .mov to uint8 [T, H, W, 4]."""
-    p = Path(path)
-    if not p.is_file():
-        raise VideoDecodeError(f"{p}: no such file")
-    try:
-        with av.open(str(p)) as container:
-            stream = container.streams.video[0]
-            if stream.codec_context.name == "vp9":
-                # FFmpeg's native vp9 decoder ignores the alpha side stream; libvpx-vp9 reads it.
-                decoder = av.codec.CodecContext.create("libvpx-vp9", "r")
-                frames = [f for packet in container.demux(stream) for f in decoder.decode(packet)]
-            else:
-                frames = list(container.decode(stream))
-    except av.error.FFmpegError as exc:
-        raise VideoDecodeError(f"{p}: not a readable RGBA video ({exc})") from exc
-    if not frames:
-        raise VideoDecodeError(f"{p}: no decodable frames")
-    if not any(c.is_alpha for c in frames[0].format.components):
-        raise VideoDecodeError(f"{p}: decoded as {frames[0].format.name}, which has no alpha channel")
-    return np.stack([f.to_ndarray(format="rgba") for f in frames])
+    """Decode an RGBA WebM (VP9 + alpha) or ProRes 4444 .mov to uint8 [T, H, W, 4] (data_engine/pixels.py)."""
+    return decode_video_rgba(path)
 
 
 def export_rgba(rgba: np.ndarray, folder: Path, stem: str, fps: float, options: ExportOptions) -> dict[str, Path]:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from data_engine.clip_policy import ClipPolicy
+from data_engine.pixels import frame_rgb
 from data_engine.schema import clip_key
 from data_engine.stages.base import Resources, Row, Stage, StageError
 from data_engine.uri import open_video
@@ -132,7 +133,7 @@ def decode_clips(src: Any, label: str, policy: ClipPolicy) -> tuple[list[np.ndar
             for frame in container.decode(stream):
                 idx = index_of_pts.get(int(frame.pts)) if frame.pts is not None else None
                 if idx in wanted:
-                    rgb = frame.to_ndarray(format="rgb24")
+                    rgb = frame_rgb(frame)
                     geo = geo or geometry(rgb.shape[0], rgb.shape[1], policy)
                     frames[idx] = apply_geometry(rgb, geo)
                 if idx is not None and idx >= last and len(frames) == len(wanted):
