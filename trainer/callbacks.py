@@ -143,9 +143,12 @@ def draw_loss_curves(history: dict[str, list[tuple[int, float]]], smoothing: flo
 
 class LossCurvesCallback(L.Callback):
     """Records the losses `LayerFlowModule.training_step` returns under "losses" (total, per task, per layer),
-    each point the mean over the steps since the last one (the trainer's `log_every_n_steps`), and draws them into
-    `<default_root_dir>/<filename>` at the end of training and every `every_n_steps` (0: at the end only).
-    The recorded points travel in checkpoints, so a resumed run's figure covers the whole run."""
+    each point the mean over the steps since the last one (every `log_every_n_steps`, or more often in a run too
+    short for `MIN_POINTS` points at that pace), and draws them into `<default_root_dir>/<filename>` at the end
+    of training and every `every_n_steps` (0: at the end only). The recorded points travel in checkpoints, so a
+    resumed run's figure covers the whole run."""
+
+    MIN_POINTS = 100
 
     def __init__(self, every_n_steps: int = 0, filename: str = "loss_curves.png", smoothing: float = 0.6) -> None:
         self.every_n_steps = every_n_steps
@@ -162,8 +165,11 @@ class LossCurvesCallback(L.Callback):
             total, count = self._pending.get(name, (0.0, 0))
             self._pending[name] = (total + value.detach(), count + 1)
         step = trainer.global_step
+        every = trainer.log_every_n_steps
+        if trainer.max_steps > 0:
+            every = min(every, trainer.max_steps // self.MIN_POINTS)
         # The step counts optimizer steps: with gradient accumulation it moves on the last micro-batch.
-        if step != self._recorded_step and step % max(1, trainer.log_every_n_steps) == 0:
+        if step != self._recorded_step and step % max(1, every) == 0:
             self._record(step)
             if self.every_n_steps > 0 and step % self.every_n_steps == 0:
                 self.write(trainer)
@@ -184,14 +190,13 @@ class LossCurvesCallback(L.Callback):
         self._pending.clear()
         self._recorded_step = step
 
-    def write(self, trainer: L.Trainer) -> Path | None:
-        """Draw the recorded curves into the run folder; returns the file (None before the first point)."""
+    def write(self, trainer: L.Trainer) -> None:
+        """Draw the recorded curves into the run folder (nothing before the first point)."""
         if not self.history:
-            return None
+            return
         path = Path(trainer.default_root_dir) / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
         draw_loss_curves(self.history, self.smoothing).savefig(path, dpi=100)
-        return path
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": {name: [list(p) for p in points] for name, points in self.history.items()}}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -101,3 +102,20 @@ def test_a_run_logs_each_generated_layer_and_draws_the_curves(tmp_path, shard_di
     resumed = LossCurvesCallback()
     resumed.load_state_dict(curves.state_dict())
     assert resumed.history == curves.history
+
+
+def test_each_point_is_the_mean_since_the_last_and_a_short_run_still_gets_enough(tmp_path):
+    # 400 steps logged every 50: 8 points would hide the curve's shape, so a point every 400 // 100 = 4 steps.
+    curves = LossCurvesCallback()
+    trainer = SimpleNamespace(is_global_zero=True, log_every_n_steps=50, max_steps=400, default_root_dir=tmp_path)
+    for step in range(1, 401):
+        trainer.global_step = step
+        losses = {"train/loss": torch.tensor(float(step))}
+        if step % 2:
+            losses["train/loss_layer_bg"] = torch.tensor(10.0 * step)
+        curves.on_train_batch_end(trainer, None, {"loss": None, "losses": losses}, None, step - 1)
+    curves.on_train_end(trainer, None)
+    assert curves.history["train/loss"] == [(s, s - 1.5) for s in range(4, 401, 4)]
+    # A loss logged at some steps only: the mean of those (steps s - 3 and s - 1).
+    assert curves.history["train/loss_layer_bg"] == [(s, 10.0 * (s - 2)) for s in range(4, 401, 4)]
+    assert Image.open(tmp_path / "loss_curves.png").size == (1000, 400)
