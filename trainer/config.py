@@ -17,16 +17,20 @@ class TrainConfigError(ValueError):
 
 @dataclass(frozen=True)
 class StageSpec:
-    """What a stage trains, at which learning rate, on which data (the paper's three stages)."""
+    """What a stage trains, at which learning rate, on which data: stage 0 pretrains the base, then the paper's
+    three stages."""
 
     stage: int
-    trainable: Literal["blocks", "motion_lora", "content_lora"]
+    trainable: Literal["all", "blocks", "motion_lora", "content_lora"]
     lr: float
     # Stage 2 learns "no motion" from static videos: every sample becomes one frame repeated over time.
     static_videos: bool
+    # Stage 0 trains a plain text-to-video model: the blend sub-clip alone, with the blend's prompt.
+    text_to_video: bool = False
 
 
 STAGES: dict[int, StageSpec] = {
+    0: StageSpec(0, "all", 1e-4, static_videos=False, text_to_video=True),
     1: StageSpec(1, "blocks", 1e-4, static_videos=False),
     2: StageSpec(2, "motion_lora", 1e-3, static_videos=True),
     3: StageSpec(3, "content_lora", 5e-3, static_videos=False),

@@ -304,6 +304,9 @@ class LayerFlowDataModule(L.LightningDataModule):
         self.cfg = stream or DataConfig()
         self.cfg.validate()
         spec = stage_spec(stage)
+        if spec.text_to_video and set(task_weights(self.cfg.tasks)) != {Task.GENERATE}:
+            raise TrainConfigError(f"stage {stage} trains text-to-video on the blend of each sample, from the "
+                                   f"generation layout; set data.stream.tasks={{generate: 1}}, not {self.cfg.tasks}")
         self.static_videos = spec.static_videos if self.cfg.static_videos is None else self.cfg.static_videos
         self.groups = source_groups(self.cfg.shards, self.cfg.mix)
         self.cache = LatentCache.open(self.cfg) if self.cfg.use_cache else None

@@ -39,6 +39,8 @@ def is_trainable(name: str, kind: str, blocks: str = "paper") -> bool:
         return is_lora_param(name, "content")
     if is_lora_param(name):
         return False
+    if kind == "all":
+        return True
     if "layer_embed" in name or blocks == "all":
         return True
     block = _BLOCK.search(name)
@@ -243,6 +245,8 @@ class LayerFlowModule(L.LightningModule):
         latents, text = self.encode_batch(batch, step)
         layout = self.batch_layout(batch)
         clean, x0 = layout.split_latents(latents)
+        if self.spec.text_to_video:
+            clean, x0, text = self.blend_alone(latents, text, layout)
         b = x0.shape[0]
         first = self._first_index(batch)
         if timesteps is None:
@@ -271,6 +275,16 @@ class LayerFlowModule(L.LightningModule):
         weight = training_loss_weight(ab)
         return weight * (x0_pred - x0) ** 2
 
+    def blend_alone(self, latents: torch.Tensor, text: torch.Tensor,
+                    layout: SequenceLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stage 0's text-to-video sample from a generation-layout one: no conditions, the blend's latents alone
+        (at the sequence's first positions, as a base model sees a clip), and the blend's prompt with every other
+        prompt slot empty (all-zero, the dropped-prompt input)."""
+        slots, _ = self.prompt_slots(layout.spec)
+        blend = [layout.spec.captioned[i] == "blend" for i in slots]
+        mask = torch.tensor(blend, device=text.device).repeat_interleave(self.text_tokens)[None, :, None]
+        return latents[:, :0], latents[:, layout.latent_indices("blend")], text * mask.to(text.dtype)
+
     def _first_index(self, batch: dict[str, Any]) -> int:
         # The global index of this rank's first sample in the global batch: per-sample draws then match a
         # single process holding the whole global batch.
@@ -292,8 +306,9 @@ class LayerFlowModule(L.LightningModule):
         if self.trainer.world_size > 1:
             count = int(self.trainer.strategy.reduce(torch.tensor(count, device=self.device), reduce_op="max"))
         names = [f"train/loss_{t.value}" for t in TASKS] + [f"train/loss_layer_{n}" for n in layer_names(count)]
+        layers = {"blend": per_sample} if self.spec.text_to_video else layer_losses(errors, layout)
         parts = {f"train/loss_{layout.task.value}": per_sample,
-                 **{f"train/loss_layer_{n}": v for n, v in layer_losses(errors, layout).items()}}
+                 **{f"train/loss_layer_{n}": v for n, v in layers.items()}}
         sums = torch.zeros(2, len(names), device=self.device)
         for name, values in parts.items():
             sums[0, names.index(name)] = values.detach().sum()

@@ -49,7 +49,7 @@ def test_resume_is_exact(tmp_path, shard_dir, tiny_data, tiny_module):
 def test_cli_rejects_unknown_stage(capsys):
     assert main(["--stage", "7", "--tiny"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: unknown stage 7; choose one of 1, 2, 3"]
+    assert err == ["error: unknown stage 7; choose one of 0, 1, 2, 3"]
 
 
 def test_cli_rejects_a_wrong_config_key(capsys, shard_dir):
