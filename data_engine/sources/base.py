@@ -23,8 +23,8 @@ import numpy as np
 from data_engine.schema import LayeredClip
 from data_engine.video_io import VideoDecodeError, read_image, read_image_rgba
 
-# Still images a source reads: the frame formats, and WebP (LAION and other web sets ship it).
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
+# Still images a source reads: the frame formats, WebP (LAION and other web sets ship it) and TIFF (16-bit mattes).
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 
 
 class SourceError(ValueError):

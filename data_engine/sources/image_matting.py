@@ -1,6 +1,6 @@
 """Image-matting sets -> layered image samples (stage 3's "image matting datasets").
 
-Layouts, one file per image, matched by name (any of .png .jpg .jpeg .webp; mattes 8 or 16 bits):
+Layouts, one file per image, matched by name (any of .png .jpg .jpeg .webp .tif .tiff; mattes 8 or 16 bits):
     <root>/fg/<name>     + <root>/alpha/<name>  + <root>/bg/<name>    foreground, matte and its own background
     <root>/fg/<name>     + <root>/alpha/<name>  + backgrounds: DIR    Composition-1k / Distinctions-646 style: the
                                                                       foreground pasted over a background drawn
