@@ -1,7 +1,8 @@
 """The official LayerFlow sample layout as a source: one layered clip per sequence, soft alpha kept.
 
 Reading the layout is `data_engine.official_layout` (shared with generation and evaluation); this wraps it as a
-source whose errors are `SourceError`s, so a bad sequence is quarantined and the run goes on.
+source whose errors are `SourceError`s, so a bad sequence is quarantined and the run goes on. Its fg frames are
+already the object over mid-grey, as the shards store them; its masks may be 8- or 16-bit PNGs.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from data_engine.official_layout import OfficialLayoutError, find_sequences, read_sequence
 from data_engine.schema import LayeredClip
-from data_engine.sources.base import LayeredSource, SourceError
+from data_engine.sources.base import LayeredSource, SourceError, require_folder
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class OfficialSampleSource(LayeredSource):
     def __init__(self, root: str | Path, fps: float = 8.0) -> None:
         self.root = Path(root)
         self.fps = fps
+        require_folder(self.root, "official sample layout")
         try:
             self._sequences = {str(s.mask): s for s in find_sequences(self.root)}
         except OfficialLayoutError as exc:

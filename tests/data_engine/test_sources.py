@@ -5,9 +5,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from data_engine.schema import MID_GREY, composite
+from data_engine.defaults import configs_dir
+from data_engine.engine.config import ConfigError, load_config
+from data_engine.engine.inputs import list_sources
+from data_engine.schema import MID_GREY, composite, composite_premultiplied
 from data_engine.shards import ShardSink, read_clips
-from data_engine.sources.base import Failure
+from data_engine.sources.base import Failure, SourceError
 from data_engine.sources.copy_paste import CopyPasteSource, paste
 from data_engine.sources.layered_images import LayeredImageSource
 from data_engine.sources.official import OfficialSampleSource
@@ -145,3 +148,27 @@ def test_layered_images_become_image_samples(tmp_path):
     assert np.array_equal(clip.alpha[0], alpha)
     assert np.array_equal(clip.blend, composite(rgb[None], alpha[None], bg[None]))
     assert clip.captions.blend == "a cat on a sofa"
+
+
+@pytest.mark.parametrize("config", ["image_matting", "video_matting", "layered_images", "mulan"])
+def test_a_missing_input_folder_is_reported_as_missing(tmp_path, config):
+    """`layerflow dataset --config NAME --input PATH` with no folder at PATH: one line saying so, not a complaint
+    about the layout a folder there should have had."""
+    missing = tmp_path / "not_here"
+    cfg = load_config(configs_dir("engine") / f"{config}.yaml", input=str(missing), out=str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match=r"not_here: no such folder") as info:
+        list_sources(cfg)
+    assert "\n" not in str(info.value) and "expected" not in str(info.value)
+    with pytest.raises(SourceError, match="no such folder"):
+        OfficialSampleSource(missing)
+
+
+def test_a_premultiplied_composite_equals_the_straight_one_within_1():
+    """composite_premultiplied(round(fg * a), a, bg) is composite(fg, a, bg) within 1 for every fg, a and bg level
+    (the premultiplied colour was rounded once already)."""
+    fg, a, bg = np.meshgrid(np.arange(256), np.arange(256), np.arange(0, 256, 15), indexing="ij")
+    fg, a, bg = fg.astype(np.uint8), a.astype(np.uint8), bg.astype(np.uint8)
+    premultiplied = np.rint(fg.astype(float) * a / 255).astype(np.uint8)
+    straight = composite(fg[..., None], a, bg[..., None])
+    assert np.abs(composite_premultiplied(premultiplied[..., None], a, bg[..., None]).astype(int)
+                  - straight).max() <= 1

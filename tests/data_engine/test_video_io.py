@@ -1,5 +1,10 @@
+import io
+
+import av
 import numpy as np
 import pytest
+from av.video.reformatter import ColorRange
+from PIL import Image
 
 from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.video_io import (
@@ -11,6 +16,7 @@ from data_engine.video_io import (
     encode_video,
     probe_video,
     psnr,
+    read_image,
 )
 
 CFG = SyntheticConfig(num_frames=8, height=120, width=176, seed=3)
@@ -81,3 +87,28 @@ def test_truncated_video_is_reported(tmp_path, clip):
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(VideoDecodeError, match="trunc.mp4"):
         decode_video(path)
+
+
+def test_an_unreadable_image_is_named_without_a_memory_address(tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"\x89PNG garbage")
+    with pytest.raises(VideoDecodeError, match="broken.png: not a readable image") as err:
+        read_image(path)
+    assert "0x" not in str(err.value) and " at " not in str(err.value)
+
+
+def test_a_16_bit_grey_png_is_scaled_not_clipped():
+    """Pillow's convert("L") clips 16-bit levels above 255, making a soft matte binary."""
+    levels = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)  # 0, 257, ... 65535: exactly 0..255
+    buf = io.BytesIO()
+    Image.fromarray(levels).save(buf, format="PNG")
+    assert np.array_equal(decode_png(buf.getvalue(), grey=True), np.arange(256, dtype=np.uint8).reshape(16, 16))
+
+
+def test_streams_written_here_say_their_range():
+    alpha = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (2, 16, 1))
+    with av.open(io.BytesIO(encode_alpha(alpha, 8, lossless=True))) as container:
+        assert next(container.decode(video=0)).color_range == ColorRange.JPEG
+    assert np.array_equal(decode_video(encode_alpha(alpha, 8, lossless=True), grey=True), alpha)
+    with av.open(io.BytesIO(encode_video(np.zeros((2, 16, 16, 3), np.uint8), 8))) as container:
+        assert next(container.decode(video=0)).color_range == ColorRange.MPEG
