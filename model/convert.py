@@ -2,6 +2,7 @@
 
     layerflow convert sat2ours CKPT OUT_DIR [--name NAME] [--latent-size 60x90] [--base COGVIDEOX_2B_DIR]
     layerflow convert verify-fixture DIR [--tol ABS]
+    layerflow convert verify-sampler DIR [--tol ABS] [--noise recorded|seed]
 
 (`python -m model.convert` takes the same arguments.)
 
@@ -457,13 +458,14 @@ def verify_fixture(folder: str | Path, tol: float | None = None, out: TextIO | N
             for key in sorted(k for k in outputs if k.startswith("variant.")):
                 spec = meta.get("variants", {}).get(key[len("variant."):], {})
                 checks.append((f"{prefix}{key}", _run_variant(model, sd, cfg, args, spec), outputs[key]))
-        ok &= _report(checks, tol, out)
+        ok &= report_parity(checks, tol, out)
     rule = f"{tol:g}" if tol is not None else f"{PARITY_ULPS} float32 roundings of each reference's magnitude"
     print(f"fixture {'PASSED' if ok else 'FAILED'} (tolerance {rule})", file=out)
     return ok
 
 
-def _report(checks: list[tuple[str, torch.Tensor, torch.Tensor]], tol: float | None, out: TextIO) -> bool:
+def report_parity(checks: list[tuple[str, torch.Tensor, torch.Tensor]], tol: float | None, out: TextIO) -> bool:
+    """One line per (label, ours, reference): max |diff|, the allowed difference, ok or FAIL; True if all pass."""
     ok = True
     for label, ours, ref in checks:
         if ours.shape != ref.shape:
@@ -561,12 +563,13 @@ def check_base(base: Path, cfg: TransformerConfig) -> None:
 
 
 def assemble_pipeline(out_dir: Path, base: Path) -> None:
-    """Beside `out_dir/transformer`: the base's VAE, T5 and tokenizer, and the official sampler (DPM++ 2M)."""
+    """Beside `out_dir/transformer`: the base's VAE, T5 and tokenizer, and the official sampler
+    (`model.official_sampler`), which `LayerFlowPipeline.from_pretrained` then selects."""
     from model.schedule import make_scheduler
 
     for part in BASE_PARTS:
         shutil.copytree(base / part, out_dir / part, copy_function=_link_or_copy, dirs_exist_ok=True)
-    make_scheduler("dpm").save_pretrained(out_dir / "scheduler")
+    make_scheduler("official").save_pretrained(out_dir / "scheduler")
 
 
 def _link_or_copy(src: str, dst: str) -> str:
@@ -585,6 +588,7 @@ EXAMPLES = """examples:
       $LAYERFLOW_WEIGHTS/layerflow-generation --base $LAYERFLOW_WEIGHTS/cogvideox-2b   # a whole pipeline folder
   layerflow convert sat2ours CKPT OUT_DIR --name foreground-conditioned-generation-rgba   # the DiT alone
   layerflow convert verify-fixture ../shared/reference/sat_tiny                          # parity with the official network
+  layerflow convert verify-sampler ../shared/reference/sat_sampler                       # parity with the official sampling
 """
 
 
@@ -596,6 +600,14 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("folder", type=Path)
     v.add_argument("--tol", type=float, help="absolute tolerance (default: 64 float32 roundings of each "
                    "reference's largest magnitude)")
+    s = sub.add_parser("verify-sampler", help="sample a sat_sampler-layout fixture's runs with our pipeline and "
+                       "compare the latents after every step")
+    s.add_argument("folder", type=Path)
+    s.add_argument("--tol", type=float, help="absolute tolerance (default: 64 float32 roundings of each "
+                   "reference's largest magnitude)")
+    s.add_argument("--noise", choices=("recorded", "seed"), default="recorded",
+                   help="recorded: the fixture's initial latents and per-step noise; seed: drawn from a generator "
+                   "seeded as the official run's global RNG")
     c = sub.add_parser("sat2ours", help="convert an official checkpoint to a LayerFlowTransformer folder")
     c.add_argument("checkpoint", type=Path)
     c.add_argument("out_dir", type=Path)
@@ -605,11 +617,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--keep-zero-lora", action="store_true", help="keep LoRAs whose up-matrices are all zero")
     c.add_argument("--dtype", choices=("float32", "bfloat16", "float16"))
     c.add_argument("--base", type=Path, help="local CogVideoX-2B diffusers folder: write a whole pipeline folder "
-                   "(transformer/ converted; vae/, text_encoder/, tokenizer/ linked from it; scheduler/ DPM++)")
+                   "(transformer/ converted; vae/, text_encoder/, tokenizer/ linked from it; scheduler/ the official sampler)")
     args = parser.parse_args(argv)
     try:
         if args.command == "verify-fixture":
             return 0 if verify_fixture(args.folder, args.tol) else 1
+        if args.command == "verify-sampler":
+            # Imported here: model.sampler_fixture builds on this module.
+            from model.sampler_fixture import verify_sampler
+
+            return 0 if verify_sampler(args.folder, args.tol, args.noise) else 1
         variant = sat2ours(args.checkpoint, args.out_dir, name=args.name, latent_size=args.latent_size,
                            config_path=args.config, prune_zero_lora=not args.keep_zero_lora,
                            dtype=args.dtype, base=args.base)

@@ -11,6 +11,7 @@ Condition layers are copied into the output as given, so they come back bit-iden
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ from model.layout import (
     task_spec,
 )
 from model.lora import lora_merged, merge_lora, unmerge_lora
-from model.schedule import DEFAULT_STEPS, GuidanceSchedule, make_scheduler, sampler_name
+from model.schedule import (DEFAULT_STEPS, GuidanceSchedule, ScheduleError, make_scheduler, sampler_name,
+                            scheduler_class)
 from model.schedule import guidance_scale as cfg_scale
 from model.text import encode_prompts, indexed_prompts, unconditional_embeddings
 
@@ -120,16 +122,18 @@ class LayerFlowPipeline(DiffusionPipeline):
         sampler: str | None = None,
     ) -> "LayerFlowPipeline":
         """Load from a local folder: vae/, text_encoder/, tokenizer/, transformer/, scheduler/ (safetensors only;
-        `python -m model.convert sat2ours CKPT OUT --base COGVIDEOX_2B_DIR` writes one from an official checkpoint)."""
-        from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
-
+        `python -m model.convert sat2ours CKPT OUT --base COGVIDEOX_2B_DIR` writes one from an official checkpoint,
+        whose scheduler/ selects the official sampler). `sampler` ("official", "dpm", "ddim") overrides scheduler/;
+        without either, "dpm"."""
         root = Path(path)
         parts = load_model_folder(root, torch_dtype or torch.float32)
         scheduler_dir = root / "scheduler"
         if sampler is None and scheduler_dir.is_dir():
             cls_name = json.loads((scheduler_dir / "scheduler_config.json").read_text()).get("_class_name", "")
-            sched_cls = CogVideoXDDIMScheduler if cls_name == "CogVideoXDDIMScheduler" else CogVideoXDPMScheduler
-            scheduler = sched_cls.from_pretrained(scheduler_dir)
+            try:
+                scheduler = scheduler_class(cls_name).from_pretrained(scheduler_dir)
+            except ScheduleError as exc:
+                raise PipelineInputError(f"{scheduler_dir}: {exc}") from None
         else:
             scheduler = make_scheduler(sampler or "dpm")
         return cls(**parts, scheduler=scheduler)
@@ -226,6 +230,10 @@ class LayerFlowPipeline(DiffusionPipeline):
         guidance_schedule: GuidanceSchedule | str = GuidanceSchedule.DYNAMIC,
         generator: torch.Generator | list[torch.Generator] | None = None,
         prompt_embeds: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
+        condition_latents: torch.Tensor | None = None,
+        step_noise: Callable[[int], torch.Tensor] | None = None,
+        callback_on_step_end: Callable[["LayerFlowPipeline", int, torch.Tensor, dict], dict] | None = None,
         output_type: str = "clip",
         fps: float = 8.0,
     ) -> LayerFlowPipelineOutput:
@@ -239,6 +247,15 @@ class LayerFlowPipeline(DiffusionPipeline):
         sample) in place of `fg_prompt`; `layers` gives the layers of foregrounds 1 .. K-1 by name ({"fg_1": ...,
         "alpha_1": ...}), and with task "given" any subset of the layers ({"bg": ..., "fg": ..., "alpha": ...}),
         the model generating the rest.
+
+        Replaying a run exactly: `latents` ([B, T_noisy, C, h, w]) are the initial noisy latents, drawn from
+        `generator` when None; `condition_latents` ([B, T_clean, C, h, w], the clean latents in sequence order, in
+        the transformer's scaled latent space) replace the VAE encoding of the conditions, which may then be left
+        out (the clips then hold them decoded); `step_noise(i)` returns the SDE noise of step i (called for every
+        step but the last, which adds none), drawn from `generator` when None (official sampler only: diffusers'
+        DPM scheduler draws its own, DDIM adds none).
+        `callback_on_step_end(pipe, i, t, {"latents": ...})` runs after every step, as in diffusers; a "latents"
+        entry in the dict it returns replaces the latents.
         """
         captions = _captions(fg_prompt, bg_prompt, blend_prompt, fg_prompts)
         count = captions[0].num_foregrounds
@@ -253,9 +270,16 @@ class LayerFlowPipeline(DiffusionPipeline):
             raise PipelineInputError(f"output_type must be 'clip' or 'latent', got {output_type!r}")
         self._check_model(spec, height, width)
         schedule = GuidanceSchedule.parse(guidance_schedule) if use_dynamic_cfg else GuidanceSchedule.CONSTANT
-        batch = max([len(captions)] + [len(v) for v in given.values() if isinstance(v, (list, tuple))])
+        tensors = [x for x in (prompt_embeds, latents, condition_latents) if x is not None]
+        batch = max([len(captions)] + [len(v) for v in given.values() if isinstance(v, (list, tuple))]
+                    + [x.shape[0] for x in tensors if x.ndim])
         captions = _broadcast(captions, batch, "prompts")
-        conditions = self._conditions(spec, given, batch, num_frames, height, width)
+        conditions = self._conditions(spec, given, batch, num_frames, height, width,
+                                      required=condition_latents is None)
+        sampler = sampler_name(self.scheduler)
+        if step_noise is not None and sampler != "official":
+            how = "draws its own from `generator`" if sampler == "dpm" else "adds none"
+            raise PipelineInputError(f"step_noise needs the official sampler; {type(self.scheduler).__name__} {how}")
         device = self._execution_device
 
         if prompt_embeds is None:
@@ -265,23 +289,27 @@ class LayerFlowPipeline(DiffusionPipeline):
         do_cfg = guidance_scale > 1.0
         text = torch.cat([unconditional_embeddings(prompt_embeds), prompt_embeds]) if do_cfg else prompt_embeds
 
+        latent_size = (self.vae.config.latent_channels, height // self.vae_scale_factor_spatial,
+                       width // self.vae_scale_factor_spatial)
         clean = None
-        if spec.conditions:
+        if condition_latents is not None:
+            if not spec.conditions:
+                raise PipelineInputError(f"task {spec.task.value} has no conditions; drop `condition_latents=`")
+            _check_latents(condition_latents, (batch, len(layout.clean_indices), *latent_size), "condition_latents")
+            clean = condition_latents.to(device=device, dtype=prompt_embeds.dtype)
+        elif spec.conditions:
             video = torch.stack([layout.pack_conditions(c) for c in conditions])
             clean, _ = layout.split_latents(self.encode_video(video, generator).to(prompt_embeds.dtype))
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        shape = (
-            batch,
-            len(layout.noisy_indices),
-            self.vae.config.latent_channels,
-            height // self.vae_scale_factor_spatial,
-            width // self.vae_scale_factor_spatial,
-        )
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=prompt_embeds.dtype)
+        shape = (batch, len(layout.noisy_indices), *latent_size)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=prompt_embeds.dtype)
+        else:
+            _check_latents(latents, shape, "latents")
+            latents = latents.to(device=device, dtype=prompt_embeds.dtype)
         latents = latents * self.scheduler.init_noise_sigma
-        is_dpm = sampler_name(self.scheduler) == "dpm"
         old_pred_original_sample = None
         # Clean latents sit at their own places in the sequence (bg-conditioned: the middle), as in training.
         cond_input = None if clean is None else (torch.cat([clean, clean]) if do_cfg else clean)
@@ -300,7 +328,11 @@ class LayerFlowPipeline(DiffusionPipeline):
                     pred_uncond, pred_text = pred.chunk(2)
                     scale = cfg_scale(guidance_scale, int(t), i, num_inference_steps, schedule)
                     pred = pred_uncond + scale * (pred_text - pred_uncond)
-                if is_dpm:
+                if sampler == "official":
+                    noise = None if step_noise is None else functools.partial(step_noise, i)
+                    latents = self.scheduler.step(pred, t, latents, generator=generator, noise=noise,
+                                                  return_dict=False)[0]
+                elif sampler == "dpm":
                     latents, old_pred_original_sample = self.scheduler.step(
                         pred,
                         old_pred_original_sample,
@@ -314,6 +346,8 @@ class LayerFlowPipeline(DiffusionPipeline):
                 else:
                     latents = self.scheduler.step(pred, t, latents, eta=0.0, generator=generator, return_dict=False)[0]
                 latents = latents.to(prompt_embeds.dtype)
+                if callback_on_step_end is not None:
+                    latents = callback_on_step_end(self, i, t, {"latents": latents}).get("latents", latents)
                 progress.update()
 
         full = layout.join_latents(clean, latents)
@@ -362,7 +396,8 @@ class LayerFlowPipeline(DiffusionPipeline):
             )
 
     def _conditions(
-        self, spec: TaskSpec, given: dict[str, Any], batch: int, frames: int, height: int, width: int
+        self, spec: TaskSpec, given: dict[str, Any], batch: int, frames: int, height: int, width: int,
+        required: bool = True,
     ) -> list[dict[str, np.ndarray]]:
         out: list[dict[str, np.ndarray]] = [{} for _ in range(batch)]
         for layer in sorted(set(given) | set(spec.conditions), key=_sequence_order(spec)):
@@ -374,11 +409,20 @@ class LayerFlowPipeline(DiffusionPipeline):
                     raise PipelineInputError(f"task {spec.task.value} takes {needs}; drop `{arg}=`")
                 continue
             if value is None:
-                raise PipelineInputError(f"task {spec.task.value} needs `{arg}=` (a uint8 video or a LayeredClip)")
+                if required:
+                    raise PipelineInputError(f"task {spec.task.value} needs `{arg}=` (a uint8 video or a "
+                                             "LayeredClip, or condition_latents=)")
+                continue
             items = value if isinstance(value, (list, tuple)) else [value]
             for b, item in enumerate(_broadcast(list(items), batch, arg)):
                 out[b][layer] = _condition_array(layer, arg, item, frames, height, width)
         return out
+
+
+def _check_latents(x: torch.Tensor, shape: tuple[int, ...], arg: str) -> None:
+    if tuple(x.shape) != shape:
+        raise PipelineInputError(f"`{arg}` must have shape {list(shape)} (batch, latent frames, channels, height "
+                                 f"and width over the VAE's factor), got {list(x.shape)}")
 
 
 def _captions(fg, bg, blend, fg_prompts=None) -> list[Captions]:

@@ -1,7 +1,8 @@
 """Diffusion schedule of LayerFlow (CogVideoX-2B's): schedulers, classifier-free guidance schedule, loss weight.
 
-v-prediction on a zero-terminal-SNR discretisation with SNR shift 3.0 and trailing timesteps, sampled with
-DPM++ 2M (VP-SDE; diffusers' `CogVideoXDPMScheduler`, the official sampler) or DDIM.
+v-prediction on a zero-terminal-SNR discretisation with SNR shift 3.0, sampled with DPM++ 2M (VP-SDE): "official"
+(`model.official_sampler`, the official discretisation, the default of converted official checkpoints) or "dpm"
+(diffusers' `CogVideoXDPMScheduler`, trailing timesteps over the 1000-entry table), or with DDIM ("ddim").
 """
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from typing import Literal
 import torch
 from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
 
-Sampler = Literal["dpm", "ddim"]
-SAMPLERS: dict[str, type] = {"dpm": CogVideoXDPMScheduler, "ddim": CogVideoXDDIMScheduler}
+from model.official_sampler import OfficialDPMScheduler
+
+Sampler = Literal["official", "dpm", "ddim"]
+SAMPLERS: dict[str, type] = {"official": OfficialDPMScheduler, "dpm": CogVideoXDPMScheduler,
+                             "ddim": CogVideoXDDIMScheduler}
 DEFAULT_STEPS = 50
 
 
@@ -40,12 +44,25 @@ class SchedulerConfig:
 
 
 def make_scheduler(sampler: Sampler | str = "dpm", config: SchedulerConfig | None = None):
-    """A fresh diffusers CogVideoX scheduler of the given kind with the LayerFlow schedule."""
+    """A fresh scheduler of the given kind with the LayerFlow schedule."""
     try:
         cls = SAMPLERS[sampler]
     except KeyError:
         raise ScheduleError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}") from None
-    return cls(**asdict(config or SchedulerConfig()))
+    config = config or SchedulerConfig()
+    if cls is OfficialDPMScheduler:  # v-prediction, zero terminal SNR and its own spacing are what it is
+        return cls(num_train_timesteps=config.num_train_timesteps, beta_start=config.beta_start,
+                   beta_end=config.beta_end, snr_shift_scale=config.snr_shift_scale)
+    return cls(**asdict(config))
+
+
+def scheduler_class(class_name: str) -> type:
+    """The sampler class a saved scheduler_config.json names in `_class_name`."""
+    for cls in SAMPLERS.values():
+        if cls.__name__ == class_name:
+            return cls
+    names = ", ".join(cls.__name__ for cls in SAMPLERS.values())
+    raise ScheduleError(f"unsupported scheduler {class_name!r} in scheduler_config.json; use one of {names}")
 
 
 def sampler_name(scheduler) -> str:
@@ -58,6 +75,7 @@ def sampler_name(scheduler) -> str:
 class GuidanceSchedule(str, Enum):
     # The official and diffusers schedule: it feeds the discrete timestep (0..999) where a step counter was
     # meant, which gives CogVideoX's "wave-like" scale; kept because the released checkpoints were tuned on it.
+    # It depends on the sampler's timesteps: the official sampler's give the official scales at any step count.
     DYNAMIC = "dynamic"
     # The same cosine ramp over the step counter (what the formula was meant to compute).
     MONOTONE = "monotone"

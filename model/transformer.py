@@ -106,8 +106,9 @@ class LayerFlowTransformer(CogVideoXTransformer3DModel):
         self.sdpa_backends: list[SDPBackend] | None = None
 
         if cfg.learned_pos_embedding:
-            # Initialised as the official reinit does (sin-cos video part, zero text part), then trained.
-            table = self.patch_embed.pos_embedding.detach().clone()
+            # Initialised as the official reinit does (sin-cos video part, zero text part), then trained. diffusers
+            # computes the sin-cos table in float64; a parameter takes the model's dtype like every other one.
+            table = self.patch_embed.pos_embedding.detach().to(self.patch_embed.proj.weight.dtype)
             del self.patch_embed.pos_embedding
             self.patch_embed.use_positional_embeddings = False
             self.pos_embedding = nn.Parameter(table)
