@@ -137,3 +137,21 @@ class OptimConfig:
     weight_decay: float = 1e-4
     eps: float = 1e-8
     warmup_steps: int = 0
+    # After the warm-up: "constant" (the released configs), or "cosine" down to `min_lr_ratio` x lr at
+    # trainer.max_steps.
+    schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class LossConfig:
+    """How the per-element errors of the generated latents are weighted (the released recipe: every layer alike)."""
+
+    # A weight per kind of layer: "fg" (every foreground), "alpha" (every matte), "bg", "blend"; 1 where unset.
+    layer_weights: dict[str, float] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.layer_weights) - {"fg", "alpha", "bg", "blend"})
+        if unknown or any(w < 0 for w in self.layer_weights.values()):
+            raise TrainConfigError(f"model.loss.layer_weights takes non-negative weights for fg, alpha, bg, blend; "
+                                   f"got {self.layer_weights}")

@@ -8,6 +8,7 @@ sample index), so a run is reproducible, resumes exactly, and gives the same num
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import asdict
@@ -17,12 +18,12 @@ import lightning as L
 import torch
 from torch import nn
 
-from data_engine.schema import layer_names
+from data_engine.schema import is_alpha, layer_names
 from model.layout import LayoutError, SequenceLayout, Task, TaskSpec, prompt_slots, task_spec
 from model.lora import is_lora_param
 from model.schedule import alpha_bar, make_scheduler, training_loss_weight
 from model.text import encode_prompts
-from trainer.config import ModelConfig, OptimConfig, TrainConfigError, stage_spec
+from trainer.config import LossConfig, ModelConfig, OptimConfig, TrainConfigError, stage_spec
 from trainer.seeding import sample_generator
 
 _BLOCK = re.compile(r"(?:^|\.)transformer_blocks\.(\d+)\.")
@@ -69,13 +70,26 @@ def layer_losses(errors: torch.Tensor, layout: SequenceLayout) -> dict[str, torc
 
 
 class WarmupLR:
-    """Linear warm-up to the base learning rate (a plain object, so LambdaLR's state dict stores it)."""
+    """Linear warm-up to the base learning rate, then constant or a cosine decay to `min_ratio` at `total` steps
+    (a plain object, so LambdaLR's state dict stores it)."""
 
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
+    def __init__(self, steps: int, total: int = 0, min_ratio: float = 0.0) -> None:
+        self.steps, self.total, self.min_ratio = steps, total, min_ratio
 
     def __call__(self, step: int) -> float:
-        return min(1.0, (step + 1) / self.steps) if self.steps > 0 else 1.0
+        if self.steps > 0 and step < self.steps:
+            return (step + 1) / self.steps
+        if self.total <= self.steps:
+            return 1.0
+        progress = min(1.0, (step - self.steps) / (self.total - self.steps))
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def layer_kind(layer: str) -> str:
+    """fg, alpha, bg or blend: the kind of a layer name (fg_k is a foreground, alpha_k a matte)."""
+    if layer in ("bg", "blend"):
+        return layer
+    return "alpha" if is_alpha(layer) else "fg"
 
 
 class LayerFlowModule(L.LightningModule):
@@ -87,14 +101,18 @@ class LayerFlowModule(L.LightningModule):
         network: ModelConfig | None = None,
         optim: OptimConfig | None = None,
         seed: int = 0,
+        loss: LossConfig | None = None,
     ) -> None:
         super().__init__()
         self.spec = stage_spec(stage)
         self.model_cfg = network or ModelConfig()
         self.optim_cfg = optim or OptimConfig()
+        self.loss_cfg = loss or LossConfig()
+        self.loss_cfg.validate()
         self.seed = seed
         self.save_hyperparameters(
-            {"stage": stage, "network": asdict(self.model_cfg), "optim": asdict(self.optim_cfg), "seed": seed}
+            {"stage": stage, "network": asdict(self.model_cfg), "optim": asdict(self.optim_cfg), "seed": seed,
+             "loss": asdict(self.loss_cfg)}
         )
         # Checkpoints hold only the trainable weights; the frozen rest comes from `model.pretrained`.
         self.strict_loading = False
@@ -273,7 +291,15 @@ class LayerFlowModule(L.LightningModule):
         ).float()
         x0_pred = ab.sqrt() * noisy - (1 - ab).sqrt() * v_pred
         weight = training_loss_weight(ab)
+        if self.loss_cfg.layer_weights and not self.spec.text_to_video:
+            weight = weight * self.layer_weights(layout).to(weight)
         return weight * (x0_pred - x0) ** 2
+
+    def layer_weights(self, layout: SequenceLayout) -> torch.Tensor:
+        """[T, 1, 1, 1]: `model.loss.layer_weights` of the layer each generated latent belongs to."""
+        owner = {i: layer for layer in layout.spec.generated for i in layout.latent_indices(layer)}
+        weights = [self.loss_cfg.layer_weights.get(layer_kind(owner[i]), 1.0) for i in layout.noisy_indices]
+        return torch.tensor(weights).view(-1, 1, 1, 1)
 
     def blend_alone(self, latents: torch.Tensor, text: torch.Tensor,
                     layout: SequenceLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -355,5 +381,8 @@ class LayerFlowModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             self.trainable_parameters(), lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, eps=cfg.eps
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupLR(cfg.warmup_steps))
+        total = self.trainer.max_steps if cfg.schedule == "cosine" else 0
+        if cfg.schedule == "cosine" and total <= 0:
+            raise TrainConfigError("model.optim.schedule=cosine decays over trainer.max_steps; set it")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupLR(cfg.warmup_steps, total, cfg.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
