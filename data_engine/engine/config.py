@@ -46,6 +46,10 @@ class RunConfig:
     maxsize: float = 1e9  # bytes per shard
     retry_quarantined: bool = False  # redo inputs whose record says some of their clips failed
     fuse: bool = True  # consecutive light CPU stages share one actor pool (see data_engine/engine/resources.py)
+    # Write samples in the order of their inputs (Ray Data's preserve_order), so that one config gives the same
+    # shards, sample for sample in the same order, and a trainer reading them the same model; off, samples are
+    # written as they finish, which keeps a cluster's slow inputs from holding back the rest.
+    deterministic_order: bool = False
     # Check every model's weights under LAYERFLOW_WEIGHTS on the driver before starting; turn off only for a
     # cluster whose workers hold weights the driver does not see.
     check_weights: bool = True

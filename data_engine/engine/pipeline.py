@@ -252,8 +252,9 @@ class EngineMetrics:
 
 
 def build_dataset(items: list[Row], plans: list[PoolPlan], options: dict[str, dict[str, Any]],
-                  metrics_name: str | None):
-    """The lazy dataset: work items -> one actor pool per planned pool. Nothing runs until it is iterated."""
+                  metrics_name: str | None, preserve_order: bool = False):
+    """The lazy dataset: work items -> one actor pool per planned pool. Nothing runs until it is iterated; with
+    `preserve_order` its rows come out in the items' order."""
     import logging
 
     import ray.data
@@ -261,7 +262,7 @@ def build_dataset(items: list[Row], plans: list[PoolPlan], options: dict[str, di
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
-    ctx.execution_options.preserve_order = False
+    ctx.execution_options.preserve_order = preserve_order
     ctx.max_errored_blocks = -1  # a block lost with its worker must not abort the run; see WORKER_DEATH_RETRIES
     # Model actors legitimately hold hundreds of MB; Ray's high-memory detector would repeat that every 30 s.
     ctx.issue_detectors_config.detectors = [

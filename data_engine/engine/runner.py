@@ -311,7 +311,7 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
             snapshot = lambda: ray.get(metrics.snapshot.remote(), timeout=5)  # noqa: E731
             with ProgressDisplay(console, order, actors, counts, snapshot, enabled=cfg.run.progress):
                 if items:
-                    ds = build_dataset(items, plans, plan.options, metrics_name)
+                    ds = build_dataset(items, plans, plan.options, metrics_name, cfg.run.deterministic_order)
                     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                         for row in unpack(batch):
                             driver.handle(row)
