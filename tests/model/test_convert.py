@@ -1,4 +1,5 @@
-"""The official-checkpoint converter: the sat_tiny fixture, another size, variant detection, bad files."""
+"""The official-checkpoint converter: the sat_tiny fixture, another size, variant detection, every release float32
+and sampling, bad files."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,10 @@ from safetensors.torch import load_file, save_file
 
 from model.config import get_preset
 from model.convert import (ConversionError, convert_checkpoint, detect_variant, infer_config,
-                           load_official_state_dict, main, parity_tolerance)
+                           load_official_state_dict, main, parity_tolerance, task_from_name)
+from model.layout import SequenceLayout
 from model.lora import lora_parameters
+from model.sampler_fixture import latent_pipeline
 from model.transformer import LayerFlowTransformer
 
 LINE = re.compile(r"^\s+(\S+)\s+max\|diff\| = (\S+) <= (\S+)\s+(ok|FAIL)$", re.M)
@@ -166,6 +169,61 @@ def test_detect_variant_table(frames, prompts, embed, learned, name, expected):
     cfg = get_preset("cogvideox-2b").replace(sample_frames=frames, num_prompts=prompts, layer_embedding=embed,
                                              learned_pos_embedding=learned)
     assert detect_variant(cfg, name).name == expected
+
+
+# The eight releases' structures: latent frames, prompts, layer-index embedder, trained position table.
+RELEASES = {
+    "multi-layer-generation-rgba": (16, 3, True, False),
+    "multi-layer-decomposition-rgba": (16, 2, False, True),
+    "foreground-conditioned-generation-rgba": (17, 3, True, False),
+    "background-conditioned-generation-rgba": (17, 3, True, False),
+    "multi-layer-generation-rgb": (13, 3, False, False),
+    "multi-layer-decomposition-rgb": (13, 2, False, True),
+    "foreground-conditioned-generation-rgb": (13, 3, False, True),
+    "background-conditioned-generation-rgb": (13, 3, False, True),
+}
+
+
+def _converted_release(name: str, folder: Path) -> LayerFlowTransformer:
+    """A tiny model of the release `name`'s structure, written under the official names and converted back."""
+    frames, prompts, embed, learned = RELEASES[name]
+    config = get_preset("tiny").replace(
+        text_tokens_per_prompt=226, spatial_interpolation_scale=1.875, num_layers=2, lora_blocks=(1,),
+        sample_height=4, sample_width=6, sample_frames=frames, num_prompts=prompts, layer_embedding=embed,
+        learned_pos_embedding=learned)
+    torch.manual_seed(5)
+    source = LayerFlowTransformer.from_config(config).eval()
+    if learned:
+        with torch.no_grad():  # trained away from its sin-cos start, as the releases' tables are
+            source.pos_embedding.add_(0.1 * torch.randn_like(source.pos_embedding))
+    save_file(_to_official(source), str(folder / f"{name}.safetensors"))
+    model, variant = convert_checkpoint(folder / f"{name}.safetensors", latent_size=(4, 6))
+    assert variant.name == name
+    return model
+
+
+@pytest.mark.parametrize("name", list(RELEASES))
+def test_every_converted_release_is_float32(name, tmp_path):
+    """diffusers builds the sin-cos table in float64; the trained table that starts from it must not stay so."""
+    model = _converted_release(name, tmp_path)
+    assert model.dtype == torch.float32
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize("name", [n for n in RELEASES if n.endswith("-rgba")])  # the layouts our pipeline samples
+def test_every_converted_rgba_release_samples(name, tmp_path):
+    model = _converted_release(name, tmp_path)
+    task = task_from_name(name)
+    pipe = latent_pipeline(model)
+    layout = SequenceLayout.for_task(task)
+    g = torch.Generator().manual_seed(6)
+    embeds = torch.randn(1, model.layerflow_config.max_text_seq_length, 32, generator=g)
+    clean = torch.randn(1, len(layout.clean_indices), 16, 4, 6, generator=g) if layout.clean_indices else None
+    out = pipe(task=task, prompt_embeds=embeds, condition_latents=clean, num_frames=16, num_inference_steps=2,
+               height=4 * pipe.vae_scale_factor_spatial, width=6 * pipe.vae_scale_factor_spatial,
+               generator=g, output_type="latent")
+    assert out.latents.shape == (1, model.layerflow_config.sample_frames, 16, 4, 6)
+    assert out.latents.isfinite().all() and out.latents.std() > 0.1
 
 
 def test_zero_lora_layers_follow_the_checkpoint(sat_tiny, tmp_path):

@@ -22,6 +22,9 @@ from data_engine.weights import missing_files
 from model.convert import (ConversionError, convert_state_dict, load_official_state_dict, main, official_inputs,
                            parity_tolerance, sat_safe_globals)
 from model.generate import main as generate_main
+from model.generate import parse_args, pipeline_for
+from model.layout import task_spec
+from model.official_sampler import OfficialDPMScheduler
 from model.pipeline import LayerFlowPipeline
 from model.text import MAX_PROMPT_TOKENS
 from model.transformer import LayerFlowTransformer
@@ -121,7 +124,7 @@ def test_the_assembled_folder_loads_the_release_parts(release, sat_tiny, pipelin
     assert torch.equal(pipe.transformer.patch_embed.proj.weight, official_dit["mixins.patch_embed.proj.weight"])
     vae = load_file(str(base / "vae" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(pipe.vae.state_dict()[k], v.float()) for k, v in vae.items())
-    assert isinstance(pipe.scheduler, CogVideoXDPMScheduler)  # the official sampler, not the release's DDIM
+    assert isinstance(pipe.scheduler, OfficialDPMScheduler)  # the official sampler, not the release's DDIM
     # Both T5 shards were read: every weight equals the shards' tensors.
     shard_files = sorted((base / "text_encoder").glob("model-*.safetensors"))
     shards = {k: v for p in shard_files for k, v in load_file(str(p)).items()}
@@ -168,3 +171,13 @@ def test_generate_with_the_full_config_from_the_assembled_folder(pipeline_dir, t
     assert decode_video(folder / "bg.mp4").shape == (4, 16, 24, 3)
     assert len(list((folder / "fg_rgba").glob("*.png"))) == 4 and (folder / "fg_rgba.mov").is_file()
     assert json.loads((folder / "clip.json").read_text())["captions"]["blend"] == "a dog in a park"
+
+
+@pytest.mark.parametrize("flags, sampler", [([], OfficialDPMScheduler), (["--sampler", "dpm"], CogVideoXDPMScheduler)])
+def test_generate_samples_a_converted_folder_with_the_official_sampler(pipeline_dir, flags, sampler):
+    """The full config leaves the sampler to the folder, whose scheduler/ the converter wrote; --sampler dpm
+    picks diffusers' instead."""
+    config = REPO / "infra" / "configs" / "generate" / "cogvideox-2b.yaml"
+    args = parse_args(["--config", str(config), "--model-dir", str(pipeline_dir), "--device", "cpu",
+                       "--dtype", "float32", *flags])
+    assert isinstance(pipeline_for(args, task_spec("generate")).scheduler, sampler)
