@@ -34,6 +34,7 @@ from safetensors.torch import load_file
 
 from model.config import TEXT_TOKENS_PER_PROMPT, TransformerConfig
 from model.numerics import float32_tolerance
+from model.sampler_fixture import Noise, SamplerFixtureError, SamplerRun, load_run, parity_checks, read_fixture, replay
 from model.transformer import LayerFlowTransformer
 
 CHECKPOINT_PREFIX = "model.diffusion_model."
@@ -512,6 +513,31 @@ def _run_variant(model: LayerFlowTransformer, sd: dict[str, torch.Tensor], cfg: 
     return model(**args)
 
 
+# ---- sampler fixture verification (model.sampler_fixture) -------------------------------------------------
+def sampler_run(folder: str | Path, name: str) -> SamplerRun:
+    """Run `name` of a sat_sampler-layout fixture, its network converted from the run's official state dict."""
+    meta = read_fixture(folder)
+    run = meta["runs"][name]
+    sd = load_official_state_dict(Path(folder) / run["state_dict"])
+    cfg, _ = infer_config(sd, run["network_config"], run["task"], layernorm_eps=meta.get("layernorm_eps"))
+    return load_run(folder, name, build_model(sd, cfg))
+
+
+def verify_sampler(folder: str | Path, tol: float | None = None, noise: Noise = "recorded",
+                   out: TextIO | None = None) -> bool:
+    """Print max |ours - official| after every step of every run in `folder`; True if all are within `tol`
+    (None: `parity_tolerance` of each reference)."""
+    out = out or sys.stdout
+    ok = True
+    for name in read_fixture(folder)["runs"]:
+        run = sampler_run(folder, name)
+        print(f"[{name}] task {run.task.value}, {run.num_steps} steps, batch {run.batch}, {noise} noise", file=out)
+        ok &= report_parity(parity_checks(run, replay(run, noise)), tol, out)
+    rule = f"{tol:g}" if tol is not None else f"{PARITY_ULPS} float32 roundings of each reference's magnitude"
+    print(f"sampler fixture {'PASSED' if ok else 'FAILED'} (tolerance {rule})", file=out)
+    return ok
+
+
 # ---- CLI --------------------------------------------------------------------------------------------------
 def _latent_size(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"(\d+)x(\d+)", text)
@@ -623,16 +649,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "verify-fixture":
             return 0 if verify_fixture(args.folder, args.tol) else 1
         if args.command == "verify-sampler":
-            # Imported here: model.sampler_fixture builds on this module.
-            from model.sampler_fixture import verify_sampler
-
             return 0 if verify_sampler(args.folder, args.tol, args.noise) else 1
         variant = sat2ours(args.checkpoint, args.out_dir, name=args.name, latent_size=args.latent_size,
                            config_path=args.config, prune_zero_lora=not args.keep_zero_lora,
                            dtype=args.dtype, base=args.base)
         print(f"converted {args.checkpoint} ({variant.name}; {'; '.join(variant.evidence)}) -> {args.out_dir}")
         return 0
-    except ConversionError as exc:
+    except (ConversionError, SamplerFixtureError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

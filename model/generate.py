@@ -90,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=6.0, help="CFG weight (1 disables guidance)")
     p.add_argument("--guidance-schedule", default="dynamic", choices=("dynamic", "monotone", "constant"))
     p.add_argument("--sampler", default=None, choices=("official", "dpm", "ddim"),
-                   help="official: the official checkpoints' sampler (model/official_sampler.py); dpm: diffusers' "
-                   "CogVideoXDPMScheduler; ddim (default: the model folder's scheduler/, official for a converted "
-                   "official checkpoint; else dpm)")
+                   help="official: the official checkpoints' sampler (model/official_sampler.py); dpm, ddim: "
+                   "diffusers' CogVideoXDPMScheduler, CogVideoXDDIMScheduler (default: the model folder's scheduler/, "
+                   "official for a converted official checkpoint; else dpm)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
     p.add_argument("--vae-tiling", action="store_true", help="decode/encode the VAE in tiles (less memory)")

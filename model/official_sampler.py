@@ -166,9 +166,6 @@ class OfficialDPMScheduler(SchedulerMixin, ConfigMixin):
         x0_2m = (1 + 1 / (2 * r)).to(device) * x0 - (1 / (2 * r)).to(device) * self._previous_x0
         return mult_x * x - mult_x0 * x0_2m + mult_noise * noise
 
-    def __len__(self) -> int:
-        return self.config.num_train_timesteps
-
 
 def _log_snr_half(alpha: torch.Tensor) -> torch.Tensor:
     """log sqrt(SNR) = log(a / sqrt(1 - a^2)) for a = sqrt(alpha_bar), as the official sampler computes it."""

@@ -1,5 +1,5 @@
-"""The official sampling loop's fixture (`sat_sampler` layout) replayed through `LayerFlowPipeline`, and the check
-`layerflow convert verify-sampler DIR` that prints how far every step lands from the official one.
+"""The official sampling loop's fixture (`sat_sampler` layout) replayed through `LayerFlowPipeline`; what
+`layerflow convert verify-sampler DIR` (model.convert, which converts each run's network) compares.
 
 A fixture folder holds fixture.json (per run: the official network config, task, batch, step count, seed) and,
 per run, `<weights>_state_dict.safetensors` and `<run>_sampling.safetensors` (initial noise, context, condition
@@ -10,16 +10,13 @@ embeddings and the condition latents as they are; its VAE only sets the latent g
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file
 
-from model.convert import (PARITY_ULPS, ConversionError, build_model, infer_config, load_official_state_dict,
-                           report_parity)
 from model.layout import Task, task_spec
 from model.pipeline import LayerFlowPipeline
 from model.schedule import make_scheduler
@@ -29,6 +26,10 @@ from model.transformer import LayerFlowTransformer
 Noise = Literal["recorded", "seed"]
 # What the official sampler passes as guidance "6": DynamicCFG(scale=6) in every released yaml.
 OFFICIAL_GUIDANCE = 6.0
+
+
+class SamplerFixtureError(ValueError):
+    """A folder that is not a sampler fixture, or lacks a run's file; the message names what is missing."""
 
 
 @dataclass
@@ -51,30 +52,26 @@ class Replay:
     full: torch.Tensor  # the final full sequence, conditions in place
 
 
-def fixture_runs(folder: str | Path) -> dict[str, dict]:
-    """fixture.json's runs, by name."""
+def read_fixture(folder: str | Path) -> dict[str, Any]:
+    """fixture.json, which must list its runs."""
     meta_path = Path(folder) / "fixture.json"
     if not meta_path.is_file():
-        raise ConversionError(f"{folder} has no fixture.json; a sampler fixture holds fixture.json, "
-                              "<run>_sampling.safetensors and the runs' state dicts")
-    runs = json.loads(meta_path.read_text()).get("runs")
-    if not runs:
-        raise ConversionError(f"{meta_path} lists no runs (expected a 'runs' mapping, as sat_sampler's)")
-    return runs
+        raise SamplerFixtureError(f"{folder} has no fixture.json; a sampler fixture holds fixture.json, "
+                                  "<run>_sampling.safetensors and the runs' state dicts")
+    meta = json.loads(meta_path.read_text())
+    if not meta.get("runs"):
+        raise SamplerFixtureError(f"{meta_path} lists no runs (expected a 'runs' mapping, as sat_sampler's)")
+    return meta
 
 
-def load_run(folder: str | Path, name: str) -> SamplerRun:
-    """A run's tensors and a pipeline around its converted network with the official sampler."""
-    folder = Path(folder)
-    meta = json.loads((folder / "fixture.json").read_text())
-    run = fixture_runs(folder)[name]
-    sampling = folder / f"{name}_sampling.safetensors"
+def load_run(folder: str | Path, name: str, transformer: LayerFlowTransformer) -> SamplerRun:
+    """A run's tensors and a pipeline with the official sampler around `transformer`, the run's network."""
+    run = read_fixture(folder)["runs"][name]
+    sampling = Path(folder) / f"{name}_sampling.safetensors"
     if not sampling.is_file():
-        raise ConversionError(f"{sampling} is missing; fixture.json lists run {name!r}")
-    state_dict = load_official_state_dict(folder / run["state_dict"])
-    config, _ = infer_config(state_dict, run["network_config"], run["task"], layernorm_eps=meta.get("layernorm_eps"))
+        raise SamplerFixtureError(f"{sampling} is missing; fixture.json lists run {name!r}")
     return SamplerRun(name, Task.parse(run["task"]), int(run["num_steps"]), int(run["seed_global_rng_before_sample"]),
-                      load_file(str(sampling)), latent_pipeline(build_model(state_dict, config)))
+                      load_file(str(sampling)), latent_pipeline(transformer))
 
 
 def latent_pipeline(transformer: LayerFlowTransformer) -> LayerFlowPipeline:
@@ -130,18 +127,3 @@ def parity_checks(run: SamplerRun, result: Replay) -> list[tuple[str, torch.Tens
     """(label, ours, official) for the latents after every step and the final full sequence."""
     checks = [(f"{run.name}.step{i:02d}", ours, run.tensors[f"step{i:02d}.x_out"]) for i, ours in enumerate(result.steps)]
     return checks + [(f"{run.name}.final.full", result.full, run.tensors["final.full"])]
-
-
-def verify_sampler(folder: str | Path, tol: float | None = None, noise: Noise = "recorded",
-                   out: TextIO | None = None) -> bool:
-    """Print max |ours - official| after every step of every run in `folder`; True if all are within `tol`
-    (None: `PARITY_ULPS` float32 roundings of each reference's magnitude)."""
-    out = out or sys.stdout
-    ok = True
-    for name in fixture_runs(folder):
-        run = load_run(folder, name)
-        print(f"[{name}] task {run.task.value}, {run.num_steps} steps, batch {run.batch}, {noise} noise", file=out)
-        ok &= report_parity(parity_checks(run, replay(run, noise)), tol, out)
-    rule = f"{tol:g}" if tol is not None else f"{PARITY_ULPS} float32 roundings of each reference's magnitude"
-    print(f"sampler fixture {'PASSED' if ok else 'FAILED'} (tolerance {rule})", file=out)
-    return ok

@@ -14,11 +14,11 @@ import torch
 from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
 from safetensors.torch import load_file, save_file
 
-from model.convert import PARITY_ULPS, build_model, infer_config, load_official_state_dict, main
+from model.convert import PARITY_ULPS, build_model, infer_config, load_official_state_dict, main, sampler_run
 from model.numerics import assert_float32_close, float32_tolerance
 from model.official_sampler import OfficialDPMScheduler, OfficialSamplerError
 from model.pipeline import LayerFlowPipeline, PipelineInputError, build_tiny_pipeline
-from model.sampler_fixture import latent_pipeline, load_run, replay
+from model.sampler_fixture import latent_pipeline, replay
 from model.schedule import guidance_scale, make_scheduler
 
 LINE = re.compile(r"^\s+(\S+)\s+max\|diff\| = (\S+) <= (\S+)\s+(ok|FAIL)$", re.M)
@@ -256,7 +256,7 @@ def fixture_runs(sat_sampler):
 
     def get(name):
         if name not in cache:
-            cache[name] = load_run(sat_sampler, name)
+            cache[name] = sampler_run(sat_sampler, name)
         return cache[name]
     return get
 
