@@ -26,6 +26,7 @@ COMMANDS = {
     "generate": Command("model.generate", "generate layered videos, conditioned on layers, or decompose a blend"),
     "convert": Command("model.convert", "convert the official LayerFlow checkpoints; check the port"),
     "eval": Command("evaluation.cli", "the paper's VBench metrics per layer: generation, decomposition, score, compare"),
+    "compose": Command("layerflow.studio.compose_cli", "recompose layers: new background, move/scale/retime/fade, order"),
     "demo": Command("layerflow.demo", "the main job end to end on synthetic videos (tiny models, CPU)"),
 }
 
