@@ -8,11 +8,14 @@ row, `layers.group_objects`) also gets `fg_1` .. `fg_K-1`, each captioned alone 
 
 Backends:
 - `qwen2.5-vl` (default): transformers Qwen2.5-VL, each layer passed as a video of up to `max_frames` uniformly
-  sampled frames, with the layer's prompt from the options.
+  sampled frames, with the layer's prompt from the options. The layers of all the clips in a batch are captioned
+  `generate_batch` at a time, left-padded, one `generate` call each: under greedy decoding the captions are the
+  ones a batch of one gives.
 - `cogvlm2`: THUDM's CogVLM2 video caption model from a local snapshot. Its modelling code ships with the weights,
   so it loads only with `trust_remote_code: true`; frames are sampled as its demo does (`cogvlm2_frames`: 24
   uniformly spaced frames for strategy "base", one per second up to 24 for "chat"). That code targets older
-  transformers releases: run this stage in its own Ray `runtime_env` if the shared environment is newer.
+  transformers releases: run this stage in its own Ray `runtime_env` if the shared environment is newer. Its
+  remote `build_conversation_input_ids` builds one unpadded prompt, so it captions one layer per `generate` call.
 """
 from __future__ import annotations
 
@@ -68,6 +71,9 @@ class CaptionOptions:
     seed: int = 0
     # Layered sources (synthetic, official import, copy-paste) arrive with their own captions: keep them.
     keep_existing: bool = True
+    # Layers (of all the clips in a batch) per `generate` call: throughput, at the cost of GPU memory (the stage's
+    # `gpu_memory_gib` grows with it).
+    generate_batch: int = 8
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
@@ -76,6 +82,8 @@ class CaptionOptions:
         missing = [layer for layer in CAPTIONED_LAYERS if not self.prompts.get(layer)]
         if missing:
             raise ValueError(f"caption prompts need a prompt for each of {CAPTIONED_LAYERS}; missing {missing}")
+        if self.generate_batch < 1:
+            raise ValueError(f"caption generate_batch must be >= 1, got {self.generate_batch}")
         if self.backend == "cogvlm2" and self.preset == "tiny":
             raise ValueError("the cogvlm2 caption backend has no tiny preset; use backend: qwen2.5-vl")
 
@@ -104,22 +112,29 @@ class CaptionStage(Stage):
             self.model, self.tokenizer = build_cogvlm2(self.opts.trust_remote_code, dtype=self.opts.dtype)
         else:
             self.model, self.processor = build_qwen_vl(self.opts.preset, dtype=self.opts.dtype, seed=self.opts.seed)
+            # generate continues every row from its last position: the padding must come before the prompt.
+            self.processor.tokenizer.padding_side = "left"
         self.model.to(self.device)
 
-    def _qwen(self, video: np.ndarray, prompt: str) -> str:
+    def _qwen(self, videos: list[np.ndarray], prompts: list[str]) -> list[str]:
+        """One left-padded `generate` call for all the (video, prompt) pairs."""
         import torch
 
-        clip = video[uniform_indices(len(video), self.opts.max_frames)]
-        if len(clip) % 2:  # Qwen2.5-VL groups frames in temporal pairs
-            clip = np.concatenate([clip, clip[-1:]])
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        inputs = self.processor(text=[text], videos=[clip], return_tensors="pt",
+        clips = []
+        for video in videos:
+            clip = video[uniform_indices(len(video), self.opts.max_frames)]
+            if len(clip) % 2:  # Qwen2.5-VL groups frames in temporal pairs
+                clip = np.concatenate([clip, clip[-1:]])
+            clips.append(clip)
+        texts = [self.processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}],
+            add_generation_prompt=True, tokenize=False) for prompt in prompts]
+        inputs = self.processor(text=texts, videos=clips, padding=True, return_tensors="pt",
                                 videos_kwargs={"do_sample_frames": False}).to(self.device)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.opts.max_new_tokens,
                                       min_new_tokens=self.opts.min_new_tokens, do_sample=False)
-        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def _cogvlm2(self, video: np.ndarray, prompt: str, fps: float) -> str:
         import torch
@@ -140,10 +155,19 @@ class CaptionStage(Stage):
                                       pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
         return self.tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
 
-    def caption(self, video: np.ndarray, layer: str, fps: float) -> str:
-        prompt = self.opts.prompts["fg" if foreground_index(layer) is not None else layer]  # fg_k: the fg prompt
-        text = self._cogvlm2(video, prompt, fps) if self.opts.backend == "cogvlm2" else self._qwen(video, prompt)
-        return printable_text(text)
+    def prompt(self, layer: str) -> str:
+        return self.opts.prompts["fg" if foreground_index(layer) is not None else layer]  # fg_k: the fg prompt
+
+    def caption_all(self, requests: list[tuple[np.ndarray, str, float]]) -> list[str]:
+        """The caption of each (video, layer, fps), `generate_batch` per `generate` call (cogvlm2: one)."""
+        if self.opts.backend == "cogvlm2":
+            texts = [self._cogvlm2(video, self.prompt(layer), fps) for video, layer, fps in requests]
+        else:
+            size = self.opts.generate_batch
+            texts = [text for start in range(0, len(requests), size)
+                     for text in self._qwen([v for v, _, _ in requests[start:start + size]],
+                                            [self.prompt(layer) for _, layer, _ in requests[start:start + size]])]
+        return [printable_text(t) for t in texts]
 
     @staticmethod
     def layers(row: Row) -> dict[str, np.ndarray]:
@@ -166,28 +190,34 @@ class CaptionStage(Stage):
         return clip.captions.num_foregrounds == clip.num_foregrounds and all(clip.captions.as_dict().values())
 
     def process_batch(self, rows: list[Row]) -> list[Row]:
-        out = []
+        work: list[tuple[Row, dict[str, np.ndarray] | StageError | None]] = []  # None: keeps its captions
         for row in rows:
             clip = row.get("clip")
             if self.opts.keep_existing and clip is not None and self.captioned(clip):
-                out.append(row)
+                work.append((row, None))
                 continue
             try:
-                layers = self.layers(row)
+                work.append((row, self.layers(row)))
             except StageError as exc:
-                out.append(self.failed(row, exc))
+                work.append((row, exc))
+        requests = [(video, layer, float(row.get("fps", 8.0)))
+                    for row, layers in work if isinstance(layers, dict) for layer, video in layers.items()]
+        texts = iter(self.caption_all(requests))
+        out = []
+        for row, layers in work:
+            if not isinstance(layers, dict):
+                out.append(row if layers is None else self.failed(row, layers))
                 continue
-            fps = float(row.get("fps", 8.0))
-            captions = {layer: self.caption(video, layer, fps) for layer, video in layers.items()}
+            captions = {layer: next(texts) for layer in layers}
             empty = [layer for layer, text in captions.items() if not text]
-            if empty:
-                out.append(self.failed(row, StageError(f"caption: empty caption for layer(s) {empty}")))
-                continue
-            done = {**row, "captions": captions,
-                    "scores": {**row.get("scores", {}), "caption": {"backend": self.opts.backend}}}
-            if row.get("clip") is not None:
-                clip = row["clip"]
-                done["clip"] = replace(clip, captions=Captions.from_dict(captions),
-                                       scores={**clip.scores, "caption": {"backend": self.opts.backend}})
-            out.append(done)
+            out.append(self.failed(row, StageError(f"caption: empty caption for layer(s) {empty}")) if empty
+                       else self.captioned_row(row, captions))
         return out
+
+    def captioned_row(self, row: Row, captions: dict[str, str]) -> Row:
+        score = {"backend": self.opts.backend}
+        done = {**row, "captions": captions, "scores": {**row.get("scores", {}), "caption": score}}
+        clip = row.get("clip")
+        if clip is not None:
+            done["clip"] = replace(clip, captions=Captions.from_dict(captions), scores={**clip.scores, "caption": score})
+        return done

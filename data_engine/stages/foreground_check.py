@@ -9,6 +9,8 @@ prompt from the options (`{tag}` is filled in). The answer is parsed by `parse_y
 A grouped row (data_engine/stages/grouped.py) asks once per object and keeps the objects that pass (each with
 `scores["fg_check"]`); the others' reasons go to the row's `scores["dropped"]`, and the row is dropped when none
 passes.
+The questions of all the rows (and objects) in a batch are asked `generate_batch` at a time, left-padded, one
+`generate` call each: under greedy decoding the answers are the ones a batch of one gives.
 `constrain_answer: true` restricts decoding to the yes/no answer tokens (`prefix_allowed_tokens_fn`); the tiny
 preset needs it, since random weights never produce a parseable answer on their own.
 """
@@ -63,9 +65,14 @@ class ForegroundOptions:
     on_reject: str = "drop"
     dtype: str = "bfloat16"
     seed: int = 0
+    # Questions (objects of all the rows in a batch) per `generate` call: throughput, at the cost of GPU memory
+    # (the stage's `gpu_memory_gib` grows with it).
+    generate_batch: int = 8
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
+        if self.generate_batch < 1:
+            raise ValueError(f"fg_check generate_batch must be >= 1, got {self.generate_batch}")
         if self.on_reject not in ("drop", "keep"):
             raise ValueError(f"fg_check on_reject must be 'drop' or 'keep', got {self.on_reject!r}")
         if self.num_frames < 1:
@@ -101,6 +108,7 @@ class ForegroundCheckStage(Stage):
         self.model, self.processor = build_qwen_vl(self.opts.preset, dtype=self.opts.dtype, seed=self.opts.seed)
         self.model.to(self.device)
         tok = self.processor.tokenizer
+        tok.padding_side = "left"  # generate continues every row from its last position: pad before the prompt
         self._answers = [tok.encode(w, add_special_tokens=False) for w in ANSWER_WORDS]
         self._eos = tok.convert_tokens_to_ids("<|im_end|>")
 
@@ -112,27 +120,40 @@ class ForegroundCheckStage(Stage):
             return sorted(nxt | ({self._eos} if done else set())) or [self._eos]
         return allowed
 
-    def ask(self, images: list[np.ndarray], tag: str) -> str:
+    def _ask(self, questions: list[tuple[list[np.ndarray], str]]) -> list[str]:
+        """One left-padded `generate` call for all the (images, tag) questions."""
         import torch
 
-        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": self.opts.prompt.format(tag=tag)}]
-        text = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                                  tokenize=False)
-        inputs = self.processor(text=[text], images=images, return_tensors="pt").to(self.device)
-        prompt_len = inputs["input_ids"].shape[1]
+        texts = [self.processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"} for _ in images]
+              + [{"type": "text", "text": self.opts.prompt.format(tag=tag)}]}],
+            add_generation_prompt=True, tokenize=False) for images, tag in questions]
+        images = [image for imgs, _ in questions for image in imgs]
+        inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt").to(self.device)
+        prompt_len = inputs["input_ids"].shape[1]  # padded: the same for every row
         extra = {"prefix_allowed_tokens_fn": self._allowed(prompt_len)} if self.opts.constrain_answer else {}
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.opts.max_new_tokens, do_sample=False, **extra)
-        return self.processor.batch_decode(out[:, prompt_len:], skip_special_tokens=True)[0].strip()
+        return [a.strip() for a in self.processor.batch_decode(out[:, prompt_len:], skip_special_tokens=True)]
 
-    def check(self, frames: np.ndarray, obj: Row) -> tuple[dict, str | None]:
-        """The verdict on one object ({"verdict", "answer"}) and why to drop it (None: keep it); StageError when
-        its mask is empty or the answer says neither yes nor no."""
+    def answers(self, questions: list[tuple[list[np.ndarray], str]]) -> list[str]:
+        """The answer to each (images, tag) question, `generate_batch` per `generate` call."""
+        size = self.opts.generate_batch
+        return [a for start in range(0, len(questions), size) for a in self._ask(questions[start:start + size])]
+
+    def ask(self, images: list[np.ndarray], tag: str) -> str:
+        return self.answers([(images, tag)])[0]
+
+    def question(self, frames: np.ndarray, obj: Row) -> tuple[list[np.ndarray], str]:
+        """The highlighted frames and the tag to ask about; StageError when the object's mask is empty."""
         idx = visible_frames(obj["mask"], self.opts.num_frames)
         if not idx:
             raise StageError("fg_check: the mask is empty on every frame")
-        tag = obj.get("tag") or "object"
-        answer = self.ask([highlight(frames[i], obj["mask"][i], self.opts.dim) for i in idx], tag)
+        return [highlight(frames[i], obj["mask"][i], self.opts.dim) for i in idx], obj.get("tag") or "object"
+
+    def verdict(self, answer: str, tag: str) -> tuple[dict, str | None]:
+        """The verdict ({"verdict", "answer"}) and why to drop the object (None: keep it); StageError when the
+        answer says neither yes nor no."""
         verdict = parse_yes_no(answer)
         if verdict is None:
             raise StageError(f"fg_check: unparseable answer {answer!r} for tag {tag!r}")
@@ -140,11 +161,10 @@ class ForegroundCheckStage(Stage):
         reject = not verdict and self.opts.on_reject == "drop"
         return check, f"fg_check: {tag!r} is not a foreground object (answer {answer!r})" if reject else None
 
-    def check_objects(self, row: Row) -> Row | None:
+    def keep_objects(self, row: Row, verdicts: list[tuple[dict, str | None]]) -> Row | None:
         """A grouped row (data_engine/stages/grouped.py) holding the objects it keeps, or None when it keeps none."""
         kept = []
-        for o in row[OBJECTS]:
-            check, reason = self.check(row["frames"], o)
+        for o, (check, reason) in zip(row[OBJECTS], verdicts):
             if reason is None:
                 kept.append({**o, "scores": {**o["scores"], "fg_check": check}})
             else:
@@ -152,20 +172,33 @@ class ForegroundCheckStage(Stage):
         return with_objects(row, kept) if kept else None
 
     def process_batch(self, rows: list[Row]) -> list[Row]:
-        out = []
+        asked: list[tuple[Row, list[tuple[list[np.ndarray], str]] | StageError]] = []
         for row in rows:
             if row.get("frames") is None or row.get("mask") is None:
-                out.append(self.failed(row, StageError("fg_check needs frames and mask (run segment first)")))
+                asked.append((row, StageError("fg_check needs frames and mask (run segment first)")))
                 continue
             try:
-                if is_grouped(row):
-                    kept = self.check_objects(row)
-                    out += [kept] if kept is not None else []
-                    continue
-                check, reason = self.check(row["frames"], row)
+                asked.append((row, [self.question(row["frames"], o)
+                                    for o in (row[OBJECTS] if is_grouped(row) else [row])]))
+            except StageError as exc:
+                asked.append((row, exc))
+        answers = iter(self.answers([q for _, qs in asked if not isinstance(qs, StageError) for q in qs]))
+        out = []
+        for row, qs in asked:
+            if isinstance(qs, StageError):
+                out.append(self.failed(row, qs))
+                continue
+            replies = [(next(answers), tag) for _, tag in qs]
+            try:
+                verdicts = [self.verdict(answer, tag) for answer, tag in replies]
             except StageError as exc:
                 out.append(self.failed(row, exc))
                 continue
+            if is_grouped(row):
+                kept = self.keep_objects(row, verdicts)
+                out += [kept] if kept is not None else []
+                continue
+            ((check, reason),) = verdicts
             if reason is not None:
                 row.setdefault("scores", {})["fg_check"] = check
                 self.drop(row, reason)
