@@ -50,7 +50,7 @@ def test_trailing_timesteps():
 
 
 def test_unknown_sampler():
-    with pytest.raises(ScheduleError, match="choose one of dpm, ddim"):
+    with pytest.raises(ScheduleError, match="choose one of official, dpm, ddim"):
         make_scheduler("euler")
 
 
