@@ -61,9 +61,12 @@ class Composition:
 
 
 def premultiplied(fg_over_grey: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(c, a) in float32, c = fg - MID_GREY * (1 - a) with a in [0, 1]: the stored layer un-composited from grey."""
+    """(c, a) in float32, c = fg - MID_GREY * (1 - a) with a in [0, 1]: the stored layer un-composited from grey.
+    c is clipped to [0, 255 a], the range a premultiplied colour has: a layer decoded from a lossy video is not
+    exactly grey where a = 0, and that noise must not show through as a ghost."""
     a = alpha.astype(np.float32) / 255.0
-    return fg_over_grey.astype(np.float32) - MID_GREY * (1.0 - a[..., None]), a
+    colour = fg_over_grey.astype(np.float32) - MID_GREY * (1.0 - a[..., None])
+    return np.clip(colour, 0.0, 255.0 * a[..., None]), a
 
 
 def _sample_bilinear(image: np.ndarray, sx: np.ndarray, sy: np.ndarray) -> np.ndarray:
