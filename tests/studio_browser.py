@@ -1,7 +1,36 @@
 """Helpers of the studio's browser tests (tests/studio/): load a page, wait for it, read its console."""
 from __future__ import annotations
 
+import os
+import shutil
 import time
+
+import pytest
+
+INSTALL = "apt-get install -y chromium chromium-driver (Debian), then pip install -e '.[dev]' for selenium"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1280,1000")
+
+
+def missing_browser() -> str | None:
+    """What is missing to drive Chromium, or None."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed"
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        return "chromium / chromedriver are not on PATH"
+    return None
+
+
+def require_browser() -> None:
+    """Skip with one line saying how to install the browser, or fail under CI, where the browser tests must run."""
+    missing = missing_browser()
+    if missing and os.environ.get("CI"):
+        pytest.fail(f"{missing}; CI must run the browser tests: {INSTALL}")
+    if missing:
+        pytest.skip(f"{missing}; to run the browser tests: {INSTALL}")
 
 
 def open_page(driver, index) -> list[dict]:

@@ -81,7 +81,6 @@ def test_the_player_recomposites_the_shown_layers(chrome, player_page, two_objec
     without = canvas_pixels(chrome, "recomposite")
     assert np.abs(without[..., :3].astype(int) - recomposite[..., :3]).max() > 50
     assert np.abs(without[..., :3].astype(int) - clip.bg[0]).max() <= 2
-    screenshot(chrome, "studio_player_bg_only.png")
     assert console_errors(chrome.get_log("browser")) == []
 
 
