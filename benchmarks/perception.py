@@ -1,13 +1,15 @@
 """Perception chain figures.
 
-Default (CPU): per-stage time per clip with the tiny preset, and the full-size per-stage GPU memory estimate
-(parameters x dtype, from the real architectures built on the meta device, plus an activation estimate per stage).
+Default (CPU): per-stage time per clip and clips/h with the tiny preset; the batched/unbatched throughput of
+`fg_check` and `caption` (`generate_batch` N vs 1, interleaved in one run, outputs checked equal); and the full-size
+per-stage GPU memory (parameters x dtype from the real architectures built on the meta device, next to what each
+stage declares for placement with perception_full.yaml's options).
 
 `--gpu` (needs CUDA): the full preset's real-size architectures with RANDOM weights (no weight files needed), built
 on the GPU in the dtype each stage runs them in, and one 16-frame 480x720 synthetic clip timed through every stage's
 own `process_batch`. Prints seconds per clip, GPU memory and clips/hour per GPU, per stage and for the chain.
 
-    python benchmarks/perception.py [--frames 8] [--size 128] [--repeats 2]
+    python benchmarks/perception.py [--frames 8] [--size 128] [--repeats 2] [--clips 4] [--generate-batch 8]
     python benchmarks/perception.py --gpu [--repeats 2] [--objects 1] [--caption-tokens 60]
 """
 from __future__ import annotations
@@ -36,14 +38,7 @@ from data_engine.stages.segment_track import SegmentTrackStage
 from data_engine.stages.tagging import TagStage
 
 GIB = 1024**3
-# Activation / working-set estimates for one actor at the full config's working size, with their basis.
-ACTIVATIONS_GIB = {
-    "tag": (0.5, "ViT-L/14 on 3 keyframes at 224 px + 4585 cached text embeddings"),
-    "segment": (3.0, "SAM ViT-H image encoder at 1024^2 + SAM 2 session features for 16 frames x 8 objects"),
-    "fg_check": (2.0, "Qwen2.5-VL prefill of 3 images (~1k visual tokens) + KV cache"),
-    "inpaint": (8.0, "ProPainter README: ~8 GB fp16 for 80 frames at 720x480 (one window)"),
-    "caption": (3.0, "Qwen2.5-VL prefill of a 16-frame video (~4k visual tokens) + 120-token KV cache"),
-}
+FULL_CONFIG = "infra/configs/engine/perception_full.yaml"
 
 
 def param_bytes(build, dtype_bytes: int) -> int:
@@ -115,19 +110,28 @@ def full_size_models() -> dict[str, list[tuple[str, object, int]]]:
     }
 
 
+def full_config_options() -> dict[str, dict[str, Any]]:
+    from data_engine.engine.config import load_config
+
+    return {spec.name: spec.options for spec in load_config(FULL_CONFIG).stages}
+
+
 def memory_table() -> None:
-    print("\nFull-size GPU memory estimate per stage actor (parameters from the real architectures on the meta device)")
-    print(f"{'stage':<10}{'models':<62}{'params GiB':>11}{'act GiB':>9}{'total':>8}")
+    from data_engine.stages import stage_class
+
+    options = full_config_options()
+    print("\nFull-size GPU memory per stage actor: parameters of the real architectures on the meta device, and what "
+          f"the stage declares for placement (weights + working set + CUDA context) with {FULL_CONFIG}'s options")
+    print(f"{'stage':<10}{'models':<62}{'params GiB':>11}{'declared GiB':>13}")
     grand = 0.0
     for stage, models in full_size_models().items():
         weights = sum(param_bytes(build, nbytes) for _, build, nbytes in models) / GIB
-        act, _ = ACTIVATIONS_GIB[stage]
-        grand += weights + act
+        cls = stage_class(stage)
+        declared = cls.gpu_memory_gib(cls.parse_options(options.get(stage, {})))
+        grand += declared
         names = ", ".join(n for n, _, _ in models)
-        print(f"{stage:<10}{names:<62}{weights:>11.2f}{act:>9.1f}{weights + act:>8.1f}")
-    print(f"{'all':<72}{'':>11}{'':>9}{grand:>8.1f}  (one actor per stage; fits one 80 GB GPU)")
-    for stage, (_, basis) in ACTIVATIONS_GIB.items():
-        print(f"  activations {stage}: {basis}")
+        print(f"{stage:<10}{names:<62}{weights:>11.2f}{declared:>13.1f}")
+    print(f"{'all':<72}{'':>11}{grand:>13.1f}  (one actor per stage; `layerflow dataset --dry-run` packs them)")
 
 
 def timing_table(frames: int, size: int, repeats: int) -> None:
@@ -157,11 +161,64 @@ def timing_table(frames: int, size: int, repeats: int) -> None:
     total = sum(np.median(v) for v in times.values())
     print(f"Tiny preset, CPU ({torch.get_num_threads()} threads), one {frames}x{size}x{size} clip, "
           f"median of {repeats}; rows out: {len(rows)}")
-    print(f"{'stage':<10}{'setup s':>9}{'s/clip':>9}{'share':>8}")
+    print(f"{'stage':<10}{'setup s':>9}{'s/clip':>9}{'clips/h':>9}{'share':>8}")
     for name, v in times.items():
         med = float(np.median(v))
-        print(f"{name:<10}{setup[name]:>9.2f}{med:>9.3f}{med / total:>8.0%}")
-    print(f"{'total':<10}{sum(setup.values()):>9.2f}{total:>9.3f}")
+        print(f"{name:<10}{setup[name]:>9.2f}{med:>9.3f}{3600 / med:>9.0f}{med / total:>8.0%}")
+    print(f"{'total':<10}{sum(setup.values()):>9.2f}{total:>9.3f}{3600 / total:>9.0f}")
+
+
+def vlm_rows(clips: int, frames: int, size: int) -> list[Row]:
+    rows = []
+    for i in range(clips):
+        clip = synthetic_clip(SyntheticConfig(num_frames=frames, height=size, width=size), i)
+        rows.append({"key": f"bench-{i:05d}", "frames": clip.blend, "mask": clip.alpha, "bg": clip.bg, "fps": 8.0,
+                     "tag": "object", "scores": {}})
+    return rows
+
+
+def vlm_stages(batch: int) -> list[Stage]:
+    res = Resources(num_gpus=0.0)
+    return [ForegroundCheckStage(res, preset="tiny", num_frames=2, constrain_answer=True, on_reject="keep",
+                                 dtype="float32", generate_batch=batch),
+            CaptionStage(res, preset="tiny", max_frames=4, max_new_tokens=8, min_new_tokens=8, dtype="float32",
+                         keep_existing=False, generate_batch=batch)]
+
+
+def batching_table(clips: int, frames: int, size: int, repeats: int, batch: int) -> None:
+    """fg_check and caption over `clips` clips with generate_batch 1 and `batch`, alternating in one process."""
+    variants = {1: vlm_stages(1), batch: vlm_stages(batch)}
+    for stages in variants.values():
+        for s in stages:
+            s.ensure_setup()
+    times: dict[tuple[int, str], list[float]] = {(b, s.name): [] for b, stages in variants.items() for s in stages}
+    outputs: dict[int, list[Any]] = {}
+    for rep in range(repeats):
+        for b in (list(variants) if rep % 2 == 0 else list(variants)[::-1]):  # alternate who goes first
+            outputs[b] = []
+            for s in variants[b]:
+                rows = vlm_rows(clips, frames, size)
+                t0 = time.perf_counter()
+                out = s.process_batch(rows)
+                times[(b, s.name)].append(time.perf_counter() - t0)
+                outputs[b].append([r.get("captions") or r["scores"].get("fg_check") for r in out])
+    same = outputs[1] == outputs[batch]
+    print(f"\nBatched VLM stages, tiny preset, CPU ({torch.get_num_threads()} threads): {clips} clips of {frames}x"
+          f"{size}x{size} per process_batch, generate_batch {batch} vs 1, median of {repeats} (alternating); "
+          f"outputs identical: {'yes' if same else 'NO'}")
+    print(f"{'stage':<10}{'prompts':>8}{'1: clips/h':>12}{f'{batch}: clips/h':>13}{'batched/unbatched':>19}")
+    totals = {b: 0.0 for b in variants}
+    for s in variants[1]:
+        prompts = clips * (3 if s.name == "caption" else 1)
+        med = {b: float(np.median(times[(b, s.name)])) for b in variants}
+        for b in variants:
+            totals[b] += med[b]
+        print(f"{s.name:<10}{prompts:>8}{3600 * clips / med[1]:>12.0f}{3600 * clips / med[batch]:>13.0f}"
+              f"{med[1] / med[batch]:>19.2f}")
+    print(f"{'both':<10}{'':>8}{3600 * clips / totals[1]:>12.0f}{3600 * clips / totals[batch]:>13.0f}"
+          f"{totals[1] / totals[batch]:>19.2f}")
+    if not same:
+        raise SystemExit("batched and unbatched outputs differ: greedy batching must not change an answer")
 
 
 # ---------------------------------------------------------------- --gpu: real-size architectures, random weights
@@ -370,6 +427,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--clips", type=int, default=4, help="clips per batch for the batched/unbatched figures")
+    parser.add_argument("--generate-batch", type=int, default=8, help="generate_batch of the batched VLM stages")
     parser.add_argument("--gpu", action="store_true",
                         help="time the real-size architectures (random weights) on the GPU instead (needs CUDA)")
     parser.add_argument("--objects", type=int, default=1, help="--gpu: objects segmented per clip")
@@ -381,6 +440,7 @@ def main() -> None:
         gpu_table(args.repeats, args.objects, args.caption_tokens)
         return
     timing_table(args.frames, args.size, args.repeats)
+    batching_table(args.clips, args.frames, args.size, max(args.repeats, 3), args.generate_batch)
     memory_table()
 
 
