@@ -1,6 +1,7 @@
 """`layerflow dataset | weights` (or `python -m data_engine.cli`): build datasets and manage model weights.
 
-    dataset  [--config FILE|NAME] [--input PATH|URI] [--out DIR] [--limit N] [--dry-run] [--set KEY=VALUE]...
+    dataset  [--config FILE|NAME] [--input PATH|URI] [--out DIR] [--limit N] [--dry-run [--cluster YAML]]
+             [--set KEY=VALUE]...
     weights  check | download NAME... | download --all
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from data_engine.defaults import config_path, installed_configs
 EXIT_USAGE = 2
 DATASET_EXAMPLES = """examples:
   layerflow dataset --limit 4 --dry-run            # print inputs, resources and the stage plan; start nothing
+  layerflow dataset --config perception_full --dry-run --cluster infra/ray/cluster.yaml   # GPU placement
   layerflow dataset --input /path/to/mp4s --out outputs/mine
   layerflow dataset --config synthetic             # an installed config by name, or any YAML path
   layerflow dataset --config perception_full --input /path/to/mp4s --set stages.tag.num_gpus=0.5
@@ -36,7 +38,7 @@ def _dataset(args: argparse.Namespace, console: Console) -> int:
         import dataclasses
 
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, progress=False))
-    run(cfg, dry_run=args.dry_run, console=console)
+    run(cfg, dry_run=args.dry_run, console=console, cluster_file=args.cluster)
     return 0
 
 
@@ -81,6 +83,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=None, help="output folder (run.out)")
     d.add_argument("--limit", type=int, default=None, help="process at most N inputs not yet done")
     d.add_argument("--dry-run", action="store_true", help="print the inputs, resources and stage plan; start nothing")
+    d.add_argument("--cluster", default=None, metavar="CLUSTER_YAML",
+                   help="with --dry-run: plan on the node types of a Ray cluster YAML (e.g. infra/ray/cluster.yaml) "
+                        "and print where each GPU actor goes")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set stages.split.num_cpus=0.5 (repeatable)")
     d.add_argument("--no-progress", action="store_true", help="no live display (the closing summary still prints)")

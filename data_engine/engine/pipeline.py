@@ -17,6 +17,7 @@ from collections import defaultdict
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from data_engine.engine.placement import GPU_MEMORY, round_up
 from data_engine.engine.resources import PoolPlan, StagePlan
 from data_engine.stages import stage_class
 from data_engine.stages.base import FAILED, FINISHED, Resources, Row, Stage, is_failed
@@ -285,6 +286,8 @@ def build_dataset(items: list[Row], plans: list[PoolPlan], options: dict[str, di
                 batch_format="pyarrow",
                 num_cpus=plan.num_cpus,
                 num_gpus=plan.num_gpus or None,
+                # Ray keeps these actors off nodes that do not declare their GPU memory (placement.py)
+                **({"resources": {GPU_MEMORY: round_up(plan.gpu_gib)}} if plan.gpu_gib > 0 else {}),
                 max_restarts=-1,
                 max_task_retries=WORKER_DEATH_RETRIES,
             )

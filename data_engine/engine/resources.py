@@ -10,12 +10,17 @@ request is scaled down to a fraction so all pools fit at once (Ray would otherwi
 do not exist: two one-CPU actors plus a read task deadlock a 2-CPU machine). Spare CPUs then go to extra actors
 of the heaviest CPU pools, spare GPU share to extra actors of GPU pools, within each pool's `max_actors` (the
 smallest of its stages').
+
+When the cluster declares its GPUs' memory (`gpu_nodes`), GPU actors are sized and packed by the memory their
+stages declare instead of by `num_gpus` alone (data_engine/engine/placement.py): a chain that does not fit fails
+here, before anything starts.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+from data_engine.engine.placement import GpuActor, GpuNode, GpuSlot, gpu_fraction, no_room, place
 from data_engine.stages.base import Resources
 
 MIN_CPU_FRACTION = 0.05
@@ -31,9 +36,12 @@ class ClusterResources:
     gpus: float
     nodes: int = 1
     node_cpus: tuple[float, ...] = ()  # per alive node; empty = one node holding all CPUs
+    gpu_nodes: tuple[GpuNode, ...] = ()  # GPU nodes that declare their GPU memory; empty = plan by num_gpus only
 
     def describe(self) -> str:
-        return f"{self.cpus:g} CPU, {self.gpus:g} GPU on {self.nodes} node(s)"
+        memory = sorted({f"{n.gib_per_gpu:g}" for n in self.gpu_nodes})
+        return (f"{self.cpus:g} CPU, {self.gpus:g} GPU on {self.nodes} node(s)"
+                + (f"; GPU memory {'/'.join(memory)} GiB per GPU" if memory else ""))
 
     @property
     def bins(self) -> list[float]:
@@ -61,6 +69,7 @@ class StagePlan:
     actors: int
     batch_size: int
     retries: int
+    gpu_gib: float = 0.0  # GPU memory asked of Ray per actor (the `gpu_memory_gib` resource); 0: none
 
     @property
     def threads(self) -> int:
@@ -93,6 +102,10 @@ class PoolPlan:
     @property
     def batch_size(self) -> int:
         return self.stages[0].batch_size
+
+    @property
+    def gpu_gib(self) -> float:
+        return self.stages[0].gpu_gib
 
 
 def fusable(r: Resources) -> bool:
@@ -141,28 +154,51 @@ def fit_cpus(requests: dict[str, float], budget: float) -> dict[str, float]:
     return fitted
 
 
-def plan_stages(stages: list[tuple[str, Resources]], cluster: ClusterResources, *, fuse: bool = False) -> list[PoolPlan]:
-    """The actor pools for `stages` (in order) on `cluster`; with `fuse`, runs of light CPU stages share a pool."""
+def plan_stages(stages: list[tuple[str, Resources]], cluster: ClusterResources, *, fuse: bool = False,
+                gpu_gib: dict[str, float] | None = None) -> list[PoolPlan]:
+    """The actor pools for `stages` (in order) on `cluster`; with `fuse`, runs of light CPU stages share a pool.
+    `gpu_gib`: the GPU memory each stage declares per actor (placed by it when the cluster declares its own)."""
     groups = fuse_stages(stages) if fuse else [[s] for s in stages]
-    pools = plan_pools([("+".join(n for n, _ in g), pool_resources(g)) for g in groups], cluster)
+    gpu_gib = gpu_gib or {}
+    memory = {"+".join(n for n, _ in g): max(gpu_gib.get(n, 0.0) for n, _ in g) for g in groups}
+    pools = plan_pools([("+".join(n for n, _ in g), pool_resources(g)) for g in groups], cluster, memory)
     return [
-        PoolPlan(tuple(StagePlan(name, pool.num_cpus, pool.num_gpus, pool.actors, r.batch_size, r.retries)
+        PoolPlan(tuple(StagePlan(name, pool.num_cpus, pool.num_gpus, pool.actors, r.batch_size, r.retries,
+                                 pool.gpu_gib)
                        for name, r in group))
         for group, pool in zip(groups, pools)
     ]
 
 
-def plan_pools(stages: list[tuple[str, Resources]], cluster: ClusterResources) -> list[StagePlan]:
+def gpu_actors(plans: list[PoolPlan]) -> list[GpuActor]:
+    return [GpuActor(p.name, p.gpu_gib, p.num_gpus, p.num_cpus) for p in plans if p.num_gpus > 0
+            for _ in range(p.actors)]
+
+
+def gpu_placement(plans: list[PoolPlan], cluster: ClusterResources) -> list[GpuSlot]:
+    """Every GPU of the cluster with the actors the plan packs onto it (empty when it declares no GPU memory)."""
+    if not cluster.gpu_nodes:
+        return []
+    slots, _ = place(gpu_actors(plans), cluster.gpu_nodes)
+    return slots
+
+
+def plan_pools(stages: list[tuple[str, Resources]], cluster: ClusterResources,
+               gpu_gib: dict[str, float] | None = None) -> list[StagePlan]:
     if cluster.cpus <= 0:
         raise PlanError("the cluster reports no CPUs; check `ray status` or run.num_cpus")
-    gpu_need = sum(r.num_gpus for _, r in stages)
     wanting = [(name, r.num_gpus) for name, r in stages if r.num_gpus > 0]
     if wanting and cluster.gpus <= 0:
         asks = ", ".join(f"{name} ({n:g})" for name, n in wanting)
         sets = " ".join(f"--set stages.{name}.num_gpus=0" for name, _ in wanting)
         raise PlanError(f"{len(wanting)} stage(s) ask for a GPU but the cluster has none: {asks}; "
                         f"run on a GPU cluster or {sets}")
-    if gpu_need > cluster.gpus + 1e-9:
+    memory = {name: (gpu_gib or {}).get(name, 0.0) if r.num_gpus > 0 else 0.0 for name, r in stages}
+    by_memory = bool(cluster.gpu_nodes) and any(memory.values())
+    gpus = {name: gpu_fraction(memory[name], r.num_gpus, cluster.gpu_nodes) if by_memory and r.num_gpus > 0
+            else r.num_gpus for name, r in stages}
+    gpu_need = sum(gpus.values())
+    if not by_memory and gpu_need > cluster.gpus + 1e-9:
         raise PlanError(
             f"the stages ask for {gpu_need:g} GPU with one actor each but the cluster has {cluster.gpus:g}; "
             f"lower their num_gpus (e.g. --set stages.<name>.num_gpus=0.5)"
@@ -174,22 +210,34 @@ def plan_pools(stages: list[tuple[str, Resources]], cluster: ClusterResources) -
         budget *= 0.9
         cpus = fit_cpus(requests, budget)
     actors = {name: 1 for name, _ in stages}
+
+    def gpus_fit(counts: dict[str, int]) -> tuple[list[GpuSlot], GpuActor | None]:
+        return place([GpuActor(n, memory[n], gpus[n], cpus[n]) for n, _ in stages if gpus[n] > 0
+                      for _ in range(counts[n])], cluster.gpu_nodes)
+
+    if by_memory:
+        slots, left_out = gpus_fit(actors)
+        if left_out is not None:
+            raise PlanError(no_room(left_out, slots, cluster.gpu_nodes))
     limits = {name: (r.max_actors if r.max_actors is not None else math.inf) for name, r in stages}
     cpu_left = cluster.cpus - sum(cpus.values())
     gpu_left = cluster.gpus - gpu_need
     # Extra actors, one at a time, heaviest request first, while they fit.
-    order = sorted(stages, key=lambda s: (-s[1].num_gpus, -s[1].num_cpus))
+    order = sorted(stages, key=lambda s: (-gpus[s[0]], -s[1].num_cpus))
     grew = True
     while grew:
         grew = False
         for name, r in order:
-            c, g = cpus[name], r.num_gpus
+            c, g = cpus[name], gpus[name]
             if actors[name] >= limits[name] or (c <= 0 and g <= 0):
                 continue
             placed = [cpus[n] for n in actors for _ in range(actors[n])] + [c]
-            if c <= cpu_left + 1e-9 and g <= gpu_left + 1e-9 and packs(placed, cluster.bins):
+            gpu_room = (gpus_fit({**actors, name: actors[name] + 1})[1] is None if by_memory and g > 0
+                        else g <= gpu_left + 1e-9)
+            if c <= cpu_left + 1e-9 and gpu_room and packs(placed, cluster.bins):
                 actors[name] += 1
                 cpu_left -= c
                 gpu_left -= g
                 grew = True
-    return [StagePlan(name, cpus[name], r.num_gpus, actors[name], r.batch_size, r.retries) for name, r in stages]
+    return [StagePlan(name, cpus[name], gpus[name], actors[name], r.batch_size, r.retries,
+                      memory[name] if by_memory else 0.0) for name, r in stages]

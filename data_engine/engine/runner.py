@@ -26,7 +26,9 @@ from data_engine.engine.inputs import WorkItem, describe_sources, list_sources, 
 from data_engine.engine.option_types import wrong_type
 from data_engine.engine.pipeline import DROPPED, INPUT, WEIGHT, WORKER_DEATH_RETRIES, resolve_stage, unpack
 from data_engine.engine.progress import DriverCounts, ProgressDisplay, stage_table
-from data_engine.engine.resources import ClusterResources, PoolPlan, plan_stages
+from data_engine.engine.cluster_spec import cluster_from_yaml, live_gpu_nodes, local_gpu_memory_gib
+from data_engine.engine.placement import GPU_MEMORY, GpuNode
+from data_engine.engine.resources import ClusterResources, PoolPlan, gpu_placement, plan_stages
 from data_engine.engine.state import InputLedger, load_records, record_runs
 from data_engine.shards import RUN_STATS_NAME, ShardSink
 from data_engine.stages.base import FAILED, Resources
@@ -48,6 +50,7 @@ class EnginePlan:
     options: dict[str, dict[str, Any]]  # of the stages that run: not the idle ones
     idle: list[str]  # stages of the config that no input gives work (contract.idle_stages)
     folder_record: dict[str, Any]  # what <out>/engine_config.json records (folder_config.py)
+    gpu_gib: dict[str, float]  # GPU memory one actor of each GPU stage declares (Stage.gpu_memory_gib)
 
 
 @dataclass
@@ -140,6 +143,19 @@ def check_weights(resources: list[tuple[str, Resources]], options: dict[str, dic
         )
 
 
+def gpu_memory(resources: list[tuple[str, Resources]], options: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The GPU memory each stage that asks for a GPU declares per actor with its options."""
+    out = {}
+    for name, res in resources:
+        if res.num_gpus > 0:
+            cls = resolve_stage(name)
+            try:
+                out[name] = cls.gpu_memory_gib(cls.parse_options(options[name]))
+            except ValueError as exc:
+                raise ConfigError(f"stages.{name}: {exc}") from exc
+    return out
+
+
 def prepare(cfg: EngineConfig) -> EnginePlan:
     if not cfg.sources:
         raise ConfigError("no sources: add a `sources:` entry or pass --input /path/to/videos")
@@ -169,7 +185,7 @@ def prepare(cfg: EngineConfig) -> EnginePlan:
     done = len(items) - len(pending)
     if cfg.run.limit is not None:
         pending = pending[: cfg.run.limit]
-    return EnginePlan(cfg, items, pending, done, resources, options, idle, record)
+    return EnginePlan(cfg, items, pending, done, resources, options, idle, record, gpu_memory(resources, options))
 
 
 # -- Ray --------------------------------------------------------------------------------------------------------------
@@ -187,12 +203,16 @@ def connect(cfg: EngineConfig) -> tuple[ClusterResources, bool]:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
+            memory = local_gpu_memory_gib(cfg.run.num_gpus)
             ray.init(num_cpus=cfg.run.num_cpus, num_gpus=cfg.run.num_gpus, include_dashboard=False,
+                     resources={GPU_MEMORY: memory} if memory else None,
                      logging_level=logging.WARNING, log_to_driver=False)
         started = True
     res = ray.cluster_resources()
-    node_cpus = tuple(float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive"))
-    return ClusterResources(float(res.get("CPU", 0)), float(res.get("GPU", 0)), len(node_cpus), node_cpus), started
+    nodes = ray.nodes()
+    node_cpus = tuple(float(n["Resources"].get("CPU", 0)) for n in nodes if n.get("Alive"))
+    return ClusterResources(float(res.get("CPU", 0)), float(res.get("GPU", 0)), len(node_cpus), node_cpus,
+                            live_gpu_nodes(nodes)), started
 
 
 def local_resources(cfg: EngineConfig) -> ClusterResources:
@@ -205,7 +225,11 @@ def local_resources(cfg: EngineConfig) -> ClusterResources:
             gpus = torch.cuda.device_count()
         except ImportError:
             gpus = 0
-    return ClusterResources(float(cfg.run.num_cpus or os.cpu_count() or 1), float(gpus), 1)
+    cpus = float(cfg.run.num_cpus or os.cpu_count() or 1)
+    memory = local_gpu_memory_gib(gpus)
+    whole = int(gpus)
+    gpu_nodes = (GpuNode("local", whole, memory / whole, cpus),) if whole and memory else ()
+    return ClusterResources(cpus, float(gpus), 1, (), gpu_nodes)
 
 
 # -- the driver -----------------------------------------------------------------------------------------------------------
@@ -278,15 +302,24 @@ def _update_run_stats(out: Path, engine: dict[str, Any]) -> dict[str, Any]:
     return stats
 
 
-def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = None) -> RunSummary:
+def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = None,
+        cluster_file: str | None = None) -> RunSummary:
+    """Plan and run `cfg`; `dry_run` plans only (on the node types of `cluster_file`, a Ray cluster YAML, when
+    given) and starts nothing."""
     console = console or Console(stderr=True)
     started = time.time()
+    if cluster_file and not dry_run:
+        raise ConfigError(f"--cluster {cluster_file} plans on that file's node types and needs --dry-run; a run plans "
+                          "on the cluster it joins (RAY_ADDRESS)")
     plan = prepare(cfg)
     counts = DriverCounts(inputs_total=len(plan.items), inputs_skipped_done=plan.done)
     if dry_run:
-        cluster = local_resources(cfg) if not ray_address(cfg) else connect(cfg)[0]
-        plans = plan_stages(plan.resources, cluster, fuse=cfg.run.fuse)
-        print_plan(console, plan, plans, cluster)
+        if cluster_file:
+            cluster = cluster_from_yaml(cluster_file)
+        else:
+            cluster = local_resources(cfg) if not ray_address(cfg) else connect(cfg)[0]
+        plans = plan_stages(plan.resources, cluster, fuse=cfg.run.fuse, gpu_gib=plan.gpu_gib)
+        print_plan(console, plan, plans, cluster, cluster_file)
         return RunSummary(cfg.out, {}, counts, {}, plans, cluster, time.time() - started, dry_run=True)
 
     import ray
@@ -294,7 +327,7 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
     made_with = write_record(cfg.out, plan.folder_record)
     run_id = uuid.uuid4().hex[:12]
     cluster, we_started = connect(cfg)
-    plans = plan_stages(plan.resources, cluster, fuse=cfg.run.fuse)
+    plans = plan_stages(plan.resources, cluster, fuse=cfg.run.fuse, gpu_gib=plan.gpu_gib)
     print_plan(console, plan, plans, cluster)
     from data_engine.engine.pipeline import EngineMetrics, build_dataset
 
@@ -349,7 +382,8 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
     return summary
 
 
-def print_plan(console: Console, plan: EnginePlan, plans: list[PoolPlan], cluster: ClusterResources) -> None:
+def print_plan(console: Console, plan: EnginePlan, plans: list[PoolPlan], cluster: ClusterResources,
+               cluster_file: str | None = None) -> None:
     console.print(f"[bold]config[/] {plan.cfg.path}  [bold]out[/] {plan.cfg.out}")
     for line in describe_sources(plan.cfg):
         console.print(f"  source {line}")
@@ -359,7 +393,7 @@ def print_plan(console: Console, plan: EnginePlan, plans: list[PoolPlan], cluste
     )
     if plan.idle:
         console.print(f"left out: {', '.join(plan.idle)} (no input gives them work, so they load no model)")
-    where = ray_address(plan.cfg) or "local Ray"
+    where = cluster_file or ray_address(plan.cfg) or "local Ray"
     console.print(f"resources: {cluster.describe()} ({where})")
     table = Table("pool", "stage", "CPU/actor", "GPU/actor", "actors", "batch", "retries")
     for i, p in enumerate(plans):
@@ -367,6 +401,18 @@ def print_plan(console: Console, plan: EnginePlan, plans: list[PoolPlan], cluste
             table.add_row(str(i), s.name, f"{s.num_cpus:g}", f"{s.num_gpus:g}", str(s.actors), str(s.batch_size),
                           str(s.retries))
     console.print(table)
+    slots = gpu_placement(plans, cluster)
+    if slots:
+        console.print(placement_table(slots))
+
+
+def placement_table(slots: list) -> Table:
+    """Where the GPU actors go: one row per GPU, with the memory its actors declare out of what it has."""
+    table = Table("node type", "GPU", "actors", "GB", title="GPU placement (GiB declared / GiB of the GPU)")
+    for slot in slots:
+        names = ", ".join(a.stage for a in slot.actors) or "-"
+        table.add_row(slot.node_type, f"node {slot.node} gpu {slot.gpu}", names, f"{slot.used_gib:.1f} / {slot.gib:g}")
+    return table
 
 
 def print_summary(console: Console, s: RunSummary, order: list[str], actors: dict[str, int]) -> None:

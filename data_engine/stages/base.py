@@ -145,6 +145,12 @@ class Stage(ABC):
         checks them all before it starts. Default: none."""
         return ()
 
+    @classmethod
+    def gpu_memory_gib(cls, opts: Any) -> float:
+        """GPU memory (GiB) one actor needs with these options, weights and working set, at the models' real
+        sizes; the engine packs actors onto GPUs by it. Default: none (a stage that puts nothing on a GPU)."""
+        return 0.0
+
     def setup(self) -> None:
         """Load models once per actor. Default: nothing to load."""
 

@@ -28,7 +28,8 @@ from data_engine.schema import (CAPTIONED_LAYERS, Captions, captioned_layer_name
 from data_engine.stages.base import CAPTIONED, FINISHED, Resources, Row, Stage, StageError
 from data_engine.stages.grouped import OBJECTS, is_grouped
 from data_engine.stages.masks import matte_of
-from data_engine.stages.models import COGVLM2_WEIGHTS, QWEN_WEIGHTS, build_cogvlm2, build_qwen_vl, check_preset, device_for
+from data_engine.stages.models import (COGVLM2_WEIGHTS, QWEN_WEIGHTS, actor_gpu_gib, build_cogvlm2, build_qwen_vl,
+                                      check_preset, device_for)
 
 BACKENDS = ("qwen2.5-vl", "cogvlm2")
 DEFAULT_PROMPTS = {
@@ -39,6 +40,9 @@ DEFAULT_PROMPTS = {
     "blend": "Describe this video in one or two sentences: the main subject, what it does, and the scene.",
 }
 COGVLM2_MAX_FRAMES = 24
+# Working set per video in one generate call: Qwen2.5-VL's prefill of a 16-frame video (~4k visual tokens) and a
+# 120-token KV cache (benchmarks/perception.py); a batch holds `generate_batch` of them at once.
+WORKING_GIB_PER_VIDEO = 3.0
 
 
 def uniform_indices(num_frames: int, count: int) -> list[int]:
@@ -105,6 +109,12 @@ class CaptionStage(Stage):
         if opts.backend == "cogvlm2":
             return (COGVLM2_WEIGHTS,)
         return () if opts.preset == "tiny" else (QWEN_WEIGHTS,)
+
+    @classmethod
+    def gpu_memory_gib(cls, opts: CaptionOptions) -> float:
+        if opts.backend == "cogvlm2":  # one video per generate call
+            return actor_gpu_gib(opts.preset, {COGVLM2_WEIGHTS: opts.dtype}, WORKING_GIB_PER_VIDEO)
+        return actor_gpu_gib(opts.preset, {QWEN_WEIGHTS: opts.dtype}, WORKING_GIB_PER_VIDEO * opts.generate_batch)
 
     def setup(self) -> None:
         self.device = device_for(self.resources.num_gpus)

@@ -23,7 +23,7 @@ import numpy as np
 
 from data_engine.stages.base import Resources, Row, Stage, StageError
 from data_engine.stages.grouped import OBJECTS, is_grouped, with_objects
-from data_engine.stages.models import QWEN_WEIGHTS, build_qwen_vl, check_preset, device_for
+from data_engine.stages.models import QWEN_WEIGHTS, actor_gpu_gib, build_qwen_vl, check_preset, device_for
 
 DEFAULT_PROMPT = (
     "These frames come from one video; the bright region is the object tagged '{tag}', everything else is dimmed. "
@@ -31,6 +31,9 @@ DEFAULT_PROMPT = (
     "or thing), rather than part of the background or scenery such as sky, water, ground, road, grass, wall or "
     "floor? Answer with yes or no."
 )
+# Working set per question in one generate call: Qwen2.5-VL's prefill of 3 images (~1k visual tokens) and its KV
+# cache (benchmarks/perception.py); a batch holds `generate_batch` of them at once.
+WORKING_GIB_PER_QUESTION = 2.0
 ANSWER_WORDS = ("Yes", "No", "yes", "no")
 _YES = frozenset({"yes", "yeah", "yep", "true", "correct"})
 _NO = frozenset({"no", "nope", "false", "incorrect"})
@@ -102,6 +105,10 @@ class ForegroundCheckStage(Stage):
     @classmethod
     def weights(cls, opts: ForegroundOptions) -> tuple[str, ...]:
         return () if opts.preset == "tiny" else (QWEN_WEIGHTS,)
+
+    @classmethod
+    def gpu_memory_gib(cls, opts: ForegroundOptions) -> float:
+        return actor_gpu_gib(opts.preset, {QWEN_WEIGHTS: opts.dtype}, WORKING_GIB_PER_QUESTION * opts.generate_batch)
 
     def setup(self) -> None:
         self.device = device_for(self.resources.num_gpus)

@@ -20,9 +20,11 @@ import numpy as np
 
 from data_engine.stages.base import Resources, Row, Stage, StageError
 from data_engine.stages.masks import dilate
-from data_engine.stages.models import PROPAINTER_WEIGHTS, build_propainter, check_preset, device_for
+from data_engine.stages.models import PROPAINTER_WEIGHTS, actor_gpu_gib, build_propainter, check_preset, device_for
 
 MIN_SIDE = 128
+# ProPainter's README: ~8 GB in fp16 for one 80-frame 720x480 window; it grows with the window's frames.
+WORKING_GIB_PER_FRAME = 8.0 / 80
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,10 @@ class InpaintStage(Stage):
     Options = InpaintOptions
     reads = frozenset({"frames", "mask"})
     writes = frozenset({"bg", "scores"})
+
+    @classmethod
+    def gpu_memory_gib(cls, opts: InpaintOptions) -> float:
+        return actor_gpu_gib(opts.preset, {PROPAINTER_WEIGHTS: "float32"}, WORKING_GIB_PER_FRAME * opts.window)
 
     @classmethod
     def weights(cls, opts: InpaintOptions) -> tuple[str, ...]:

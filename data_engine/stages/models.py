@@ -49,6 +49,47 @@ CLIP_FILE = "open_clip_model.safetensors"
 TINY_CLIP_CONTEXT = 16  # "a photo of a {tag}." fits; 77 makes the 4585 tag prompts the slowest part of a tiny run
 SAM_FILE = "sam_vit_h_4b8939.pth"
 
+# GPU memory, for placement (data_engine/engine/resources.py). Parameter counts of the released architectures as
+# benchmarks/perception.py builds them on the meta device (tests/data_engine/test_gpu_memory.py rebuilds and
+# compares); a model without one is sized from its weight files.
+GIB = 1024**3
+RELEASE_PARAMS = {
+    CLIP_WEIGHTS: 427_616_513,
+    GDINO_WEIGHTS: 232_315_264,
+    SAM_WEIGHTS: 641_090_608,
+    SAM2_WEIGHTS: 224_446_642,
+    QWEN_WEIGHTS: 8_292_166_656,
+    PROPAINTER_WEIGHTS: 49_766_758,
+}
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+# Per actor process: the CUDA context and the caching allocator's slack. Tiny models add nothing measurable to it.
+CUDA_CONTEXT_GIB = 0.5
+
+
+def weights_gib(name: str, dtype: str = "float32") -> float:
+    """GiB the weights of registry model `name` take on the GPU in `dtype`."""
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPE_BYTES)}")
+    if name in RELEASE_PARAMS:
+        return RELEASE_PARAMS[name] * DTYPE_BYTES[dtype] / GIB
+    from data_engine.weights import model_dir
+
+    folder = model_dir(name)
+    files = [f for f in folder.rglob("*") if f.is_file()] if folder.is_dir() else []
+    if not files:
+        raise ValueError(f"{name} has no parameter count here and no weight files under {folder} to size it by; "
+                         f"run `layerflow weights download {name}`")
+    return sum(f.stat().st_size for f in files) / GIB
+
+
+def actor_gpu_gib(preset: str, models: dict[str, str], working_gib: float) -> float:
+    """One actor's GPU memory: its models' weights ({registry name: dtype}) plus its working set; the tiny preset
+    only needs the process's CUDA context."""
+    if check_preset(preset) == "tiny":
+        return CUDA_CONTEXT_GIB
+    return CUDA_CONTEXT_GIB + sum(weights_gib(name, dtype) for name, dtype in models.items()) + working_gib
+
+
 QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>")
 # The Qwen2-VL chat layout (system turn omitted); the full preset uses the template shipped with the processor.

@@ -51,8 +51,13 @@ from data_engine.schema import object_key
 from data_engine.stages.base import Resources, Row, Stage, StageError
 from data_engine.stages.grouped import OBJECTS, with_objects
 from data_engine.stages.masks import boxes_from_mask, downsample, iou
-from data_engine.stages.models import (GDINO_WEIGHTS, SAM2_WEIGHTS, SAM_WEIGHTS, build_grounding_dino, build_sam,
-                                       build_sam2_video, check_preset, device_for)
+from data_engine.stages.models import (GDINO_WEIGHTS, SAM2_WEIGHTS, SAM_WEIGHTS, actor_gpu_gib, build_grounding_dino,
+                                       build_sam, build_sam2_video, check_preset, device_for)
+
+
+# Working set: SAM ViT-H's image encoder at 1024^2 and a SAM 2 session of 16 frames x 8 objects
+# (benchmarks/perception.py).
+WORKING_GIB = 3.0
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,11 @@ class SegmentTrackStage(Stage):
     Options = SegmentOptions
     reads = frozenset({"key", "frames", "tags"})
     writes = frozenset({"key", "clip_key", "obj", "tag", "mask", "boxes", "siblings", "scores", "soft_alpha", OBJECTS})
+
+    @classmethod
+    def gpu_memory_gib(cls, opts: SegmentOptions) -> float:
+        models = {GDINO_WEIGHTS: "float32", SAM_WEIGHTS: "float32", SAM2_WEIGHTS: opts.session_dtype}
+        return actor_gpu_gib(opts.preset, models, WORKING_GIB)
 
     @classmethod
     def weights(cls, opts: SegmentOptions) -> tuple[str, ...]:

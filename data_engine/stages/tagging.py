@@ -15,10 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_engine.stages.base import Resources, Row, Stage, StageError
-from data_engine.stages.models import (CLIP_WEIGHTS, RAM_WEIGHTS, build_clip, build_ram, check_preset, device_for, seeded,
-                                       tag_list)
+from data_engine.stages.models import (CLIP_WEIGHTS, RAM_WEIGHTS, actor_gpu_gib, build_clip, build_ram, check_preset,
+                                       device_for, seeded, tag_list)
 
 BACKENDS = ("clip", "ram")
+# Working set: a ViT-L/14 on 3 keyframes at 224 px and the cached text embeddings of 4585 tags
+# (benchmarks/perception.py).
+WORKING_GIB = 0.5
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ class TagStage(Stage):
     Options = TagOptions
     reads = frozenset({"frames"})
     writes = frozenset({"tags", "scores"})
+
+    @classmethod
+    def gpu_memory_gib(cls, opts: TagOptions) -> float:
+        return actor_gpu_gib(opts.preset, {RAM_WEIGHTS if opts.backend == "ram" else CLIP_WEIGHTS: "float32"},
+                             WORKING_GIB)
 
     @classmethod
     def weights(cls, opts: TagOptions) -> tuple[str, ...]:
