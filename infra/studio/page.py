@@ -18,22 +18,23 @@ INDEX = """<!DOCTYPE html>
 <body data-ready="0">
 <main id="studio"></main>
 <script src="assets/data.js"></script>
-<script src="assets/studio.js"></script>
+<script src="assets/{script}"></script>
 </body>
 </html>
 """
 
 
-def write_page(data: dict[str, Any], out_dir: str | Path) -> Path:
-    """index.html and assets/{studio.js, studio.css, data.js} in `out_dir`; returns index.html's path."""
+def write_page(data: dict[str, Any], out_dir: str | Path, script: str = "studio.js") -> Path:
+    """index.html and assets/{script, studio.css, data.js} in `out_dir`; returns index.html's path. `script`:
+    studio.js (the player and shard browser) or study.js (the user study)."""
     out = Path(out_dir)
     assets = out / "assets"
     assets.mkdir(parents=True, exist_ok=True)
-    for name in ("studio.js", "studio.css"):
+    for name in (script, "studio.css"):
         (assets / name).write_text((ASSETS / name).read_text())
     # "</" is escaped so no caption can close the script early.
     payload = json.dumps(data).replace("</", "<\\/")
     (assets / "data.js").write_text(f"window.STUDIO_DATA = {payload};\n")
     index = out / "index.html"
-    index.write_text(INDEX.format(title=html.escape(data["title"])))
+    index.write_text(INDEX.format(title=html.escape(data["title"]), script=script))
     return index
