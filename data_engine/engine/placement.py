@@ -58,7 +58,8 @@ class GpuSlot:
 
 
 def round_up(value: float) -> float:
-    return math.ceil(value / RAY_PRECISION - 1e-6) * RAY_PRECISION
+    """`value` rounded up to Ray's precision (rounding down would ask for less than the stage needs)."""
+    return round(math.ceil(value / RAY_PRECISION - 1e-6) * RAY_PRECISION, 4)
 
 
 def gpu_fraction(gib: float, share: float, nodes: tuple[GpuNode, ...]) -> float:

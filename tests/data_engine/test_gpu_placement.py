@@ -165,3 +165,24 @@ def test_live_nodes_that_declare_gpu_memory():
              {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}, "NodeManagerAddress": "10.0.0.2"},
              {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 1.0, GPU_MEMORY: 44.0}}]
     assert live_gpu_nodes(nodes) == (GpuNode("h100", 2, 80.0, 8.0),)
+
+
+def test_the_pools_ask_ray_for_the_gpu_share_and_memory(monkeypatch):
+    import ray.data
+
+    from data_engine.engine.pipeline import build_dataset
+
+    asked = []
+
+    class Recorder:
+        def map_batches(self, fn, **kwargs):
+            asked.append(kwargs)
+            return self
+
+    monkeypatch.setattr(ray.data, "from_items", lambda *a, **k: Recorder())
+    stages = [("split", Resources(num_cpus=1)), ("caption", Resources(num_gpus=0.3))]
+    plans = plan_stages(stages, two_gpus(), gpu_gib={"caption": 27.95})
+    build_dataset([], plans, {}, None)
+    cpu, gpu = asked
+    assert "resources" not in cpu and cpu["num_gpus"] is None
+    assert gpu["num_gpus"] == pytest.approx(0.6353) and gpu["resources"] == {GPU_MEMORY: 27.95}
