@@ -10,7 +10,8 @@ Backends:
 - `qwen2.5-vl` (default): transformers Qwen2.5-VL, each layer passed as a video of up to `max_frames` uniformly
   sampled frames, with the layer's prompt from the options. The layers of all the clips in a batch are captioned
   `generate_batch` at a time, left-padded, one `generate` call each: under greedy decoding the captions are the
-  ones a batch of one gives.
+  ones a batch of one gives. `engine: vllm` runs the same prompts through vLLM instead
+  (data_engine/stages/vllm_engine.py).
 - `cogvlm2`: THUDM's CogVLM2 video caption model from a local snapshot. Its modelling code ships with the weights,
   so it loads only with `trust_remote_code: true`; frames are sampled as its demo does (`cogvlm2_frames`: 24
   uniformly spaced frames for strategy "base", one per second up to 24 for "chat"). That code targets older
@@ -29,7 +30,8 @@ from data_engine.stages.base import CAPTIONED, FINISHED, Resources, Row, Stage, 
 from data_engine.stages.grouped import OBJECTS, is_grouped
 from data_engine.stages.masks import matte_of
 from data_engine.stages.models import (COGVLM2_WEIGHTS, QWEN_WEIGHTS, actor_gpu_gib, build_cogvlm2, build_qwen_vl,
-                                      check_preset, device_for)
+                                      check_preset, device_for, qwen_vl_release_processor)
+from data_engine.stages.vllm_engine import VllmGenerator, VllmSettings, check_engine
 
 BACKENDS = ("qwen2.5-vl", "cogvlm2")
 DEFAULT_PROMPTS = {
@@ -78,6 +80,7 @@ class CaptionOptions:
     # Layers (of all the clips in a batch) per `generate` call: throughput, at the cost of GPU memory (the stage's
     # `gpu_memory_gib` grows with it).
     generate_batch: int = 8
+    engine: str = "transformers"  # or "vllm" (qwen2.5-vl backend, full preset, on a GPU)
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
@@ -88,6 +91,9 @@ class CaptionOptions:
             raise ValueError(f"caption prompts need a prompt for each of {CAPTIONED_LAYERS}; missing {missing}")
         if self.generate_batch < 1:
             raise ValueError(f"caption generate_batch must be >= 1, got {self.generate_batch}")
+        check_engine("caption", self.engine, self.preset)
+        if self.engine == "vllm" and self.backend != "qwen2.5-vl":
+            raise ValueError("caption engine vllm runs the qwen2.5-vl backend; use backend: qwen2.5-vl")
         if self.backend == "cogvlm2" and self.preset == "tiny":
             raise ValueError("the cogvlm2 caption backend has no tiny preset; use backend: qwen2.5-vl")
 
@@ -118,6 +124,14 @@ class CaptionStage(Stage):
 
     def setup(self) -> None:
         self.device = device_for(self.resources.num_gpus)
+        if self.opts.engine == "vllm":
+            if self.resources.num_gpus <= 0:
+                raise ValueError("caption engine vllm runs on a GPU: give the stage num_gpus > 0")
+            self.processor, path = qwen_vl_release_processor()
+            self.vllm = VllmGenerator(VllmSettings(
+                str(path), self.opts.dtype, "video", 1, self.resources.num_gpus, self.opts.max_new_tokens,
+                self.opts.min_new_tokens, seed=self.opts.seed))
+            return
         if self.opts.backend == "cogvlm2":
             self.model, self.tokenizer = build_cogvlm2(self.opts.trust_remote_code, dtype=self.opts.dtype)
         else:
@@ -139,6 +153,8 @@ class CaptionStage(Stage):
         texts = [self.processor.apply_chat_template(
             [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}],
             add_generation_prompt=True, tokenize=False) for prompt in prompts]
+        if self.opts.engine == "vllm":
+            return self.vllm.generate(texts, clips)
         inputs = self.processor(text=texts, videos=clips, padding=True, return_tensors="pt",
                                 videos_kwargs={"do_sample_frames": False}).to(self.device)
         with torch.inference_mode():
@@ -229,5 +245,6 @@ class CaptionStage(Stage):
         done = {**row, "captions": captions, "scores": {**row.get("scores", {}), "caption": score}}
         clip = row.get("clip")
         if clip is not None:
-            done["clip"] = replace(clip, captions=Captions.from_dict(captions), scores={**clip.scores, "caption": score})
+            done["clip"] = replace(clip, captions=Captions.from_dict(captions),
+                                   scores={**clip.scores, "caption": score})
         return done

@@ -11,6 +11,7 @@ A grouped row (data_engine/stages/grouped.py) asks once per object and keeps the
 passes.
 The questions of all the rows (and objects) in a batch are asked `generate_batch` at a time, left-padded, one
 `generate` call each: under greedy decoding the answers are the ones a batch of one gives.
+`engine: vllm` asks the same questions through vLLM instead (data_engine/stages/vllm_engine.py).
 `constrain_answer: true` restricts decoding to the yes/no answer tokens (`prefix_allowed_tokens_fn`); the tiny
 preset needs it, since random weights never produce a parseable answer on their own.
 """
@@ -23,7 +24,9 @@ import numpy as np
 
 from data_engine.stages.base import Resources, Row, Stage, StageError
 from data_engine.stages.grouped import OBJECTS, is_grouped, with_objects
-from data_engine.stages.models import QWEN_WEIGHTS, actor_gpu_gib, build_qwen_vl, check_preset, device_for
+from data_engine.stages.models import (QWEN_WEIGHTS, actor_gpu_gib, build_qwen_vl, check_preset, device_for,
+                                      qwen_vl_release_processor)
+from data_engine.stages.vllm_engine import VllmGenerator, VllmSettings, check_engine
 
 DEFAULT_PROMPT = (
     "These frames come from one video; the bright region is the object tagged '{tag}', everything else is dimmed. "
@@ -71,9 +74,11 @@ class ForegroundOptions:
     # Questions (objects of all the rows in a batch) per `generate` call: throughput, at the cost of GPU memory
     # (the stage's `gpu_memory_gib` grows with it).
     generate_batch: int = 8
+    engine: str = "transformers"  # or "vllm" (full preset, on a GPU)
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
+        check_engine("fg_check", self.engine, self.preset)
         if self.generate_batch < 1:
             raise ValueError(f"fg_check generate_batch must be >= 1, got {self.generate_batch}")
         if self.on_reject not in ("drop", "keep"):
@@ -112,6 +117,15 @@ class ForegroundCheckStage(Stage):
 
     def setup(self) -> None:
         self.device = device_for(self.resources.num_gpus)
+        if self.opts.engine == "vllm":
+            if self.resources.num_gpus <= 0:
+                raise ValueError("fg_check engine vllm runs on a GPU: give the stage num_gpus > 0")
+            self.processor, path = qwen_vl_release_processor()
+            self.vllm = VllmGenerator(VllmSettings(
+                str(path), self.opts.dtype, "image", self.opts.num_frames, self.resources.num_gpus,
+                self.opts.max_new_tokens, choices=ANSWER_WORDS if self.opts.constrain_answer else (),
+                seed=self.opts.seed))
+            return
         self.model, self.processor = build_qwen_vl(self.opts.preset, dtype=self.opts.dtype, seed=self.opts.seed)
         self.model.to(self.device)
         tok = self.processor.tokenizer
@@ -135,6 +149,8 @@ class ForegroundCheckStage(Stage):
             [{"role": "user", "content": [{"type": "image"} for _ in images]
               + [{"type": "text", "text": self.opts.prompt.format(tag=tag)}]}],
             add_generation_prompt=True, tokenize=False) for images, tag in questions]
+        if self.opts.engine == "vllm":
+            return [a.strip() for a in self.vllm.generate(texts, [imgs for imgs, _ in questions])]
         images = [image for imgs, _ in questions for image in imgs]
         inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt").to(self.device)
         prompt_len = inputs["input_ids"].shape[1]  # padded: the same for every row

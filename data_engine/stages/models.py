@@ -558,6 +558,14 @@ def build_sam2_video(preset: Preset, seed: int = 0) -> tuple[Any, Any]:
 
 # ---------------------------------------------------------------- Qwen2.5-VL (transformers)
 
+def qwen_vl_release_processor() -> tuple[Any, Path]:
+    """The released Qwen2.5-VL's processor and weights folder, without the model (the vLLM path loads that)."""
+    from transformers import AutoProcessor
+
+    path = resolve(QWEN_WEIGHTS)
+    return AutoProcessor.from_pretrained(path, local_files_only=True), path
+
+
 def build_qwen_vl(preset: Preset, dtype: str = "bfloat16", seed: int = 0) -> tuple[Any, Any]:
     import torch
     from transformers import (AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
