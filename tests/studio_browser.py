@@ -1,11 +1,16 @@
-"""Helpers of the studio's browser tests (tests/studio/): load a page, wait for it, read its console."""
+"""Helpers of the studio's page tests (tests/studio/): load a page, wait for it, read its console, its canvases and
+the PNG frames in its data."""
 from __future__ import annotations
 
+import base64
+import io
 import os
 import shutil
 import time
 
+import numpy as np
 import pytest
+from PIL import Image
 
 INSTALL = "apt-get install -y chromium chromium-driver (Debian), then pip install -e '.[dev]' for selenium"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -52,3 +57,17 @@ def wait_for(driver, script: str, timeout: float = 10.0):
 
 def console_errors(entries: list[dict]) -> list[str]:
     return [e["message"] for e in entries if e["level"] == "SEVERE"]
+
+
+def canvas_pixels(driver, canvas_id: str) -> np.ndarray:
+    """[H, W, 4] uint8 as the page's canvas holds them (getImageData)."""
+    flat, h, w = driver.execute_script(
+        "const c = document.getElementById(arguments[0]);"
+        "return [Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data), c.height, c.width];",
+        canvas_id)
+    return np.array(flat, np.uint8).reshape(h, w, 4)
+
+
+def frame_pixels(url: str) -> np.ndarray:
+    """The pixels of a PNG data URL in the page's data."""
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))

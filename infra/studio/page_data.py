@@ -47,7 +47,7 @@ def sample_entry(clip: LayeredClip) -> dict[str, Any]:
         "scores": json.loads(json.dumps(clip.scores, default=str)),
         "depth": [fg_name(k) for k in range(clip.num_foregrounds)],
         "alphas": [alpha_name(k) for k in range(clip.num_foregrounds)],
-        "layers": layers,
+        "layers": layers, "metrics": [],
     }
 
 

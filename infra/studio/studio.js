@@ -132,11 +132,21 @@ function showSample(index) {
   tiles.replaceChildren(
     el("figure", { class: "tile" }, makeCanvas(sample, "recomposite"), el("figcaption", {}, "recomposite (shown layers)")),
     ...sample.layers.map((layer) => layerTile(sample, layer)));
+  document.getElementById("metrics").replaceChildren(...metricsTable(sample));
   return loadImages(sample).then((images) => {
     player.images = images;
     draw();
     document.body.dataset.ready = "1";
   });
+}
+
+// The evaluation's per-layer scores and accuracy against the truth, where the page was built from a run.
+function metricsTable(sample) {
+  if (!sample.metrics.length) return [];
+  const rows = sample.metrics.map((m) => el("tr", {}, el("td", {}, m.layer), el("td", {}, m.metric),
+    el("td", {}, typeof m.value === "number" ? m.value.toFixed(4) : String(m.value))));
+  return [el("table", { id: "metrics-table" }, el("tr", {}, el("th", {}, "layer"), el("th", {}, "metric"),
+    el("th", {}, "value")), ...rows)];
 }
 
 function buildPlayer() {
@@ -150,7 +160,7 @@ function buildPlayer() {
   scrub.addEventListener("input", () => { player.frame = Number(scrub.value); draw(); });
   return el("section", { id: "player" }, el("h2", { id: "sample-title" }),
     el("div", { class: "controls" }, play, prev, next, scrub, el("span", { id: "frame-label" })),
-    el("div", { id: "tiles", class: "tiles" }));
+    el("div", { id: "tiles", class: "tiles" }), el("div", { id: "metrics" }));
 }
 
 function card(sample, index) {

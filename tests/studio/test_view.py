@@ -2,14 +2,11 @@
 quarantine, and bad input is one line; the browser gate skips or, under CI, fails."""
 from __future__ import annotations
 
-import base64
-import io
 import json
 import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from data_engine.shards import ShardSink
 from data_engine.synthetic import SyntheticConfig, synthetic_clip
@@ -17,13 +14,9 @@ from layerflow.studio.clips import read_sample_clip
 from layerflow.studio.page_data import page_data
 from layerflow.studio.view_cli import main as view_main
 from model.export import ExportOptions, export_clip, rgba_frames
-from studio_browser import INSTALL, require_browser
+from studio_browser import INSTALL, frame_pixels, require_browser
 
 WORLD = dict(num_clips=2, num_frames=3, height=16, width=20)
-
-
-def frame_pixels(url: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
 
 
 def test_an_engine_folder_gives_its_samples_and_quarantine(tmp_path):

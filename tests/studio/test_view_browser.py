@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from studio_browser import console_errors, open_page, wait_for
+from studio_browser import canvas_pixels, console_errors, open_page, wait_for
 from data_engine.shards import ShardSink
 from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from layerflow.studio.clips import read_sample_clip
@@ -19,15 +19,6 @@ from model.export import ExportOptions, export_clip
 WORLD = dict(num_clips=3, num_frames=4, height=24, width=32)
 # Set to a folder (docs/) to keep the screenshots the README shows.
 SHOTS = os.environ.get("LAYERFLOW_STUDIO_SCREENSHOTS")
-
-
-def canvas_pixels(driver, canvas_id: str) -> np.ndarray:
-    """[H, W, 4] uint8 as the page's canvas holds them (getImageData)."""
-    flat, h, w = driver.execute_script(
-        "const c = document.getElementById(arguments[0]);"
-        "return [Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data), c.height, c.width];",
-        canvas_id)
-    return np.array(flat, np.uint8).reshape(h, w, 4)
 
 
 def screenshot(driver, name: str) -> None:
@@ -98,14 +89,18 @@ def test_the_checkerboard_shows_where_alpha_is_zero(chrome, player_page, two_obj
 
 def test_playing_advances_the_frames(chrome, player_page, two_object_clip):
     open_page(chrome, player_page)
-    first = canvas_pixels(chrome, "layer-blend")
+    first = canvas_pixels(chrome, "layer-blend")[..., :3]
     chrome.find_element("id", "play").click()
-    wait_for(chrome, "return document.body.dataset.frame !== '0'", timeout=3)
+    # The frame number and the canvas are read in one script, so a tick cannot fall between them.
+    frame, flat = wait_for(chrome, "const f = document.body.dataset.frame; if (f === '0') return null;"
+                                   "const c = document.getElementById('layer-blend');"
+                                   "return [Number(f), Array.from(c.getContext('2d').getImageData(0, 0, c.width,"
+                                   " c.height).data)];", timeout=3)
     chrome.find_element("id", "play").click()
-    frame = int(chrome.execute_script("return document.body.dataset.frame"))
-    now = canvas_pixels(chrome, "layer-blend")[..., :3].astype(int)
-    assert frame > 0 and not np.array_equal(now, first[..., :3])
+    now = np.array(flat, np.uint8).reshape(*first.shape[:2], 4)[..., :3].astype(int)
+    assert not np.array_equal(now, first)
     assert np.abs(now - two_object_clip.blend[frame]).max() <= 1
+    frame = int(chrome.execute_script("return document.body.dataset.frame"))
     chrome.find_element("id", "next").click()
     assert int(chrome.execute_script("return document.body.dataset.frame")) == (frame + 1) % WORLD["num_frames"]
     screenshot(chrome, "studio_player.png")
