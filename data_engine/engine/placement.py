@@ -96,6 +96,8 @@ def no_room(actor: GpuActor, slots: list[GpuSlot], nodes: tuple[GpuNode, ...]) -
     largest = max(n.gib_per_gpu for n in nodes)
     if actor.gib > largest:
         why = f"more than the largest GPU ({largest:g} GiB)"
+    elif any(s.used + actor.fraction <= 1 + 1e-9 for s in slots):
+        why = f"and the nodes of the GPUs with room have fewer than {actor.cpus:g} CPU(s) left"
     else:
         why = f"but the most any GPU has left after the other actors is {max(0.0, left):.1f} GiB"
     return (f"stage {actor.stage} needs {actor.gib:.1f} GiB of GPU memory per actor ({actor.fraction:.3f} of a GPU) "

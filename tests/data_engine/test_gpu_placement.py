@@ -117,6 +117,15 @@ def test_a_chain_that_does_not_fit_fails_in_one_line_naming_stage_and_numbers():
         plan_stages(three, two_gpus(), gpu_gib={"caption": 30.0, "fg_check": 30.0, "x": 30.0})
 
 
+def test_gpu_actors_need_cpus_on_their_node():
+    # Two GPUs on a node with one CPU, the other CPUs on a CPU node: the second GPU actor has no CPU beside a GPU.
+    cluster = ClusterResources(17, 2, 2, (1.0, 16.0), (GpuNode("gpu", 2, 44.0, 1.0),))
+    stages = [(f"s{i}", Resources(num_cpus=1, num_gpus=0.1)) for i in range(2)]
+    with pytest.raises(PlanError, match=r"^stage s\d needs 4\.0 GiB .* nodes of the GPUs with room have fewer than "
+                                        r"1 CPU\(s\) left"):
+        plan_stages(stages, cluster, gpu_gib={"s0": 4.0, "s1": 4.0})
+
+
 @pytest.fixture
 def full_config(tmp_path):
     (tmp_path / "clip.mp4").write_bytes(b"")
