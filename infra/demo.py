@@ -4,9 +4,8 @@
              architectures, random weights: their layers are noise, the plumbing is real) and writes the tiny
              synthetic world's layered clips, which carry their true layers, into the same shards;
 2. train     the paper's three stages on the world's clips (`data.mix`: origin synthetic), from a model folder
-             holding the world's VAE (shipped, see `layerflow.toyworld.TINY_WORLD_VAE`) and the tiny preset's
-             random transformer: stage 1 trains every block (this base was never pretrained), then the Motion
-             and Content LoRAs;
+             holding the world's VAE and its pretrained base (both shipped: `layerflow.toyworld.TINY_WORLD_VAE`,
+             `TINY_WORLD_BASE`, made by stage 0): stage 1 trains every block, then the Motion and Content LoRAs;
 3. generate  the trained model generates all layers from three prompts and decomposes a held-out blended clip
              (`layerflow generate`, the files a user gets);
 4. score     every task on held-out clips of another world seed, next to the untrained model, the trivial
@@ -33,6 +32,7 @@ EXAMPLES = """examples:
   layerflow demo --out /tmp/demo --stage-steps 300 20 60
 """
 HELDOUT_SEED = 1000  # the world's held-out clips (the shards hold seed 0, the VAE was trained on seed 0)
+HELDOUT_CLIPS = 8
 
 
 def build_dataset(out: Path) -> Path:
@@ -71,14 +71,15 @@ def generate(model_dir: Path, out: Path, recipe, steps: int) -> list[Path]:
 
 
 def score(run: Path, out: Path, recipe, steps: int) -> Path:
-    from layerflow.toyworld import decomposition_picture, evaluate, print_table, summary_line
+    from layerflow.toyworld import evaluate, print_table, summary_line, write_report
 
-    result = evaluate(run, recipe, HELDOUT_SEED, 4, steps, log=console.print)
-    print_table(result.columns, HELDOUT_SEED, 4)
-    console.print(summary_line(result.columns["trained"], result.vae_psnr))
-    picture = decomposition_picture(result, out / "decomposition.png")
-    console.print(f"decomposition of held-out clips (input blend | true fg, alpha, bg | decomposed): {picture}")
-    return picture
+    result = evaluate(run, recipe, HELDOUT_SEED, HELDOUT_CLIPS, steps, log=console.print)
+    print_table(result.columns, HELDOUT_SEED, HELDOUT_CLIPS)
+    table, decomposition, generation = write_report(result, out, HELDOUT_SEED)
+    console.print(f"decomposition of held-out clips (input blend | true fg, alpha, bg | decomposed): {decomposition}")
+    console.print(f"generation from held-out prompts (fg, alpha, bg, blend | the layers composited): {generation}")
+    console.print(f"scores ({table}): {summary_line(result.columns['trained'], result.vae_psnr)}")
+    return decomposition
 
 
 def main(argv: list[str] | None = None) -> int:

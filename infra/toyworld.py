@@ -4,12 +4,14 @@ What `layerflow demo` and `benchmarks/toyworld.py` run, with the commands a user
 size. A run's folder is `<root>/<hash of its Recipe>/`; a finished one is read back instead of retrained.
 
 1. `layerflow dataset --config synthetic`: the Ray engine writes shards of the synthetic world (training seed);
-2. the model folder stage 1 starts from, the tiny stand-in for the CogVideoX-2B folder: the tiny preset's random
-   transformer and T5 with the world's VAE, `TINY_WORLD_VAE` (shipped) or one `python -m trainer.vae` trains;
+2. the model folder stage 1 starts from, the tiny stand-in for the CogVideoX-2B folder: the world's pretrained
+   base (`TINY_WORLD_BASE`, shipped; `python -m layerflow.toyworld pretrain` makes it with `layerflow train
+   --stage 0 --tiny`: the transformer as a text-to-video model of the world's blends) with the world's VAE
+   (`TINY_WORLD_VAE`, shipped, or one `python -m trainer.vae` trains);
 3. `layerflow precompute --stage 1 --tiny`: the latent cache stages 1 and 3 read (a step then costs a third);
-4. `layerflow train --stage 1|2|3 --tiny`: the base (every block: this base was never pretrained), the Motion
-   LoRA on static duplicated frames (from pixels: its static framing is not the cache's), the Content LoRA with
-   the per-sample motion scale, each stage from the previous stage's export.
+4. `layerflow train --stage 1|2|3 --tiny`: the base (every block), the Motion LoRA on static duplicated frames
+   (from pixels: its static framing is not the cache's), the Content LoRA with the per-sample motion scale, each
+   stage from the previous stage's export, each with its loss curves (`loss_curves.png` in the stage's folder).
 
 Then every task runs through `LayerFlowPipeline` (the Motion LoRA off, as sampling runs it) on held-out clips
 of another world seed, scored by `evaluation.metrics.toyworld` next to the untrained model, the trivial baseline
@@ -56,7 +58,17 @@ from trainer.vae import main as train_vae
 # all layers, 9.8 dB at its random init). The DiT stages still train in front of the user. Regenerate it with
 #     python -m trainer.vae --steps 1800 --threads 1 --out DIR   # then copy DIR/vae/* and DIR/report.json here
 TINY_WORLD_VAE = Path(__file__).resolve().parent / "assets" / "tiny_world_vae"
+# The world's pretrained base (stage 0: the tiny transformer as a text-to-video model of the world's blends, with
+# the T5 and tokenizer it read), what stage 1 starts from as the paper's starts from CogVideoX-2B. Regenerate it with
+#     python -m layerflow.toyworld pretrain --out DIR   # then copy DIR/{transformer,text_encoder,tokenizer,...} here
+TINY_WORLD_BASE = Path(__file__).resolve().parent / "assets" / "tiny_world_base"
+BASE_PARTS = ("transformer", "text_encoder", "tokenizer")
 DONE = "recipe.json"  # written last: a run folder holding it is complete
+LOSS_CURVES = "loss_curves.png"  # what trainer.callbacks.LossCurvesCallback draws in a stage's folder
+# Every stage's callbacks here: the loss curves and the export, no checkpoints (the tiny configs keep one every 2
+# steps, to resume from: a run here is redone whole).
+TRAIN_CALLBACKS = ("[{class_path: trainer.callbacks.LossCurvesCallback}, "
+                   "{class_path: trainer.checkpoint.ExportCallback}]")
 Log = Callable[[str], None]
 
 
@@ -75,6 +87,8 @@ class Recipe:
     source_size: int = VAETrainConfig.source_size
     # None: the shipped TINY_WORLD_VAE; a number: train the VAE that many steps here.
     vae_steps: int | None = None
+    # Stage 1 starts from the shipped stage-0 base (TINY_WORLD_BASE); False: from the tiny preset's random weights.
+    pretrained_base: bool = True
     # Optimizer steps of stages 1, 2, 3; stage 1 trains every block of the never-pretrained tiny base. The
     # matte forms late and suddenly: on decomposition alone, alpha IoU stays under 0.05 for the first ~6000
     # samples, then climbs (held-out 0.42 at 12000, batch 8; at batch 2 it had not formed after 3000 steps), and
@@ -90,6 +104,13 @@ class Recipe:
     tasks: str | None = "{decompose: 6, fg_conditioned: 1, bg_conditioned: 1, generate: 1}"
     # Objects per clip, each its own foreground layer (the world's `num_objects`; 1: the paper's layout).
     objects: int = 1
+    # Every stage's learning-rate schedule (model.optim.schedule): "cosine" decays it to 0 at the stage's last step.
+    schedule: str = "cosine"
+    # model.loss.layer_weights of every stage, a YAML mapping (e.g. "{alpha: 2}"); None: every layer alike.
+    layer_weights: str | None = None
+    # The training run's seed (every stage's draws of noise, timesteps, prompt dropout and sample order): another
+    # seed is another run of the same recipe, for the spread of its scores.
+    train_seed: int = 0
 
     def key(self) -> str:
         """A hash of the recipe and of the rest of what shapes the run: the VAE trainer's settings or the shipped
@@ -99,23 +120,32 @@ class Recipe:
                    *(stage_config(s, "tiny_") for s in (1, 2, 3))]
         vae = (asdict(VAETrainConfig(steps=self.vae_steps)) if self.vae_steps is not None else
                hashlib.sha256((TINY_WORLD_VAE / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest())
+        base = hashlib.sha256()
+        if self.pretrained_base:
+            for path in sorted(TINY_WORLD_BASE.rglob("*")):
+                if path.is_file():
+                    base.update(str(path.relative_to(TINY_WORLD_BASE)).encode() + path.read_bytes())
         code = hashlib.sha256()
         for package in (data_engine, model, trainer):
             root = Path(package.__file__).parent
             for path in sorted(root.rglob("*.py")):
                 code.update(str(path.relative_to(root)).encode() + path.read_bytes())
         code.update(Path(__file__).read_bytes())
-        ingredients = {"recipe": asdict(self), "vae": vae, "configs": [path.read_text() for path in configs],
+        ingredients = {"recipe": asdict(self), "vae": vae, "base": base.hexdigest(),
+                       "configs": [path.read_text() for path in configs],
                        "code": code.hexdigest()}
         return hashlib.sha256(json.dumps(ingredients, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def run_step(title: str, command: str, fn, *args, log: Log = print) -> None:
+def run_step(title: str, command: str, fn, *args, log: Log = print) -> float:
+    """Run one command of the recipe; returns its seconds."""
     log(f"\n== {title}\n$ {command}")
     started = time.perf_counter()
     if fn(*args) not in (0, None):
         raise RuntimeError(f"toyworld: `{command}` failed (see above)")
-    log(f"-- {title}: {time.perf_counter() - started:.0f} s")
+    seconds = time.perf_counter() - started
+    log(f"-- {title}: {seconds:.0f} s")
+    return seconds
 
 
 def build_dataset(recipe: Recipe, out: Path, log: Log = print) -> None:
@@ -134,12 +164,15 @@ def build_dataset(recipe: Recipe, out: Path, log: Log = print) -> None:
                      "sources.0.clip_width": recipe.width})
     argv = ["dataset", "--config", config, "--out", str(out), "--no-progress"]
     argv += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    run_step("shards of the synthetic world (Ray engine)", f"layerflow {shlex.join(argv)}", layerflow, argv, log=log)
+    seconds = run_step("shards of the synthetic world (Ray engine)", f"layerflow {shlex.join(argv)}", layerflow, argv,
+                       log=log)
+    log(f"-- the engine wrote {recipe.videos / seconds:.2f} clips/s (Ray's start included)")
 
 
 def build_base(recipe: Recipe, run: Path, threads: int, log: Log = print) -> Path:
-    """The world's VAE in a model folder with the tiny preset's random transformer (built as
-    `layerflow train --stage 1 --tiny` builds it without a folder: its LoRA shape) and random T5."""
+    """The model folder stage 1 starts from: the world's VAE with the pretrained base (`TINY_WORLD_BASE`: transformer,
+    T5, tokenizer) or, with `recipe.pretrained_base` off, the tiny preset's random transformer (built as `layerflow
+    train --stage 1 --tiny` builds it without a folder: its LoRA shape) and random T5."""
     from diffusers import AutoencoderKLCogVideoX
 
     vae_dir = TINY_WORLD_VAE
@@ -147,10 +180,18 @@ def build_base(recipe: Recipe, run: Path, threads: int, log: Log = print) -> Pat
         argv = ["--out", str(run / "tiny_vae"), "--steps", str(recipe.vae_steps), "--threads", str(threads)]
         run_step("the tiny VAE on the world", f"python -m trainer.vae {shlex.join(argv)}", train_vae, argv, log=log)
         vae_dir = run / "tiny_vae" / "vae"
+    base = run / "base"
+    if recipe.pretrained_base:
+        shutil.rmtree(base, ignore_errors=True)
+        for part in BASE_PARTS:
+            shutil.copytree(TINY_WORLD_BASE / part, base / part)
+        shutil.copytree(vae_dir, base / "vae")
+        make_scheduler("dpm").save_pretrained(base / "scheduler")
+        shutil.copy(TINY_WORLD_BASE / "layerflow_pipeline.json", base / "layerflow_pipeline.json")
+        return base
     network = yaml.safe_load(stage_config(1, "tiny_").read_text())["model"]["network"]
     parts = build_components(ModelConfig(**network))
     vae = AutoencoderKLCogVideoX.from_pretrained(vae_dir, use_safetensors=True)
-    base = run / "base"
     LayerFlowPipeline(tokenizer=parts.tokenizer, text_encoder=parts.text_encoder, vae=vae,
                       transformer=parts.transformer, scheduler=make_scheduler("dpm")).save_pretrained(base)
     return base
@@ -178,14 +219,16 @@ def train(recipe: Recipe, root: Path, threads: int = 1, log: Log = print, mix: s
     argv = ["precompute", "--stage", "1", "--tiny", "--cache", str(cache), f"--data.stream.shards={shards}",
             f"--model.network.pretrained={base}", *data]
     run_step("the latent cache of stages 1 and 3", f"layerflow {shlex.join(argv)}", layerflow, argv, log=log)
-    # The exports and no checkpoints (the tiny configs keep one every 2 steps, to resume from: a run here is
-    # redone whole).
     overrides = [*data, f"--data.stream.batch_size={recipe.batch_size}", f"--model.optim.lr={recipe.lr}",
                  "--model.network.stage1_blocks=all", "--trainer.log_every_n_steps=50",
-                 "--trainer.callbacks=[{class_path: trainer.checkpoint.ExportCallback}]",
-                 "--trainer.enable_checkpointing=false"]
+                 f"--trainer.callbacks={TRAIN_CALLBACKS}", "--trainer.enable_checkpointing=false"]
+    overrides.append(f"--model.optim.schedule={recipe.schedule}")
+    overrides += [f"--seed_everything={recipe.train_seed}", f"--model.seed={recipe.train_seed}",
+                  f"--data.stream.seed={recipe.train_seed}"]
     if recipe.tasks:
         overrides.append(f"--data.stream.tasks={recipe.tasks}")
+    if recipe.layer_weights:
+        overrides.append(f"--model.loss.layer_weights={recipe.layer_weights}")
     cached = [f"--data.stream.cache={cache}"]
     t0 = time.perf_counter()
     steps = dict(zip((1, 2, 3), recipe.stage_steps))
@@ -195,6 +238,82 @@ def train(recipe: Recipe, root: Path, threads: int = 1, log: Log = print, mix: s
     log(f"-- training: {time.perf_counter() - t0:.0f} s")
     (run / DONE).write_text(json.dumps({**asdict(recipe), "seconds": time.perf_counter() - started}, indent=1))
     return run
+
+
+# ---- stage 0: the shipped base --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pretraining:
+    """How `TINY_WORLD_BASE` was made: `layerflow train --stage 0 --tiny` on the blends of `videos` clips of the
+    training world, from the tiny preset's random transformer and T5 (seed 0) and the world's VAE."""
+
+    videos: int = 1024
+    steps: int = 1500
+    batch_size: int = 8
+    lr: float = 3e-3
+    heldout_seed: int = 1000  # the report's held-out loss: clips of another world seed
+    heldout_clips: int = 32
+
+
+def heldout_text_to_video_loss(folder: Path, recipe: Recipe, seed: int, count: int) -> float:
+    """Stage 0's loss of the model in `folder` on `count` held-out clips of world `seed`, at fixed timesteps spread
+    over the schedule and fixed noise: how well it models the world's blends from their prompts."""
+    from trainer.data import collate
+    from trainer.module import LayerFlowModule
+
+    network = yaml.safe_load(stage_config(0, "tiny_").read_text())["model"]["network"]
+    module = LayerFlowModule(stage=0, network=ModelConfig(**{**network, "pretrained": str(folder)}))
+    module.use_components(build_components(module.model_cfg))
+    module.eval()
+    examples = [{"key": f"heldout-{i}", "origin": "synthetic", "layers": {n: c[n] for n in c if n != "captions"},
+                 "captions": c["captions"].as_dict(), "motion_scale": 0.0,
+                 "keep": {n: True for n in c["captions"].as_dict()}} for i, c in enumerate(heldout_clips(recipe, seed, count))]
+    batch = collate(examples, "generate", recipe.frames_per_layer)
+    timesteps = torch.linspace(0, 999, count).round().long()
+    with torch.no_grad():  # the noise: the module's own draws for step 0, the same for every model
+        return float(module.compute_loss(batch, 0, timesteps=timesteps).mean())
+
+
+def pretrain_base(out: Path, cfg: Pretraining = Pretraining(), threads: int = 2, log: Log = print) -> Path:
+    """Stage 0 of the tiny world into `out` (transformer/, text_encoder/, tokenizer/, layerflow_pipeline.json, the loss
+    curves and `report.json`), with the commands a user runs at full size; what `TINY_WORLD_BASE` holds."""
+    started = time.perf_counter()
+    work = out / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    recipe = Recipe(videos=cfg.videos, pretrained_base=False)
+    build_dataset(recipe, work / "dataset", log)
+    random_base = build_base(recipe, work, threads, log)
+    data = [f"--data.stream.{k}={getattr(recipe, k)}" for k in ("frames_per_layer", "height", "width")]
+    cache = work / "latent_cache"
+    argv = ["precompute", "--stage", "0", "--tiny", "--cache", str(cache), f"--data.stream.shards={work / 'dataset'}",
+            f"--model.network.pretrained={random_base}", *data]
+    run_step("the latent cache of stage 0", f"layerflow {shlex.join(argv)}", layerflow, argv, log=log)
+    root = work / "stage0"
+    argv = ["train", "--stage", "0", "--tiny", f"--data.stream.shards={work / 'dataset'}", f"--data.stream.cache={cache}",
+            f"--model.network.pretrained={random_base}", *data, f"--data.stream.batch_size={cfg.batch_size}",
+            f"--trainer.max_steps={cfg.steps}", f"--model.optim.lr={cfg.lr}", "--model.optim.schedule=cosine",
+            f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
+            "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=50",
+            "--trainer.enable_checkpointing=false", f"--trainer.callbacks={TRAIN_CALLBACKS}"]
+    run_step("stage 0: the base as a text-to-video model of the world", f"layerflow {shlex.join(argv)}", layerflow,
+             argv, log=log)
+    final = root / "final"
+    for part in BASE_PARTS:
+        shutil.rmtree(out / part, ignore_errors=True)
+        shutil.copytree(final / part, out / part)
+    shutil.copy(final / "layerflow_pipeline.json", out / "layerflow_pipeline.json")
+    shutil.copy(root / LOSS_CURVES, out / LOSS_CURVES)
+    losses = {name: heldout_text_to_video_loss(folder, recipe, cfg.heldout_seed, cfg.heldout_clips)
+              for name, folder in (("random", random_base), ("pretrained", final))}
+    size = sum(f.stat().st_size for part in BASE_PARTS for f in (out / part).rglob("*") if f.is_file())
+    report = {"pretraining": asdict(cfg), "command": f"python -m layerflow.toyworld pretrain --out {out}",
+              "heldout_text_to_video_loss": losses, "seconds": round(time.perf_counter() - started),
+              "size_mb": round(size / 2**20, 2)}
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    shutil.rmtree(work)
+    log(f"stage-0 base in {out}: held-out text-to-video loss {losses['random']:.4f} (random) -> "
+        f"{losses['pretrained']:.4f}, {size / 2**20:.1f} MB")
+    return out
 
 
 # ---- held-out evaluation --------------------------------------------------------------------------------------
@@ -312,6 +431,7 @@ def vae_ceiling(recipe: Recipe, vae, clips: list[dict], seed: int) -> tuple[dict
 
 COLUMNS = {
     "trained": "the stage-3 export",
+    "train seed": "the stage-3 export on clips of its training world's seed (memorisation shows as a gap)",
     "untrained": "the folder stage 1 starts from (random transformer, trained VAE)",
     "trivial": "evaluation.metrics.toyworld's trivial baseline",
     "VAE only": "the true layers through the VAE round trip: the most any transformer scores behind this VAE",
@@ -344,14 +464,17 @@ def evaluate(run: Path, recipe: Recipe, seed: int, count: int, sample_steps: int
     if seed == recipe.world_seed:
         raise ValueError(f"held-out seed {seed} is the training world's seed; choose another")
     clips = heldout_clips(recipe, seed, count)
-    models = {"trained": run / "train" / "stage3" / "final", "untrained": run / "base"}
+    # The trained model on clips of its own training world too: a gap to the held-out column is memorisation.
+    seen = heldout_clips(recipe, recipe.world_seed, min(count, recipe.videos))
+    models = {"trained": (run / "train" / "stage3" / "final", clips), "untrained": (run / "base", clips),
+              "train seed": (run / "train" / "stage3" / "final", seen)}
     columns, outputs = {}, {}
-    for name, folder in models.items():
+    for name, (folder, world) in models.items():
         t0 = time.perf_counter()
         pipe = LayerFlowPipeline.from_pretrained(folder)
         pipe.set_progress_bar_config(disable=True)
-        outputs[name] = sample_tasks(pipe, clips, recipe, sample_steps, guidance, seed)
-        columns[name] = scores(outputs[name], clips)
+        outputs[name] = sample_tasks(pipe, world, recipe, sample_steps, guidance, seed)
+        columns[name] = scores(outputs[name], world)
         log(f"-- sampling the four tasks, {name} model: {time.perf_counter() - t0:.0f} s")
     columns["trivial"] = scores(trivial_outputs(clips, recipe), clips)
     ceiling, vae_psnr = vae_ceiling(recipe, pipe.vae, clips, seed)  # every stage keeps the base's VAE
@@ -393,24 +516,58 @@ def object_summary_line(trained: dict[str, float], objects: int) -> str:
             f"generate_blend_consistency_db={trained['coherence_psnr']:.1f}")
 
 
-def decomposition_picture(evaluation: Evaluation, path: Path, frame: int = 0, zoom: int = 4) -> Path:
-    """A PNG, one row per held-out clip: the input blend, then the true fg, alpha, bg, then the decomposed ones."""
+def _rgb(layer: np.ndarray, frame: int) -> np.ndarray:
+    return layer[frame] if layer.ndim == 4 else np.repeat(layer[frame][..., None], 3, axis=-1)
+
+
+def _save_grid(rows: list[np.ndarray], path: Path, zoom: int) -> Path:
     from PIL import Image
 
-    def rgb(layer: np.ndarray) -> np.ndarray:
-        return layer[frame] if layer.ndim == 4 else np.repeat(layer[frame][..., None], 3, axis=-1)
-
-    gap = lambda image: np.full((image.shape[0], 2, 3), 255, np.uint8)  # noqa: E731
-    rows = []
-    for clip, out in zip(evaluation.clips, evaluation.outputs["decompose"]):
-        truth = np.concatenate([rgb(clip[n]) for n in ("fg", "alpha", "bg")], axis=1)
-        found = np.concatenate([rgb(out[n]) for n in ("fg", "alpha", "bg")], axis=1)
-        blend = rgb(clip["blend"])
-        rows.append(np.concatenate([blend, gap(blend), truth, gap(blend), found], axis=1))
     grid = np.concatenate(rows, axis=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).resize((grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST).save(path)
     return path
+
+
+def _gap(image: np.ndarray) -> np.ndarray:
+    return np.full((image.shape[0], 2, 3), 255, np.uint8)
+
+
+def decomposition_picture(evaluation: Evaluation, path: Path, frame: int = 0, zoom: int = 4, rows: int = 8) -> Path:
+    """A PNG, one row per held-out clip (the first `rows`): the input blend, then the true fg, alpha, bg, then the
+    decomposed ones."""
+    lines = []
+    for clip, out in list(zip(evaluation.clips, evaluation.outputs["decompose"]))[:rows]:
+        truth = np.concatenate([_rgb(clip[n], frame) for n in ("fg", "alpha", "bg")], axis=1)
+        found = np.concatenate([_rgb(out[n], frame) for n in ("fg", "alpha", "bg")], axis=1)
+        blend = _rgb(clip["blend"], frame)
+        lines.append(np.concatenate([blend, _gap(blend), truth, _gap(blend), found], axis=1))
+    return _save_grid(lines, path, zoom)
+
+
+def generation_picture(evaluation: Evaluation, path: Path, frame: int = 0, zoom: int = 4, rows: int = 8) -> Path:
+    """A PNG, one row per held-out clip's prompts (the first `rows`): the generated fg, alpha, bg and blend, then
+    the generated layers composited, which a coherent generation's blend equals."""
+    from data_engine.schema import composite
+
+    lines = []
+    for out in evaluation.outputs["generate"][:rows]:
+        layers = [_rgb(out[n], frame) for n in ("fg", "alpha", "bg", "blend")]
+        alpha = out["alpha"][frame]
+        composed = composite(tw.un_grey(out["fg"][frame], alpha), alpha, out["bg"][frame])
+        lines.append(np.concatenate([*layers, _gap(layers[0]), composed], axis=1))
+    return _save_grid(lines, path, zoom)
+
+
+def write_report(evaluation: Evaluation, folder: Path, seed: int) -> list[Path]:
+    """The table's numbers (`scores.json`) and the decomposition and generation pictures of world `seed`'s
+    held-out clips, in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = folder / "scores.json"
+    table.write_text(json.dumps({"seed": seed, "clips": len(evaluation.clips), "columns": evaluation.columns,
+                                 "vae_psnr": evaluation.vae_psnr}, indent=1))
+    return [table, decomposition_picture(evaluation, folder / "decomposition.png"),
+            generation_picture(evaluation, folder / "generation.png")]
 
 
 def summary_line(trained: dict[str, dict[str, float]], vae_psnr: dict[str, float]) -> str:
@@ -418,4 +575,27 @@ def summary_line(trained: dict[str, dict[str, float]], vae_psnr: dict[str, float
             f"decompose_bg_psnr_db={trained['decompose']['bg_psnr_object']:.1f} "
             f"generate_blend_consistency_db={trained['generate']['coherence_psnr']:.1f} "
             f"fg_conditioned_bg_psnr_db={trained['fg_conditioned']['bg_psnr_object']:.1f} "
-            f"vae_psnr_db={vae_psnr['trained']:.1f}")
+            f"vae_psnr_db={vae_psnr['trained']:.1f} "
+            f"colour_as_prompted={trained['generate']['colour_ok']:.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m layerflow.toyworld",
+                                     description="the tiny world's shipped assets")
+    sub = parser.add_subparsers(dest="command", required=True)
+    pre = sub.add_parser("pretrain", help="stage 0: the pretrained base stage 1 starts from (TINY_WORLD_BASE)")
+    pre.add_argument("--out", type=Path, default=Path("outputs/tiny_world_base"))
+    pre.add_argument("--videos", type=int, default=Pretraining.videos)
+    pre.add_argument("--steps", type=int, default=Pretraining.steps)
+    pre.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pretrain_base(args.out, Pretraining(videos=args.videos, steps=args.steps), args.threads,
+                  log=lambda line: print(line, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
