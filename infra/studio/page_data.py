@@ -17,6 +17,7 @@ from data_engine.shards import QUARANTINE_NAME, ShardFormatError, complete_shard
 from data_engine.video_io import VideoDecodeError, encode_png
 from evaluation.errors import EvaluationError
 from evaluation.layered_io import find_samples
+from evaluation.results import EvalRun
 from layerflow.studio.clips import StudioInputError, read_sample_clip
 from model.export import rgba_frames
 
@@ -51,6 +52,24 @@ def sample_entry(clip: LayeredClip) -> dict[str, Any]:
     }
 
 
+def run_metrics(run: EvalRun | None, key: str) -> list[dict[str, Any]]:
+    """[{layer, metric, value}] of sample `key`: its per-layer scores, then its accuracy against the truth."""
+    if run is None:
+        return []
+    rows = [{"layer": s.layer, "metric": s.metric, "value": s.value} for s in run.scores if s.sample == key]
+    rows += [{"layer": "", "metric": name, "value": value} for name, value in run.accuracy.get(key, {}).items()]
+    return rows
+
+
+def load_run(path: Path | None) -> EvalRun | None:
+    if path is None:
+        return None
+    try:
+        return EvalRun.load(path)
+    except EvaluationError as exc:
+        raise StudioInputError(str(exc)) from exc
+
+
 def is_engine_folder(folder: Path) -> bool:
     return (folder / "manifest.parquet").is_file() or bool(complete_shards(folder))
 
@@ -62,9 +81,10 @@ def read_quarantine(folder: Path) -> list[dict[str, Any]]:
     return [{c: row.get(c) for c in QUARANTINE_COLUMNS} for row in pq.read_table(path).to_pylist()]
 
 
-def page_data(path: str | Path, *, max_samples: int = 24) -> dict[str, Any]:
+def page_data(path: str | Path, *, max_samples: int = 24, run: EvalRun | None = None) -> dict[str, Any]:
     """The page's data for a generate / compose / decomposition output (one sample folder or a folder of them) or
-    an engine output folder (its first `max_samples` samples and its quarantine table)."""
+    an engine output folder (its first `max_samples` samples and its quarantine table); `run`: the evaluation run
+    that scored the samples, whose scores each sample shows."""
     folder = Path(path)
     if not folder.is_dir():
         raise StudioInputError(f"{folder}: not a folder; pass a generate output folder or an engine output folder")
@@ -79,5 +99,10 @@ def page_data(path: str | Path, *, max_samples: int = 24) -> dict[str, Any]:
         sample_dirs = find_samples(folder)[:max_samples]
     except EvaluationError as exc:
         raise StudioInputError(str(exc)) from exc
-    return {"title": f"layers: {folder.name}", "kind": "samples", "source": str(folder),
-            "samples": [sample_entry(read_sample_clip(d)) for d in sample_dirs], "quarantine": []}
+    samples = []
+    for sample_dir in sample_dirs:
+        entry = sample_entry(read_sample_clip(sample_dir))
+        entry["metrics"] = run_metrics(run, sample_dir.name)
+        samples.append(entry)
+    return {"title": f"layers: {folder.name}", "kind": "samples", "source": str(folder), "samples": samples,
+            "quarantine": []}

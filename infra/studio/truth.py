@@ -14,7 +14,7 @@ from evaluation.errors import EvaluationError
 from evaluation.layered_io import LayerSet, find_samples, read_sample
 from evaluation.results import EvalRun
 from layerflow.studio.clips import StudioInputError
-from layerflow.studio.page_data import png_data_url, sample_entry
+from layerflow.studio.page_data import png_data_url, run_metrics, sample_entry
 from model.export import straight_rgb
 
 
@@ -69,15 +69,6 @@ def truth_layers(truth: LayerSet, num_frames: int, height: int, width: int) -> l
     return out
 
 
-def run_metrics(run: EvalRun | None, key: str) -> list[dict[str, Any]]:
-    """[{layer, metric, value}] of sample `key`: its per-layer scores, then its accuracy against the truth."""
-    if run is None:
-        return []
-    rows = [{"layer": s.layer, "metric": s.metric, "value": s.value} for s in run.scores if s.sample == key]
-    rows += [{"layer": "", "metric": name, "value": value} for name, value in run.accuracy.get(key, {}).items()]
-    return rows
-
-
 def compared_samples(predictions: Path, truth: Path, run: EvalRun | None, max_samples: int) -> list[dict[str, Any]]:
     """One page sample per predicted folder that has a truth sequence of its name, with truth tiles and metrics."""
     try:
@@ -98,12 +89,3 @@ def compared_samples(predictions: Path, truth: Path, run: EvalRun | None, max_sa
         entry["metrics"] = run_metrics(run, clip.key)
         samples.append(entry)
     return samples
-
-
-def load_run(path: Path | None) -> EvalRun | None:
-    if path is None:
-        return None
-    try:
-        return EvalRun.load(path)
-    except EvaluationError as exc:
-        raise StudioInputError(str(exc)) from exc

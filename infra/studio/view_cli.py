@@ -7,18 +7,19 @@ import http.server
 import sys
 from pathlib import Path
 
-from evaluation.results import RESULTS_FILE
+from evaluation.results import RESULTS_FILE, EvalRun
 from layerflow.studio.clips import StudioInputError
 from layerflow.studio.page import write_page
-from layerflow.studio.page_data import page_data
-from layerflow.studio.truth import compared_samples, load_run
+from layerflow.studio.page_data import load_run, page_data
+from layerflow.studio.truth import compared_samples
 
 EXAMPLES = """\
 examples:
   layerflow view outputs/generate/tiny/generate            # -> outputs/generate/tiny/generate/studio/index.html
   layerflow view outputs/dataset --serve                   # shard browser + quarantine, on http://127.0.0.1:8000/
   layerflow view PREDICTIONS --truth DAVIS_DATA --results outputs/eval/decomposition   # ours against the truth
-  layerflow view outputs/eval/decomposition                # a decomposition run scored from --predictions"""
+  layerflow view outputs/eval/decomposition                # a decomposition run scored from --predictions
+  layerflow view outputs/eval/score                        # the samples a score / generation run scored"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,20 +48,23 @@ def serve(folder: Path, port: int) -> None:
             pass
 
 
-def comparison_data(args: argparse.Namespace) -> dict:
-    """A decomposition against its truth: PATH is the predictions (with --truth), or an evaluation run folder that
-    scored `--predictions` (its results.json names the predictions and the data)."""
-    run = load_run(args.results or (args.path if (args.path / RESULTS_FILE).is_file() else None))
-    predictions, truth = args.path, args.truth
-    if truth is None:
-        predictions = Path(run.meta.get("predictions") or "")
-        truth = Path(run.meta.get("data") or "")
-        if not run.meta.get("predictions"):
-            raise StudioInputError(f"{args.path}: this run decomposed with the model and kept no layers; view the "
-                                   "predictions folder with --truth DATA --results RUN instead")
-    samples = compared_samples(predictions, truth, run, args.max_samples)
+def comparison_data(predictions: Path, truth: Path, run: EvalRun | None, max_samples: int) -> dict:
+    samples = compared_samples(predictions, truth, run, max_samples)
     return {"title": f"decomposition: {predictions.name} against {truth.name}", "kind": "samples",
             "source": str(predictions), "samples": samples, "quarantine": []}
+
+
+def run_page_data(folder: Path, max_samples: int) -> dict:
+    """An evaluation run folder: a decomposition scored from --predictions against its data, or the samples a
+    generation run wrote (`samples/`) or a score run read (`source`), each with its scores."""
+    run = load_run(folder)
+    if run.kind == "decomposition":
+        if not run.meta.get("predictions"):
+            raise StudioInputError(f"{folder}: this run decomposed with the model and kept no layers; view the "
+                                   "predictions folder with --truth DATA --results RUN instead")
+        return comparison_data(Path(run.meta["predictions"]), Path(run.meta["data"]), run, max_samples)
+    source = Path(run.meta["source"]) if run.meta.get("source") else folder / "samples"
+    return page_data(source, max_samples=max_samples, run=run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --max-samples must be at least 1, got {args.max_samples}", file=sys.stderr)
         return 2
     try:
-        if args.truth or (args.path / RESULTS_FILE).is_file():
-            data = comparison_data(args)
+        if args.truth:
+            data = comparison_data(args.path, args.truth, load_run(args.results), args.max_samples)
+        elif (args.path / RESULTS_FILE).is_file():
+            data = run_page_data(args.path, args.max_samples)
         else:
-            data = page_data(args.path, max_samples=args.max_samples)
+            data = page_data(args.path, max_samples=args.max_samples, run=load_run(args.results))
     except StudioInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
-"""`layerflow view PREDICTIONS --truth DATA --results RUN`: a decomposition against its ground truth, with the run's
-per-layer scores; the truth tiles are the truth's pixels, read back from the page (data and canvas)."""
+"""`layerflow view PREDICTIONS --truth DATA --results RUN` and `layerflow view EVAL_RUN`: a decomposition against its
+ground truth, with the run's per-layer scores (the truth tiles are the truth's pixels, read back from the page's data
+and canvas), and a score run's samples with theirs."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.video_io import encode_png, write_video
 from evaluation.results import EvalRun, Score
 from layerflow.studio.view_cli import main as view_main
+from model.export import ExportOptions, export_clip
 from studio_browser import canvas_pixels, console_errors, frame_pixels, open_page
 
 WORLD = dict(num_clips=1, num_frames=3, height=16, width=20)
@@ -78,3 +80,14 @@ def test_the_page_draws_the_truth_and_lists_the_scores(chrome, decomposition, tr
     assert np.array_equal(drawn, clip.alpha[0])
     table = chrome.find_element("id", "metrics-table").text
     assert "alpha_iou" in table and "0.7500" in table and "aesthetic" in table
+
+
+def test_a_score_run_shows_its_samples_with_their_scores(tmp_path):
+    clip = synthetic_clip(SyntheticConfig(**WORLD), 0)
+    export_clip(clip, tmp_path / "outputs" / "s0", ExportOptions(rgba_formats=("png",), preview=False))
+    EvalRun("score", scores=[Score("s0", "blend", "frame_consistency", 0.5)],
+            meta={"source": str(tmp_path / "outputs")}).save(tmp_path / "run")
+    assert view_main([str(tmp_path / "run"), "--out", str(tmp_path / "page")]) == 0
+    (sample,) = page_samples(tmp_path / "page" / "index.html")
+    assert sample["key"] == clip.key and sample["metrics"] == [
+        {"layer": "blend", "metric": "frame_consistency", "value": 0.5}]
