@@ -432,7 +432,7 @@ def vae_ceiling(recipe: Recipe, vae, clips: list[dict], seed: int) -> tuple[dict
 COLUMNS = {
     "trained": "the stage-3 export",
     "train seed": "the stage-3 export on clips of its training world's seed (memorisation shows as a gap)",
-    "untrained": "the folder stage 1 starts from (random transformer, trained VAE)",
+    "untrained": "the folder stage 1 starts from (the stage-0 base, or with --random-base a random transformer)",
     "trivial": "evaluation.metrics.toyworld's trivial baseline",
     "VAE only": "the true layers through the VAE round trip: the most any transformer scores behind this VAE",
 }
