@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from data_engine.engine.config import parse_config  # noqa: E402
 from data_engine.engine.pipeline import INPUT, StageActor, build_dataset  # noqa: E402
 from data_engine.engine.resources import PoolPlan, StagePlan  # noqa: E402
+from data_engine.stages.base import Resources  # noqa: E402
 from data_engine.engine.runner import run  # noqa: E402
 
 STAGES = ["probe", "split", "synthetic_layers", "compose", "encode"]
@@ -57,8 +58,8 @@ def chain(cfg) -> list[StageActor]:
     """Every stage of the pipeline as the engine builds it (one thread each), for in-process runs."""
     from data_engine.engine.runner import stage_setup
 
-    _, options = stage_setup(cfg)
-    return [StageActor(StagePlan(name, 1.0, 0.0, 1, 1, 0), options[name]) for name in ["source", *STAGES]]
+    opts = {s.name: s.opts for s in stage_setup(cfg)}
+    return [StageActor(StagePlan(name, Resources(retries=0), 1), opts[name]) for name in ["source", *STAGES]]
 
 
 def standalone(cfg) -> tuple[dict[str, float], list[dict]]:
@@ -97,8 +98,8 @@ def stage_rate(rows: list[dict], actors: int, cpus: float) -> float:
 
     name = f"bench-metrics-{actors}"
     metrics = ray.remote(num_cpus=0)(EngineMetrics).options(name=name).remote()
-    plan = PoolPlan((StagePlan("synthetic_layers", cpus, 0.0, actors, 1, 0),))
-    ds = build_dataset(rows, [plan], {"synthetic_layers": {}}, name)
+    plan = PoolPlan((StagePlan("synthetic_layers", Resources(num_cpus=cpus, retries=0), actors),))
+    ds = build_dataset(rows, [plan], {}, name)
     n = 0
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         n += batch.num_rows  # count only: unpickling ~10 MB rows here would load the cores being measured

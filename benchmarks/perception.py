@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from data_engine.schema import LayeredClip
-from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
-from data_engine.stages import caption, foreground_check, inpaint, segment_track, tagging
+from data_engine.stages import caption, foreground_check, inpaint, segment_track
+from data_engine.stages import tag as tag_module
 from data_engine.stages.base import Resources, Row, Stage, is_failed
 from data_engine.stages.caption import CaptionStage
 from data_engine.stages.compose import ComposeStage
@@ -35,7 +35,8 @@ from data_engine.stages.dedup import DedupStage
 from data_engine.stages.foreground_check import ForegroundCheckStage
 from data_engine.stages.inpaint import InpaintStage
 from data_engine.stages.segment_track import SegmentTrackStage
-from data_engine.stages.tagging import TagStage
+from data_engine.stages.tag import TagStage
+from data_engine.synthetic import SyntheticConfig, synthetic_clip
 
 GIB = 1024**3
 FULL_CONFIG = "infra/configs/engine/perception_full.yaml"
@@ -289,7 +290,7 @@ def real_size_builders(device: str) -> dict[tuple[Any, str], Callable]:
         modules = (raft_things(in_normalize=False, iters=20), propainter_rfc(), propainter())
         return tuple(m.eval().requires_grad_(False) for m in modules)  # type: ignore[return-value]
 
-    return {(tagging, "build_clip"): clip, (segment_track, "build_grounding_dino"): gdino,
+    return {(tag_module, "build_clip"): clip, (segment_track, "build_grounding_dino"): gdino,
             (segment_track, "build_sam"): sam, (segment_track, "build_sam2_video"): sam2,
             (foreground_check, "build_qwen_vl"): qwen, (caption, "build_qwen_vl"): qwen,
             (inpaint, "build_propainter"): propainter}

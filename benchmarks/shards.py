@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 from data_engine.schema import sample_key  # noqa: E402
 from data_engine.shards import ShardSink, encode_clip  # noqa: E402
 from data_engine.sources.official import OfficialSampleSource  # noqa: E402
-from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip  # noqa: E402
+from data_engine.synthetic import SyntheticConfig, synthetic_clip  # noqa: E402
 
 SAMPLES = REPO.parent / "shared" / "samples" / "layerflow_official"
 

@@ -18,7 +18,7 @@ DATASET_EXAMPLES = """examples:
   layerflow dataset --limit 4 --dry-run            # print inputs, resources and the stage plan; start nothing
   layerflow dataset --config perception_full --dry-run --cluster infra/ray/cluster.yaml   # GPU placement
   layerflow dataset --input /path/to/mp4s --out outputs/mine
-  layerflow dataset --config synthetic             # an installed config by name, or any YAML path
+  layerflow dataset --config synthetic_videos      # an installed config by name, or any YAML path
   layerflow dataset --config perception_full --input /path/to/mp4s --set stages.tag.num_gpus=0.5
 """
 WEIGHTS_EXAMPLES = """examples:

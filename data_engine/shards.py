@@ -60,8 +60,6 @@ def member_names(kind: str, num_foregrounds: int = 1) -> tuple[str, ...]:
     return tuple(f"{name}.{ext}" for name in layer_names(num_foregrounds)) + ("json",)
 
 
-MEMBERS_VIDEO = member_names("video")
-
 MANIFEST_SCHEMA = pa.schema(
     [
         ("key", pa.string()),

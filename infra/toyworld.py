@@ -3,7 +3,7 @@
 What `layerflow demo` and `benchmarks/toyworld.py` run, with the commands a user runs at full size, at the tiny
 size. A run's folder is `<root>/<hash of its Recipe>/`; a finished one is read back instead of retrained.
 
-1. `layerflow dataset --config synthetic`: the Ray engine writes shards of the synthetic world (training seed);
+1. `layerflow dataset --config synthetic_videos`: the Ray engine writes shards of the synthetic world (training seed);
 2. the model folder stage 1 starts from, the tiny stand-in for the CogVideoX-2B folder: the world's pretrained
    base (`TINY_WORLD_BASE`, shipped; `python -m layerflow.toyworld pretrain` makes it with `layerflow train
    --stage 0 --tiny`: the transformer as a text-to-video model of the world's blends) with the world's VAE
@@ -116,7 +116,7 @@ class Recipe:
         """A hash of the recipe and of the rest of what shapes the run: the VAE trainer's settings or the shipped
         VAE's bytes, the configs that the engine and the tiny stages read, and the code of the packages that
         build the data and the model and train it (a change there retrains)."""
-        configs = [configs_dir("engine") / "synthetic.yaml", configs_dir("engine") / "synthetic_world.yaml",
+        configs = [configs_dir("engine") / "synthetic_videos.yaml", configs_dir("engine") / "synthetic_world.yaml",
                    *(stage_config(s, "tiny_") for s in (1, 2, 3))]
         vae = (asdict(VAETrainConfig(steps=self.vae_steps)) if self.vae_steps is not None else
                hashlib.sha256((TINY_WORLD_VAE / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest())
@@ -157,7 +157,7 @@ def build_dataset(recipe: Recipe, out: Path, log: Log = print) -> None:
             "sources.0.width": recipe.source_size,
             "clip.num_frames": recipe.video_frames, "clip.height": recipe.height, "clip.width": recipe.width,
             "run.maxcount": recipe.videos}
-    config = "synthetic"
+    config = "synthetic_videos"
     if recipe.objects > 1:
         config = "synthetic_world"
         sets.update({"sources.0.num_objects": recipe.objects, "sources.0.clip_height": recipe.height,

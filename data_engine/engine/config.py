@@ -12,7 +12,7 @@ by position; values are parsed as YAML (`0.5`, `true`, `[a, b]`).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,12 @@ import yaml
 
 from data_engine.clip_policy import ClipPolicy
 from data_engine.defaults import configs_dir
-from data_engine.engine.option_types import wrong_type
 from data_engine.layers_policy import LayersPolicy
 from data_engine.sources import SOURCES, source_class
-from data_engine.stages.base import Resources
+from data_engine.stages.base import Resources, Stage
+from data_engine.typed_config import from_mapping
 
 DEFAULT_CONFIG = configs_dir("engine") / "perception_tiny.yaml"
-SYNTHETIC_CONFIG = configs_dir("engine") / "synthetic.yaml"
 SECTIONS = ("run", "clip", "layers", "sources", "stages")
 
 
@@ -73,8 +72,20 @@ class SourceSpec:
 @dataclass(frozen=True)
 class StageSpec:
     name: str
-    resources: dict[str, Any] = field(default_factory=dict)  # overrides of the stage's default Resources
+    resources: dict[str, Any] = field(default_factory=dict)  # the Resources fields the config sets (checked)
     options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    """A stage of the run, typed once: its class, its resources (defaults + config) and its typed options, which
+    the checks, the folder's record and the Ray actors all use."""
+
+    name: str
+    cls: type[Stage]
+    resources: Resources
+    opts: Any  # an instance of `cls.Options` (None for a stage without)
+    given: dict[str, Any]  # the options as the config gives them (engine_config.json records these)
 
 
 @dataclass(frozen=True)
@@ -95,48 +106,17 @@ class EngineConfig:
         return Path(self.run.work_dir) if self.run.work_dir else self.out / "_work"
 
 
-RESOURCE_KEYS = tuple(f.name for f in fields(Resources))
-
-
-def _typed(cls: type, data: Any, where: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(known)}")
-    mistyped = wrong_type(cls, data, where)
-    if mistyped:
-        raise ConfigError(mistyped)
-    try:
-        return cls(**data)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-
-
 def _stage_spec(entry: Any, where: str) -> StageSpec:
     if isinstance(entry, str):
         return StageSpec(entry)
     if not isinstance(entry, dict) or "name" not in entry:
         raise ConfigError(f"{where}: a stage is a name or a mapping with 'name', got {entry!r}")
-    valid = {"name", "options", *RESOURCE_KEYS}
-    unknown = sorted(set(entry) - valid)
-    if unknown:
-        raise ConfigError(f"{where} ({entry['name']}): unknown key(s) {unknown}; valid: {sorted(valid)}")
-    options = entry.get("options") or {}
+    name, options = entry["name"], entry.get("options") or {}
     if not isinstance(options, dict):
-        raise ConfigError(f"{where} ({entry['name']}): options must be a mapping, got {options!r}")
-    resources = {k: entry[k] for k in RESOURCE_KEYS if k in entry}
-    mistyped = wrong_type(Resources, resources, f"stages.{entry['name']}")
-    if mistyped:
-        raise ConfigError(mistyped)
-    try:
-        Resources().override(**resources)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where} ({entry['name']}): {exc}") from exc
-    return StageSpec(str(entry["name"]), resources, dict(options))
+        raise ConfigError(f"{where} ({name}): options must be a mapping, got {options!r}")
+    from_mapping(Resources, entry, f"{where} ({name})", typed_where=f"stages.{name}", taken=("name", "options"),
+                 error=ConfigError)
+    return StageSpec(str(name), {k: v for k, v in entry.items() if k not in ("name", "options")}, dict(options))
 
 
 def _source_spec(entry: Any, where: str) -> SourceSpec:
@@ -161,9 +141,9 @@ def parse_config(raw: dict[str, Any], path: str | None = None) -> EngineConfig:
     if dupes:
         raise ConfigError(f"stages: {dupes} listed twice; each stage appears once")
     return EngineConfig(
-        run=_typed(RunConfig, raw.get("run"), "run"),
-        clip=_typed(ClipPolicy, raw.get("clip"), "clip"),
-        layers=_typed(LayersPolicy, raw.get("layers"), "layers"),
+        run=from_mapping(RunConfig, raw.get("run"), "run", error=ConfigError),
+        clip=from_mapping(ClipPolicy, raw.get("clip"), "clip", error=ConfigError),
+        layers=from_mapping(LayersPolicy, raw.get("layers"), "layers", error=ConfigError),
         sources=tuple(_source_spec(e, f"sources[{i}]") for i, e in enumerate(sources)),
         stages=stage_specs,
         path=path,

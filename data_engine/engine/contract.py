@@ -11,6 +11,8 @@ for a layout that ships its backgrounds. The run leaves them out, so they load n
 """
 from __future__ import annotations
 
+from typing import Any
+
 from data_engine.engine.config import ConfigError
 from data_engine.engine.inputs import ListedSource
 from data_engine.sources import SOURCES, source_class
@@ -36,17 +38,17 @@ def check_chain(stages: list[tuple[str, type[Stage]]], sources: list[ListedSourc
         fields |= cls.writes
 
 
-def idle_stages(stages: list[tuple[str, type[Stage]]], options: dict[str, dict], sources: list[ListedSource]) -> list[str]:
-    """`stages`: the chain after the source stage, in order, with `options` as stage_setup resolved them; the
-    names of those that no row of these sources will give work."""
+def idle_stages(stages: list[tuple[str, type[Stage]]], options: dict[str, Any],
+                sources: list[ListedSource]) -> list[str]:
+    """`stages`: the chain after the source stage, in order, with their typed `options` (the plan's); the names
+    of those that no row of these sources will give work."""
     flowing = [s.fields for s in sources if FINISHED not in s.fields]
     unfinished = frozenset().union(*flowing) if flowing else None  # the fields of rows not finished yet
     finished = [s.fields for s in sources if FINISHED in s.fields]
     idle = []
     for name, cls in stages:
-        opts = cls.parse_options(options[name])
         groups = finished + ([unfinished] if unfinished is not None else [])
-        if not any(cls.has_work(opts, fields) for fields in groups):
+        if not any(cls.has_work(options[name], fields) for fields in groups):
             idle.append(name)
         if unfinished is not None:
             unfinished |= cls.writes

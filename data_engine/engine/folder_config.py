@@ -16,13 +16,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from data_engine.engine.config import ConfigError, EngineConfig
-from data_engine.engine.inputs import source_options
-from data_engine.engine.pipeline import resolve_stage
+from data_engine.engine.config import ConfigError, EngineConfig, PlannedStage
+from data_engine.engine.inputs import TypedSource
 from data_engine.engine.state import RECORDS_DIR
 from data_engine.schema import ENGINE_VERSION
 from data_engine.shards import QUARANTINE_LOG, complete_shards
-from data_engine.stages.base import Resources
 
 FOLDER_CONFIG_NAME = "engine_config.json"
 UNSET = object()  # a key one side lacks
@@ -33,36 +31,34 @@ def _json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def sample_settings(cfg: EngineConfig, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """{--set key: value} of everything that shapes samples. `options`: each stage's options as stage_setup
-    resolved them; a stage's share of the clip: and layers: sections counts under those sections only, unless
-    the stage's own options override it."""
+def sample_settings(cfg: EngineConfig, sources: tuple[TypedSource, ...], stages: list[PlannedStage]) -> dict[str, Any]:
+    """{--set key: value} of everything that shapes samples. `stages`: the run's, typed by its plan; a stage's
+    share of the clip: and layers: sections counts under those sections only, unless the stage's own options
+    override it."""
     settings: dict[str, Any] = {"engine_version": ENGINE_VERSION}
     sections = {"clip": asdict(cfg.clip), "layers": asdict(cfg.layers)}
     for section, values in sections.items():
         settings.update({f"{section}.{k}": v for k, v in values.items()})
-    for index, spec in enumerate(cfg.sources):
-        settings[f"sources.{index}.type"] = spec.type
-        settings.update({f"sources.{index}.{k}": v for k, v in asdict(source_options(spec, index)[1]).items()})
-    stages = [name for name in options if name != "source"]  # the source stage reads the sources above
-    settings["stages"] = stages
+    for source in sources:
+        settings[f"sources.{source.index}.type"] = source.type
+        settings.update({f"sources.{source.index}.{k}": v for k, v in asdict(source.opts).items()})
+    stages = [s for s in stages if s.name != "source"]  # the source stage reads the sources above
+    settings["stages"] = [s.name for s in stages]
     shared = {**sections["clip"], **sections["layers"]}
-    for name in stages:
-        cls = resolve_stage(name)
-        typed = asdict(cls.parse_options(options[name])) if cls.Options else {}
-        settings.update({f"stages.{name}.options.{k}": v for k, v in typed.items()
+    for s in stages:
+        typed = asdict(s.opts) if s.opts is not None else {}
+        settings.update({f"stages.{s.name}.options.{k}": v for k, v in typed.items()
                          if not (k in shared and v == shared[k])})
     return _json(settings)
 
 
-def folder_record(cfg: EngineConfig, resources: list[tuple[str, Resources]], options: dict[str, dict[str, Any]],
+def folder_record(cfg: EngineConfig, sources: tuple[TypedSource, ...], stages: list[PlannedStage],
                   settings: dict[str, Any]) -> dict[str, Any]:
     """What `<out>/engine_config.json` holds for a run of `cfg`."""
     resolved = {
         "run": asdict(cfg.run), "clip": asdict(cfg.clip), "layers": asdict(cfg.layers),
-        "sources": [{"type": s.type, **asdict(source_options(s, i)[1])} for i, s in enumerate(cfg.sources)],
-        "stages": [{"name": name, **asdict(res), "options": options[name]} for name, res in resources
-                   if name != "source"],
+        "sources": [{"type": s.type, **asdict(s.opts)} for s in sources],
+        "stages": [{"name": s.name, **asdict(s.resources), "options": s.given} for s in stages if s.name != "source"],
     }
     return _json({"engine_version": ENGINE_VERSION, "config": cfg.path, "resolved": resolved,
                   "sample_settings": settings})

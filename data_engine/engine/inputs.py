@@ -6,52 +6,61 @@ Source types (the registry: data_engine.sources.SOURCES):
     videos            raw videos: `input` is a folder, glob, list file, file or URI (or a list of those)
     synthetic_videos  the built-in synthetic videos: blends written as mp4 into the work dir, true layers known
     frames            folders of frames as raw videos (e.g. the official samples' `bl/`), encoded into the work dir
-    synthetic         synthetic layered clips, straight to shards
+    synthetic_world   the synthetic world's layered clips, straight to shards
     official          the official sample layout (DAVIS / YouTube-VOS style folders)
     layered_images    folders of fg/alpha/bg(/blend) PNGs -> image samples
     copy_paste        fg+alpha of one clip over the bg of another, drawn from existing shards
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from data_engine.engine.config import ConfigError, EngineConfig, SourceSpec
-from data_engine.engine.option_types import wrong_type
-from data_engine.engine.pipeline import INPUT, WEIGHT
 from data_engine.sources import SOURCES, source_class
 from data_engine.sources.base import Source, SourceError
 from data_engine.stages.base import Resources, Row, Stage
+from data_engine.typed_config import from_mapping
+
+# The engine's fields of every row (data_engine/stages/base.py): the input it came from and its share of that input.
+INPUT = "_input"
+WEIGHT = "_w"
 
 
-def source_options(spec: SourceSpec, index: int) -> tuple[type[Source], Any]:
+@dataclass(frozen=True)
+class TypedSource:
+    """A config entry's source class and its options, typed once when the run is planned."""
+
+    index: int
+    type: str
+    cls: type[Source]
+    opts: Any
+
+    @property
+    def label(self) -> str:
+        return f"sources[{self.index}] ({self.type})"
+
+    def open(self, work_dir: Path) -> Source:
+        return self.cls.from_options(self.opts, work_dir)
+
+
+def source_options(spec: SourceSpec, index: int) -> TypedSource:
     """The source class of a config entry and its typed options, or a one-line ConfigError."""
     where = f"sources[{index}] ({spec.type})"
     if spec.type not in SOURCES:
         raise ConfigError(f"{where}: unknown source type; valid: {sorted(SOURCES)}")
     cls = source_class(spec.type)
-    known = {f.name for f in fields(cls.Options)}
-    unknown = sorted(set(spec.options) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(known)}")
-    mistyped = wrong_type(cls.Options, spec.options, f"sources.{index}")
-    if mistyped:
-        raise ConfigError(mistyped)
-    try:
-        opts = cls.Options(**spec.options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+    opts = from_mapping(cls.Options, spec.options, where, typed_where=f"sources.{index}", error=ConfigError)
     for key in cls.required:
         if not getattr(opts, key):
             raise ConfigError(f"{where}: '{key}' is required")
-    return cls, opts
+    return TypedSource(index, spec.type, cls, opts)
 
 
-def open_source(spec: SourceSpec, index: int, work_dir: Path) -> Source:
-    cls, opts = source_options(spec, index)
-    return cls.from_options(opts, work_dir)
+def typed_sources(cfg: EngineConfig) -> tuple[TypedSource, ...]:
+    return tuple(source_options(spec, index) for index, spec in enumerate(cfg.sources))
 
 
 @dataclass(frozen=True)
@@ -78,29 +87,28 @@ class ListedSource:
     fields: frozenset[str]
 
 
-def list_sources(cfg: EngineConfig) -> list[ListedSource]:
+def list_sources(sources: tuple[TypedSource, ...], work_dir: Path) -> list[ListedSource]:
     """Every source with its inputs, in config order; cheap (lists files, never decodes or generates)."""
     listed = []
-    for index, spec in enumerate(cfg.sources):
-        label = f"sources[{index}] ({spec.type})"
+    for typed in sources:
         try:
-            source = open_source(spec, index, cfg.work_dir)
+            source = typed.open(work_dir)
             inputs = source.list_inputs()
         except (SourceError, FileNotFoundError) as exc:
-            raise ConfigError(f"{label}: {exc}") from exc
-        items = tuple(WorkItem(index, it, source.input_id(it)) for it in inputs)
-        listed.append(ListedSource(label, items, source.provides(inputs)))
+            raise ConfigError(f"{typed.label}: {exc}") from exc
+        items = tuple(WorkItem(typed.index, it, source.input_id(it)) for it in inputs)
+        listed.append(ListedSource(typed.label, items, source.provides(inputs)))
     return listed
 
 
 def work_items(cfg: EngineConfig) -> list[WorkItem]:
     """All inputs of all sources, in config order."""
-    return [it for s in list_sources(cfg) for it in s.items]
+    return [it for s in list_sources(typed_sources(cfg), cfg.work_dir) for it in s.items]
 
 
 @dataclass(frozen=True)
 class SourceStageOptions:
-    sources: tuple[dict[str, Any], ...] = ()  # the config's source specs as {type, options}
+    sources: tuple[TypedSource, ...] = ()  # the config's sources, typed
     work_dir: str = ""  # where synthetic videos and encoded frame folders are written
 
 
@@ -115,13 +123,12 @@ class SourceStage(Stage):
     reads = frozenset({"source", "item"})
 
     def setup(self) -> None:
-        self.specs = [SourceSpec(s["type"], s["options"]) for s in self.opts.sources]
         self.sources: dict[int, Source] = {}
 
     def _source(self, index: int) -> Source:
         """Opened on first use: a layered source may read a lot (copy-paste reads its shards)."""
         if index not in self.sources:
-            self.sources[index] = open_source(self.specs[index], index, Path(self.opts.work_dir))
+            self.sources[index] = self.opts.sources[index].open(Path(self.opts.work_dir))
         return self.sources[index]
 
     def process_batch(self, rows: list[Row]) -> list[Row]:
@@ -130,16 +137,9 @@ class SourceStage(Stage):
             try:
                 out += [{**row, **fields} for fields in self._source(row["source"]).rows(row["item"])]
             except (SourceError, OSError, ValueError) as exc:
-                out.append(self.failed({**row, "source_id": row["_input"]}, exc))
+                out.append(self.failed({**row, "source_id": row[INPUT]}, exc))
         return out
 
 
-def source_stage_options(cfg: EngineConfig) -> dict[str, Any]:
-    return {
-        "sources": [{"type": s.type, "options": dict(s.options)} for s in cfg.sources],
-        "work_dir": str(cfg.work_dir.resolve()),
-    }
-
-
-def describe_sources(cfg: EngineConfig) -> list[str]:
-    return [f"{s.type}: {asdict(source_options(s, i)[1])}" for i, s in enumerate(cfg.sources)]
+def describe_sources(sources: tuple[TypedSource, ...]) -> list[str]:
+    return [f"{s.type}: {asdict(s.opts)}" for s in sources]

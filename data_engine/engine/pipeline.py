@@ -17,24 +17,22 @@ from collections import defaultdict
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from data_engine.engine.inputs import INPUT, WEIGHT, SourceStage
 from data_engine.engine.placement import GPU_MEMORY, round_up
 from data_engine.engine.resources import PoolPlan, StagePlan
 from data_engine.stages import stage_class
-from data_engine.stages.base import FAILED, FINISHED, Resources, Row, Stage, is_failed
+from data_engine.stages.base import FAILED, FINISHED, Row, Stage, is_failed
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 PAYLOAD = "payload"
 DROPPED = "_dropped"
-INPUT = "_input"
-WEIGHT = "_w"
 UNIT = "_unit"
 # A batch whose actor process dies (a segfault in a decoder, the OOM killer) is retried this often on the
 # restarted actor; after that its block is skipped and the driver quarantines the inputs whose rows never came
 # back (runner.quarantine_lost). Ray's default, retrying forever, hangs the run on one poisonous input.
 WORKER_DEATH_RETRIES = 3
-ENGINE_STAGES = {"source": "data_engine.engine.inputs:SourceStage"}
 
 
 class StageProtocolError(RuntimeError):
@@ -54,12 +52,8 @@ def unpack(batch: pa.Table) -> list[Row]:
 
 
 def resolve_stage(name: str) -> type[Stage]:
-    if name in ENGINE_STAGES:
-        import importlib
-
-        module, _, attr = ENGINE_STAGES[name].partition(":")
-        return getattr(importlib.import_module(module), attr)
-    return stage_class(name)
+    """The engine's own `source` stage, or a registered one (data_engine.stages.STAGES)."""
+    return SourceStage if name == SourceStage.name else stage_class(name)
 
 
 def _limit_threads(n: int) -> None:
@@ -91,12 +85,11 @@ def _fresh(row: Row) -> Row:
 class StageActor:
     """A stage inside one pool actor: set up once, then `step` per batch of rows."""
 
-    def __init__(self, plan: StagePlan, options: dict[str, Any]) -> None:
+    def __init__(self, plan: StagePlan, opts: Any) -> None:
+        """`opts`: the stage's typed options, as the run's plan made them (runner.plan_stage)."""
         _limit_threads(plan.threads)
         cls = resolve_stage(plan.name)
-        resources = Resources(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, batch_size=plan.batch_size,
-                              retries=plan.retries)
-        self.stage = cls(resources, **options)
+        self.stage = cls(plan.resources, opts)
         self.stage.ensure_setup()
         self.plan = plan
         self.accepts_finished = cls.accepts_finished
@@ -195,8 +188,8 @@ class StageActor:
 class PoolActor:
     """One actor of a pool (Ray Data calls `__init__` once per actor, then `__call__` per batch)."""
 
-    def __init__(self, plan: PoolPlan, options: dict[str, dict[str, Any]], metrics_name: str | None = None) -> None:
-        self.stages = [StageActor(s, options.get(s.name, {})) for s in plan.stages]
+    def __init__(self, plan: PoolPlan, options: dict[str, Any], metrics_name: str | None = None) -> None:
+        self.stages = [StageActor(s, options.get(s.name)) for s in plan.stages]
         self.metrics = None
         if metrics_name:
             import ray
@@ -252,7 +245,7 @@ class EngineMetrics:
         return self.stages
 
 
-def build_dataset(items: list[Row], plans: list[PoolPlan], options: dict[str, dict[str, Any]],
+def build_dataset(items: list[Row], plans: list[PoolPlan], options: dict[str, Any],
                   metrics_name: str | None, preserve_order: bool = False):
     """The lazy dataset: work items -> one actor pool per planned pool. Nothing runs until it is iterated; with
     `preserve_order` its rows come out in the items' order."""
@@ -279,7 +272,7 @@ def build_dataset(items: list[Row], plans: list[PoolPlan], options: dict[str, di
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             ds = ds.map_batches(
                 PoolActor,
-                fn_constructor_kwargs={"plan": plan, "options": {s.name: options.get(s.name, {}) for s in plan.stages},
+                fn_constructor_kwargs={"plan": plan, "options": {s.name: options.get(s.name) for s in plan.stages},
                                        "metrics_name": metrics_name},
                 compute=ray.data.ActorPoolStrategy(size=plan.actors),
                 batch_size=plan.batch_size,

@@ -18,7 +18,8 @@ here, before anything starts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from data_engine.engine.placement import GpuActor, GpuNode, GpuSlot, gpu_fraction, no_room, place
 from data_engine.stages.base import Resources
@@ -63,18 +64,39 @@ def packs(actor_cpus: list[float], bins: list[float]) -> bool:
 
 @dataclass(frozen=True)
 class StagePlan:
+    """A stage (or a pool) as planned: the resources one actor gets (CPU and GPU share as fitted to the cluster),
+    how many actors, and the GPU memory asked of Ray per actor (the `gpu_memory_gib` resource; 0: none)."""
+
     name: str
-    num_cpus: float
-    num_gpus: float
+    resources: Resources
     actors: int
-    batch_size: int
-    retries: int
-    gpu_gib: float = 0.0  # GPU memory asked of Ray per actor (the `gpu_memory_gib` resource); 0: none
+    gpu_gib: float = 0.0
+
+    @property
+    def num_cpus(self) -> float:
+        return self.resources.num_cpus
+
+    @property
+    def num_gpus(self) -> float:
+        return self.resources.num_gpus
+
+    @property
+    def batch_size(self) -> int:
+        return self.resources.batch_size
+
+    @property
+    def retries(self) -> int:
+        return self.resources.retries
 
     @property
     def threads(self) -> int:
         """Threads a stage's native libraries may use per actor (its CPU share, at least one)."""
         return max(1, math.floor(self.num_cpus + 1e-9))
+
+    def record(self) -> dict[str, Any]:
+        """As the run's stats.json records it."""
+        return {"name": self.name, "num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "actors": self.actors,
+                "batch_size": self.batch_size, "retries": self.retries, "gpu_gib": self.gpu_gib}
 
 
 @dataclass(frozen=True)
@@ -163,7 +185,7 @@ def plan_stages(stages: list[tuple[str, Resources]], cluster: ClusterResources, 
     memory = {"+".join(n for n, _ in g): max(gpu_gib.get(n, 0.0) for n, _ in g) for g in groups}
     pools = plan_pools([("+".join(n for n, _ in g), pool_resources(g)) for g in groups], cluster, memory)
     return [
-        PoolPlan(tuple(StagePlan(name, pool.num_cpus, pool.num_gpus, pool.actors, r.batch_size, r.retries,
+        PoolPlan(tuple(StagePlan(name, replace(r, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus), pool.actors,
                                  pool.gpu_gib)
                        for name, r in group))
         for group, pool in zip(groups, pools)
@@ -239,5 +261,5 @@ def plan_pools(stages: list[tuple[str, Resources]], cluster: ClusterResources,
                 cpu_left -= c
                 gpu_left -= g
                 grew = True
-    return [StagePlan(name, cpus[name], gpus[name], actors[name], r.batch_size, r.retries,
+    return [StagePlan(name, replace(r, num_cpus=cpus[name], num_gpus=gpus[name]), actors[name],
                       memory[name] if by_memory else 0.0) for name, r in stages]

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from data_engine.clip_policy import ClipPolicy
-from data_engine.engine.config import ConfigError, EngineConfig
+from data_engine.engine.config import ConfigError, EngineConfig, PlannedStage
 from data_engine.engine.contract import check_chain, idle_stages
 from data_engine.engine.folder_config import check_resume, folder_record, sample_settings, write_record
-from data_engine.engine.inputs import WorkItem, describe_sources, list_sources, source_stage_options
-from data_engine.engine.option_types import wrong_type
+from data_engine.engine.inputs import (SourceStage, SourceStageOptions, TypedSource, WorkItem, describe_sources, list_sources,
+                                       typed_sources)
 from data_engine.engine.pipeline import DROPPED, INPUT, WEIGHT, WORKER_DEATH_RETRIES, resolve_stage, unpack
 from data_engine.engine.progress import DriverCounts, ProgressDisplay, stage_table
 from data_engine.engine.cluster_spec import cluster_from_yaml, live_gpu_nodes, local_gpu_memory_gib
@@ -43,14 +43,22 @@ WORKER_LOST = (
 @dataclass
 class EnginePlan:
     cfg: EngineConfig
+    sources: tuple[TypedSource, ...]
     items: list[WorkItem]
     pending: list[WorkItem]
     done: int
-    resources: list[tuple[str, Resources]]
-    options: dict[str, dict[str, Any]]  # of the stages that run: not the idle ones
+    stages: list[PlannedStage]  # the stages that run: not the idle ones
     idle: list[str]  # stages of the config that no input gives work (contract.idle_stages)
     folder_record: dict[str, Any]  # what <out>/engine_config.json records (folder_config.py)
     gpu_gib: dict[str, float]  # GPU memory one actor of each GPU stage declares (Stage.gpu_memory_gib)
+
+    @property
+    def resources(self) -> list[tuple[str, Resources]]:
+        return [(s.name, s.resources) for s in self.stages]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {s.name: s.opts for s in self.stages}
 
 
 @dataclass
@@ -95,45 +103,42 @@ def layers_options(name: str, cls: type, opts: dict[str, Any], cfg: EngineConfig
     return {**opts, **shared}
 
 
-def stage_setup(cfg: EngineConfig) -> tuple[list[tuple[str, Resources]], dict[str, dict[str, Any]]]:
-    """Each stage's resources (defaults + config) and options, validated before anything starts."""
-    specs = {s.name: s for s in cfg.stages}
-    resources, options = [], {}
-    for name in stage_names(cfg):
-        try:
-            cls = resolve_stage(name)
-        except KeyError as exc:
-            raise ConfigError(str(exc)) from exc
-        spec = specs.get(name)
-        res = cls.default_resources.override(**(spec.resources if spec else {}))
-        opts = dict(spec.options) if spec else {}
-        if name == "source":
-            opts = source_stage_options(cfg)
-        elif getattr(cls, "Options", None) is ClipPolicy:
-            opts = {**asdict(cfg.clip), **opts}
-        else:
-            opts = layers_options(name, cls, opts, cfg)
-        mistyped = wrong_type(cls.Options, spec.options, f"stages.{name}.options") if spec and cls.Options else None
-        if mistyped:
-            raise ConfigError(mistyped)
-        try:
-            cls.parse_options(opts)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"stages.{name}: {exc}") from exc
-        resources.append((name, res))
-        options[name] = opts
-    return resources, options
+def plan_stage(cfg: EngineConfig, name: str, sources: tuple[TypedSource, ...]) -> PlannedStage:
+    """One stage's class, resources and options, typed and checked before anything starts."""
+    try:
+        cls = resolve_stage(name)
+    except KeyError as exc:
+        raise ConfigError(str(exc)) from exc
+    spec = next((s for s in cfg.stages if s.name == name), None)
+    given = dict(spec.options) if spec else {}
+    if cls is SourceStage:
+        given = {}
+    elif getattr(cls, "Options", None) is ClipPolicy:
+        given = {**asdict(cfg.clip), **given}
+    else:
+        given = layers_options(name, cls, given, cfg)
+    try:
+        opts = (SourceStageOptions(sources, str(cfg.work_dir.resolve())) if cls is SourceStage
+                else cls.parse_options(given, f"stages.{name}"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return PlannedStage(name, cls, replace(cls.default_resources, **(spec.resources if spec else {})), opts, given)
 
 
-def check_weights(resources: list[tuple[str, Resources]], options: dict[str, dict[str, Any]]) -> None:
+def stage_setup(cfg: EngineConfig, sources: tuple[TypedSource, ...] | None = None) -> list[PlannedStage]:
+    """Every stage of the run (stage_names), typed and checked before anything starts."""
+    sources = typed_sources(cfg) if sources is None else sources
+    return [plan_stage(cfg, name, sources) for name in stage_names(cfg)]
+
+
+def check_weights(stages: list[PlannedStage]) -> None:
     """Every model any stage will load, missing ones all named in one line (the loaders apply the same test)."""
     from data_engine import weights
 
     needs: dict[str, list[str]] = {}
-    for name, _ in resources:
-        cls = resolve_stage(name)
-        for model in cls.weights(cls.parse_options(options[name])):
-            needs.setdefault(model, []).append(name)
+    for s in stages:
+        for model in s.cls.weights(s.opts):
+            needs.setdefault(model, []).append(s.name)
     missing = [m for m in needs if weights.missing_files(m)]
     if missing:
         which = "; ".join(f"{m} (for {', '.join(needs[m])})" for m in missing)
@@ -143,16 +148,15 @@ def check_weights(resources: list[tuple[str, Resources]], options: dict[str, dic
         )
 
 
-def gpu_memory(resources: list[tuple[str, Resources]], options: dict[str, dict[str, Any]]) -> dict[str, float]:
+def gpu_memory(stages: list[PlannedStage]) -> dict[str, float]:
     """The GPU memory each stage that asks for a GPU declares per actor with its options."""
     out = {}
-    for name, res in resources:
-        if res.num_gpus > 0:
-            cls = resolve_stage(name)
+    for s in stages:
+        if s.resources.num_gpus > 0:
             try:
-                out[name] = cls.gpu_memory_gib(cls.parse_options(options[name]))
+                out[s.name] = s.cls.gpu_memory_gib(s.opts)
             except ValueError as exc:
-                raise ConfigError(f"stages.{name}: {exc}") from exc
+                raise ConfigError(f"stages.{s.name}: {exc}") from exc
     return out
 
 
@@ -161,23 +165,23 @@ def prepare(cfg: EngineConfig) -> EnginePlan:
         raise ConfigError("no sources: add a `sources:` entry or pass --input /path/to/videos")
     if cfg.out.exists() and not cfg.out.is_dir():
         raise ConfigError(f"run.out {cfg.out} is a file; --out names a folder (a new one, or an earlier run's to resume)")
-    resources, options = stage_setup(cfg)
-    sources = list_sources(cfg)
+    typed = typed_sources(cfg)
+    stages = stage_setup(cfg, typed)
+    sources = list_sources(typed, cfg.work_dir)
     items = [it for s in sources for it in s.items]
     if not items:
-        raise ConfigError(f"the sources list no inputs ({'; '.join(describe_sources(cfg))}); check the paths and "
+        raise ConfigError(f"the sources list no inputs ({'; '.join(describe_sources(typed))}); check the paths and "
                           "patterns (a glob must match files with a video extension)")
     # The source stage comes first (stage_names): the chain after it starts from the sources' fields.
-    chain = [(name, resolve_stage(name)) for name, _ in resources[1:]]
+    chain = [(s.name, s.cls) for s in stages[1:]]
     check_chain(chain, sources)
-    settings = sample_settings(cfg, options)
+    settings = sample_settings(cfg, typed, stages)
     check_resume(cfg.out, settings)
-    record = folder_record(cfg, resources, options, settings)
-    idle = idle_stages(chain, options, sources)
-    resources = [(name, res) for name, res in resources if name not in idle]
-    options = {name: opts for name, opts in options.items() if name not in idle}
+    record = folder_record(cfg, typed, stages, settings)
+    idle = idle_stages(chain, {s.name: s.opts for s in stages}, sources)
+    stages = [s for s in stages if s.name not in idle]
     if cfg.run.check_weights:
-        check_weights(resources, options)
+        check_weights(stages)
     records = load_records(cfg.out)
     redo = {i for i, r in records.items() if cfg.run.retry_quarantined and r["status"] != "ok"}
     done_ids = set(records) - redo
@@ -185,7 +189,7 @@ def prepare(cfg: EngineConfig) -> EnginePlan:
     done = len(items) - len(pending)
     if cfg.run.limit is not None:
         pending = pending[: cfg.run.limit]
-    return EnginePlan(cfg, items, pending, done, resources, options, idle, record, gpu_memory(resources, options))
+    return EnginePlan(cfg, typed, items, pending, done, stages, idle, record, gpu_memory(stages))
 
 
 # -- Ray --------------------------------------------------------------------------------------------------------------
@@ -365,7 +369,7 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
     engine_stats = {
         "config": made_with["config"],  # the config that made the folder's samples (a resume matches it)
         "cluster": asdict(cluster),
-        "plan": [asdict(p) for p in plans],
+        "plan": [{"stages": [s.record() for s in p.stages]} for p in plans],
         "stages": {n: {**s, "clips_per_s": round(s["rows_out"] / wall, 3) if wall else 0.0} for n, s in stages.items()},
         "inputs": {"total": counts.inputs_total, "done_before": counts.inputs_skipped_done,
                    "this_run": len(plan.pending), "recorded": ledger.recorded, "unfinished": ledger.pending,
@@ -385,7 +389,7 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
 def print_plan(console: Console, plan: EnginePlan, plans: list[PoolPlan], cluster: ClusterResources,
                cluster_file: str | None = None) -> None:
     console.print(f"[bold]config[/] {plan.cfg.path}  [bold]out[/] {plan.cfg.out}")
-    for line in describe_sources(plan.cfg):
+    for line in describe_sources(plan.sources):
         console.print(f"  source {line}")
     console.print(
         f"inputs: {len(plan.items)} listed, {plan.done} done in earlier runs, {len(plan.pending)} to process"

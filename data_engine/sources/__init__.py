@@ -7,25 +7,20 @@ A bad input raises `SourceError` naming the file, so the engine can quarantine i
 """
 from __future__ import annotations
 
-import importlib
+from data_engine.registry import Registry
 
-SOURCES: dict[str, str] = {
+SOURCES = Registry("source type", {
     # video sources
     "videos": "data_engine.sources.videos:VideoFileSource",
     "synthetic_videos": "data_engine.sources.synthetic_videos:SyntheticVideoSource",
     "frames": "data_engine.sources.frames:FrameFolderSource",
     # layered sources
-    "synthetic": "data_engine.sources.synthetic:SyntheticSource",
+    "synthetic_world": "data_engine.sources.synthetic_world:SyntheticWorldSource",
     "official": "data_engine.sources.official:OfficialSampleSource",
     "layered_images": "data_engine.sources.layered_images:LayeredImageSource",
     "mulan": "data_engine.sources.mulan:MulanSource",
     "image_matting": "data_engine.sources.image_matting:ImageMattingSource",
     "copy_paste": "data_engine.sources.copy_paste:CopyPasteSource",
     "video_matting": "data_engine.sources.video_matting:VideoMattingSource",
-}
-
-
-def source_class(kind: str) -> type:
-    """The source class registered under `kind` (imports its module now); KeyError for an unknown one."""
-    module, _, attr = SOURCES[kind].partition(":")
-    return getattr(importlib.import_module(module), attr)
+})
+source_class = SOURCES.load

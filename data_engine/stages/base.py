@@ -59,8 +59,10 @@ Fields starting with "_" belong to the engine (input accounting, timings): build
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from data_engine.typed_config import from_mapping
 
 Row = dict[str, Any]
 FAILED = "_failed"
@@ -81,13 +83,6 @@ class Resources:
     batch_size: int = 1
     max_actors: int | None = None
     retries: int = 1
-
-    def override(self, **changes: Any) -> "Resources":
-        known = {f.name for f in fields(self)}
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(f"unknown resource option(s) {sorted(unknown)}; valid: {sorted(known)}")
-        return replace(self, **changes)
 
 
 class Stage(ABC):
@@ -114,24 +109,25 @@ class Stage(ABC):
             raise TypeError(f"stage {cls.__name__} overrides __init__; declare `Options = <dataclass>` and load "
                             "state in setup() so its options are checked before the run starts")
 
-    def __init__(self, resources: Resources | None = None, **options: Any) -> None:
+    def __init__(self, resources: Resources | None = None, opts: Any = None, /, **options: Any) -> None:
+        """`opts`: the typed options as the engine's plan made them (`parse_options`); or the raw `options`."""
+        if opts is not None and options:
+            raise TypeError(f"stage {self.name!r}: pass typed opts or raw options, not both")
         self.resources = resources or self.default_resources
-        self.options = options
-        self.opts = self.parse_options(options)
+        self.opts = opts if opts is not None else self.parse_options(options)
         self._ready = False
 
     @classmethod
-    def parse_options(cls, options: dict[str, Any]) -> Any:
-        """`Options(**options)`, or a one-line error naming the unknown keys and the valid ones."""
+    def parse_options(cls, options: dict[str, Any], where: str | None = None) -> Any:
+        """`Options(**options)`, or a ValueError of one line naming the unknown keys and the valid ones, or the
+        key whose value has the wrong type (`where`: how the config names the stage, `stages.<name>`)."""
+        label = where or f"stage {cls.name!r}"
         if cls.Options is None:
             if options:
-                raise ValueError(f"stage {cls.name!r} takes no options; got {sorted(options)}")
+                raise ValueError(f"{label}: takes no options; got {sorted(options)}")
             return None
-        known = {f.name for f in fields(cls.Options)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"stage {cls.name!r}: unknown option(s) {unknown}; valid: {sorted(known)}")
-        return cls.Options(**options)
+        return from_mapping(cls.Options, options, label, unknown="unknown option(s)",
+                            typed_where=f"{where or 'stages.' + cls.name}.options")
 
     @classmethod
     def has_work(cls, opts: Any, fields: frozenset[str]) -> bool:

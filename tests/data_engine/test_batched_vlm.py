@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.stages.base import is_failed
 from data_engine.stages.caption import CaptionStage
 from data_engine.stages.foreground_check import ForegroundCheckStage
+from data_engine.synthetic import SyntheticConfig, synthetic_clip
 
 TINY = dict(preset="tiny", dtype="float32")
 

@@ -22,7 +22,7 @@ def test_two_runs_write_the_inputs_in_order(tmp_path):
 
     sets = ["sources.0.num_clips=6", "sources.0.num_frames=8", "sources.0.height=64", "sources.0.width=64",
             "clip.num_frames=8", "clip.height=32", "clip.width=48", "run.maxcount=4", "run.progress=false"]
-    configs = [load_config(configs_dir("engine") / "synthetic.yaml", sets, out=str(tmp_path / name))
+    configs = [load_config(configs_dir("engine") / "synthetic_videos.yaml", sets, out=str(tmp_path / name))
                for name in ("a", "b")]
     assert all(cfg.run.deterministic_order for cfg in configs)  # the shipped config turns it on
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)

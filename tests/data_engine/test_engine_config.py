@@ -13,8 +13,9 @@ import yaml
 
 from data_engine.cli import main
 from data_engine.defaults import config_path, configs_dir
-from data_engine.engine.config import DEFAULT_CONFIG, SYNTHETIC_CONFIG, ConfigError, load_config, parse_config
+from data_engine.engine.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
 from data_engine.engine.folder_config import FOLDER_CONFIG_NAME, sample_settings, write_record
+from data_engine.engine.inputs import typed_sources
 from data_engine.engine.resources import ClusterResources, PlanError, fuse_stages, packs, plan_stages
 from data_engine.engine.runner import prepare, stage_setup
 from data_engine.engine.state import RECORDS_DIR
@@ -22,6 +23,8 @@ from data_engine.schema import ENGINE_VERSION
 from data_engine.stages import STAGES, stage_class
 from data_engine.stages.base import Resources
 from data_engine.video_io import write_video
+
+SYNTHETIC_CONFIG = configs_dir("engine") / "synthetic_videos.yaml"
 
 
 def test_default_config_is_the_tiny_perception_chain():
@@ -49,10 +52,10 @@ def test_overrides_reach_typed_fields(tmp_path):
     assert split.resources == {"num_cpus": 0.5}
     assert cfg.clip.fps == 12.0 and cfg.sources[0].options["num_clips"] == 3
     assert cfg.run.maxcount == 7 and cfg.run.limit == 2 and cfg.run.out == str(tmp_path)
-    resources, options = stage_setup(cfg)
-    assert dict(resources)["split"].num_cpus == 0.5 and dict(resources)["split"].batch_size == 1
-    assert options["encode"] == {"lossless_alpha": True}
-    assert options["split"]["fps"] == 12.0  # the clip policy reaches the stages that use it
+    stages = {s.name: s for s in stage_setup(cfg)}
+    assert stages["split"].resources.num_cpus == 0.5 and stages["split"].resources.batch_size == 1
+    assert stages["encode"].given == {"lossless_alpha": True} and stages["encode"].opts.lossless_alpha is True
+    assert stages["split"].opts.fps == 12.0  # the clip policy reaches the stages that use it, typed
 
 
 @pytest.mark.parametrize(
@@ -63,7 +66,7 @@ def test_overrides_reach_typed_fields(tmp_path):
         (["clip.fsp=3"], "clip: unknown key(s) ['fsp']"),
         (["runn.limit=3"], "unknown section 'runn'"),
         (["run.limit"], "expected KEY=VALUE"),
-        (["stages.split.options.fpss=3"], "stage 'split': unknown option(s) ['fpss']"),
+        (["stages.split.options.fpss=3"], "stages.split: unknown option(s) ['fpss']"),
         (["clip.resize=squash"], "clip.resize must be 'cover' or 'stretch'"),
         (["sources.0.type=tape"], "unknown source type"),
         (["sources.0.colour=red"], "unknown key(s) ['colour']"),
@@ -193,7 +196,7 @@ def test_stage_contract_is_checked_at_plan_time(tmp_path, capsys):
     writers = "written by stages compose, image_inpaint and sources synthetic"
     with pytest.raises(ConfigError, match=f"stages.encode reads 'clip'.* {writers}"):
         prepare(parse_config({**raw, "stages": ["probe", "split", "synthetic_layers"]}))
-    layered = [{"type": "synthetic", "num_clips": 2, "num_frames": 4, "height": 32, "width": 48}]
+    layered = [{"type": "synthetic_world", "num_clips": 2, "num_frames": 4, "height": 32, "width": 48}]
     assert prepare(parse_config({**raw, "sources": layered, "stages": ["encode"]})).items
     cfg_file = tmp_path / "no_compose.yaml"
     cfg_file.write_text(yaml.safe_dump({**raw, "stages": ["probe", "split", "synthetic_layers", "encode"]}))
@@ -202,7 +205,7 @@ def test_stage_contract_is_checked_at_plan_time(tmp_path, capsys):
     assert len(err_lines) == 1 and err_lines[0].startswith("error: stages.encode reads 'clip'")
 
 
-@pytest.mark.parametrize("name", ["perception_tiny", "synthetic", "demo"])
+@pytest.mark.parametrize("name", ["perception_tiny", "synthetic_videos", "demo"])
 def test_shipped_configs_keep_the_stage_contract(tmp_path, name):
     prepare(load_config(DEFAULT_CONFIG.parent / f"{name}.yaml", out=str(tmp_path)))
 
@@ -289,11 +292,11 @@ def test_help_lists_every_installed_config(capsys):
 
 def test_an_installed_config_is_not_shadowed_by_a_folder_of_its_name(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    for name in ("synthetic", "mulan"):
+    for name in ("synthetic_videos", "mulan"):
         (tmp_path / name).mkdir()
     assert config_path("engine", "mulan") == configs_dir("engine") / "mulan.yaml"
-    assert main(["dataset", "--dry-run", "--config", "synthetic", "--out", str(tmp_path / "out")]) == 0
-    assert f"config {configs_dir('engine') / 'synthetic.yaml'}" in " ".join(capsys.readouterr().err.split())
+    assert main(["dataset", "--dry-run", "--config", "synthetic_videos", "--out", str(tmp_path / "out")]) == 0
+    assert f"config {configs_dir('engine') / 'synthetic_videos.yaml'}" in " ".join(capsys.readouterr().err.split())
     (tmp_path / "mine").write_text(SYNTHETIC_CONFIG.read_text())  # a file is a path, suffix or not
     assert config_path("engine", "mine") == Path("mine")
 
@@ -302,7 +305,7 @@ def test_an_installed_config_is_not_shadowed_by_a_folder_of_its_name(tmp_path, m
 def test_sample_settings_leave_out_what_changes_no_sample(tmp_path):
     def settings(*overrides: str) -> dict:
         cfg = load_config(SYNTHETIC_CONFIG, list(overrides), out=str(tmp_path))
-        return sample_settings(cfg, stage_setup(cfg)[1])
+        return sample_settings(cfg, typed_sources(cfg), stage_setup(cfg))
 
     base = settings()
     assert base["clip.num_frames"] == 16 and base["sources.0.type"] == "synthetic_videos"

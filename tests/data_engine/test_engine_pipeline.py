@@ -25,9 +25,9 @@ from data_engine.engine.runner import run
 from data_engine.engine.state import load_records
 from data_engine.shards import complete_shards, read_clips
 from data_engine.layers_sidecar import LAYERS_SIDECAR
-from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.sources.synthetic_videos import write_synthetic_video
-from data_engine.stages.compose import NO_LAYERS
+from data_engine.stages.synthetic_layers import NO_LAYERS
+from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.video_io import encode_video, psnr, write_video
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,7 +111,7 @@ EXPECTED_QUARANTINE = {
 }
 
 
-LAYERED = {"type": "synthetic", "num_clips": 3, "num_frames": 4, "height": 32, "width": 48, "seed": 9}
+LAYERED = {"type": "synthetic_world", "num_clips": 3, "num_frames": 4, "height": 32, "width": 48, "seed": 9}
 LAYERED_CFG = SyntheticConfig(**{k: v for k, v in LAYERED.items() if k != "type"})
 
 
@@ -291,8 +291,8 @@ def test_a_resume_that_would_change_samples_is_refused_before_any_work(ray_local
         return err[0]
 
     assert "(clip.num_frames 8 -> 16)" in refused("--config", str(made), "--set", "clip.num_frames=16")
-    line = refused("--config", "synthetic")
-    for change in ('sources.0.type "synthetic" -> "synthetic_videos"', "clip.height 32 -> 480",
+    line = refused("--config", "synthetic_videos")
+    for change in ('sources.0.type "synthetic_world" -> "synthetic_videos"', "clip.height 32 -> 480",
                    'stages ["encode"] -> ["probe", "split"'):
         assert change in line
 

@@ -13,12 +13,12 @@ from data_engine.engine.pipeline import DROPPED, INPUT, WEIGHT, StageActor
 from data_engine.engine.resources import StagePlan
 from data_engine.schema import over_grey
 from data_engine.sources.base import SourceError
-from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.sources.synthetic_videos import write_synthetic_video
 from data_engine.sources.videos import list_videos
 from data_engine.stages.base import FAILED, Resources, Stage, is_failed
-from data_engine.stages.compose import NO_LAYERS
+from data_engine.stages.synthetic_layers import NO_LAYERS
 from data_engine.stages.split import apply_geometry, clip_windows, decode_clips, geometry
+from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.video_io import encode_video, psnr, write_video
 
 POLICY = ClipPolicy(num_frames=4, fps=8, height=32, width=48)
@@ -48,7 +48,10 @@ def numbered_frames(n: int, h: int = 32, w: int = 48) -> np.ndarray:
 
 
 def actor(stage: str, options: dict | None = None, retries: int = 1, batch: int = 4) -> StageActor:
-    return StageActor(StagePlan(stage, 1.0, 0.0, 1, batch, retries), options or {})
+    import data_engine.engine.pipeline as pipeline
+
+    opts = pipeline.resolve_stage(stage).parse_options(options or {})  # typed, as the run's plan does
+    return StageActor(StagePlan(stage, Resources(batch_size=batch, retries=retries), 1), opts)
 
 
 def run_rows(a: StageActor, rows: list[dict]) -> list[dict]:
@@ -311,7 +314,7 @@ def test_fused_pool_equals_its_stages_one_after_another(monkeypatch):
 
     monkeypatch.setattr(pipeline, "resolve_stage", {"fanout": FanOut, "halve": Halve}.__getitem__)
     rows = [{INPUT: f"in{n}", WEIGHT: Fraction(1), "key": f"k{n}", "n": n} for n in range(1, 5)]
-    plan = PoolPlan((StagePlan("fanout", 1.0, 0.0, 2, 1, 1), StagePlan("halve", 1.0, 0.0, 2, 3, 1)))
+    plan = PoolPlan((StagePlan("fanout", Resources(batch_size=1), 2), StagePlan("halve", Resources(batch_size=3), 2)))
     Halve.batches.clear()
     fused = pipeline.unpack(pipeline.PoolActor(plan, {})(pipeline.pack(rows)))
     assert Halve.batches and max(Halve.batches) <= 3  # each member gets batches of its own size

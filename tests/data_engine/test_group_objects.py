@@ -108,20 +108,21 @@ def test_layer_order_keeps_the_nearest_objects_each_pixel_to_its_nearest():
 def test_off_by_default_and_the_switch_inserts_layer_order_before_inpaint(tmp_path):
     cfg = load_config(TINY, out=str(tmp_path))
     assert not cfg.layers.group_objects and "layer_order" not in stage_names(cfg)
-    _, options = stage_setup(cfg)
-    assert options["segment"]["group_objects"] is False  # the default: one row per object
+    options = {s.name: s.opts for s in stage_setup(cfg)}
+    assert options["segment"].group_objects is False  # the default: one row per object
     grouped = load_config(TINY, ["layers.group_objects=true", "layers.max_foregrounds=2"], out=str(tmp_path))
     names = stage_names(grouped)
     assert names.index("layer_order") == names.index("inpaint") - 1 > names.index("fg_check")
-    _, options = stage_setup(grouped)
-    assert options["segment"]["group_objects"] is True
-    assert options["layer_order"] == {"group_objects": True, "max_foregrounds": 2, "min_occlusion": 0.02}
+    stages = {s.name: s for s in stage_setup(grouped)}
+    assert stages["segment"].opts.group_objects is True
+    assert stages["layer_order"].given == {"group_objects": True, "max_foregrounds": 2, "min_occlusion": 0.02}
+    assert stages["layer_order"].opts == stages["layer_order"].cls.Options(group_objects=True, max_foregrounds=2)
     prepare(grouped)  # the stage contract holds
     with pytest.raises(ConfigError, match="stages.segment: set layers.group_objects in the config's layers"):
         stage_setup(load_config(TINY, ["stages.segment.options.group_objects=true"], out=str(tmp_path)))
     with pytest.raises(ConfigError, match="layers.max_foregrounds must be a whole number >= 1"):
         load_config(TINY, ["layers.max_foregrounds=0"])
-    model_free = load_config(configs_dir("engine") / "synthetic.yaml", ["layers.group_objects=true"],
+    model_free = load_config(configs_dir("engine") / "synthetic_videos.yaml", ["layers.group_objects=true"],
                              out=str(tmp_path / "mf"))
     with pytest.raises(ConfigError, match="stages.layer_order reads 'objects'.*add the perception stages"):
         prepare(model_free)

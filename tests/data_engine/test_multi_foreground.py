@@ -16,19 +16,19 @@ from data_engine.engine.inputs import source_options
 from data_engine.schema import LAYERS, MID_GREY, LayeredClip, composite_layers, layer_names, over_grey
 from data_engine.shards import (
     MANIFEST_DEFAULTS,
-    MEMBERS_VIDEO,
     EncodeOptions,
     ShardFormatError,
     ShardSink,
     decode_sample,
     encode_clip,
+    member_names,
     read_clips,
     shard_urls,
 )
 from data_engine.sources.copy_paste import CopyPasteSource
 from data_engine.sources.synthetic_videos import write_synthetic_video
 from data_engine.stages.base import FAILED
-from data_engine.stages.compose import SyntheticLayersStage
+from data_engine.stages.synthetic_layers import SyntheticLayersStage
 from data_engine.synthetic import COLOURS, SyntheticConfig, synthetic_clip, synthetic_truth
 from data_engine.video_io import encode_alpha, encode_video, psnr
 
@@ -118,7 +118,7 @@ def test_one_foreground_sample_is_the_format_1_sample(clips):
     """Same members, same bytes, same json as encode_clip wrote before K foregrounds existed."""
     clip = clips[1]
     meta, sample = encode_clip(clip)
-    assert set(sample) == {"__key__", *MEMBERS_VIDEO}
+    assert set(sample) == {"__key__", *member_names("video")}
     assert set(meta) == FORMAT_1_KEYS and set(json.loads(sample["json"])) == FORMAT_1_KEYS
     format_1 = {
         "fg.mp4": encode_video(clip.fg, clip.fps),
@@ -162,7 +162,7 @@ def test_plain_webdataset_sees_the_extra_members(tmp_path, clips):
         sink.write(clips[2])
     samples = {s["__key__"]: s for s in wds.WebDataset(shard_urls(tmp_path), shardshuffle=False)}
     one, two = samples[clips[1].key], samples[clips[2].key]
-    assert set(one) - {"__key__", "__url__", "__local_path__"} == set(MEMBERS_VIDEO)
+    assert set(one) - {"__key__", "__url__", "__local_path__"} == set(member_names("video"))
     assert set(two) - set(one) == {"fg_1.mp4", "alpha_1.mp4"}
     meta = json.loads(two["json"])
     assert (meta["layer_format"], meta["num_foregrounds"], meta["captions"]["fg_1"]) == (
@@ -239,12 +239,12 @@ def test_each_object_has_its_own_colour_and_caption():
 
 
 def test_num_objects_is_a_source_option_with_a_clear_limit():
-    _, opts = source_options(SourceSpec("synthetic", {"num_clips": 1, "num_objects": 2}), 0)
+    opts = source_options(SourceSpec("synthetic_world", {"num_clips": 1, "num_objects": 2}), 0).opts
     assert opts.num_objects == 2
-    _, opts = source_options(SourceSpec("copy_paste", {"shards": "somewhere", "num_objects": 3}), 0)
+    opts = source_options(SourceSpec("copy_paste", {"shards": "somewhere", "num_objects": 3}), 0).opts
     assert opts.num_objects == 3
-    with pytest.raises(ConfigError, match=rf"sources\[0\] \(synthetic\): num_objects must be 1 .. {len(COLOURS)}"):
-        source_options(SourceSpec("synthetic", {"num_objects": len(COLOURS) + 1}), 0)
+    with pytest.raises(ConfigError, match=rf"sources\[0\] \(synthetic_world\): num_objects must be 1 .. {len(COLOURS)}"):
+        source_options(SourceSpec("synthetic_world", {"num_objects": len(COLOURS) + 1}), 0)
 
 
 def test_synthetic_layers_refuses_a_k_object_video(tmp_path):

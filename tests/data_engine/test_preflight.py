@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 
 from data_engine.cli import main
-from data_engine.engine.config import SYNTHETIC_CONFIG
+from data_engine.clip_policy import ClipPolicy
+from data_engine.defaults import configs_dir
 from data_engine.engine.pipeline import INPUT, WEIGHT, StageActor
 from data_engine.engine.resources import StagePlan
 from data_engine.sources.videos import list_videos
-from data_engine.stages.base import FAILED
+from data_engine.stages.base import FAILED, Resources
 from data_engine.video_io import encode_video, write_video
 
-PERCEPTION_FULL = SYNTHETIC_CONFIG.parent / "perception_full.yaml"
+SYNTHETIC_CONFIG = configs_dir("engine") / "synthetic_videos.yaml"
+PERCEPTION_FULL = configs_dir("engine") / "perception_full.yaml"
 
 
 def one_line_error(capsys, argv: list[str]) -> str:
@@ -68,8 +70,8 @@ def test_every_stage_that_wants_a_gpu_is_named_at_once(tmp_path, capsys):
 
 
 def probe(path) -> dict:
-    policy = {"num_frames": 4, "fps": 8, "height": 32, "width": 48}
-    a = StageActor(StagePlan("probe", 1.0, 0.0, 1, 1, 1), policy)
+    policy = ClipPolicy(num_frames=4, fps=8, height=32, width=48)
+    a = StageActor(StagePlan("probe", Resources(), 1), policy)
     [row] = a.process([{INPUT: str(path), WEIGHT: Fraction(1), "key": str(path), "source_id": str(path)}])[0]
     return row
 

@@ -16,16 +16,17 @@ import wids
 
 from data_engine.schema import LAYERS, Captions, LayeredClip
 from data_engine.shards import (
-    MEMBERS_VIDEO,
     EncodeOptions,
     ShardSink,
     complete_shards,
     decode_sample,
     finalize,
+    member_names,
     read_clips,
     shard_urls,
 )
-from data_engine.sources.synthetic import SyntheticConfig, SyntheticSource, synthetic_clip
+from data_engine.sources.synthetic_world import SyntheticWorldSource
+from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.video_io import psnr
 
 CFG = SyntheticConfig(num_clips=6, num_frames=8, height=64, width=96, seed=7)
@@ -87,7 +88,7 @@ def test_plain_webdataset_sees_five_members_per_sample(shard_dir):
     assert len(samples) == 6
     for s in samples:
         assert "." not in s["__key__"]
-        assert set(MEMBERS_VIDEO) <= set(s)
+        assert set(member_names("video")) <= set(s)
         assert json.loads(s["json"])["kind"] == "video"
 
 
@@ -100,7 +101,7 @@ def test_wids_reads_through_the_index(shard_dir):
     keys = set()
     for i in range(len(ds)):
         sample = ds[i]
-        assert {f".{m}" for m in MEMBERS_VIDEO} <= set(sample)
+        assert {f".{m}" for m in member_names("video")} <= set(sample)
         keys.add(sample["__key__"])
         clip = decode_sample({k.lstrip("."): v for k, v in sample.items()})
         assert clip.num_frames == CFG.num_frames
@@ -186,7 +187,7 @@ WRITER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from data_engine.shards import ShardSink
-    from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
+    from data_engine.synthetic import SyntheticConfig, synthetic_clip
     cfg = SyntheticConfig(num_clips=40, num_frames=4, height=32, width=48, seed=1)
     sink = ShardSink(sys.argv[1], maxcount=5)
     for i in range(cfg.num_clips):
@@ -215,7 +216,8 @@ def test_writer_killed_mid_shard_leaves_no_visible_partial_shard(tmp_path):
         assert len({m.name.split(".")[0] for m in tar.getmembers()}) == 5
     assert len(list(read_clips(out))) == 5
     # A rerun cleans the partial shard and writes each clip exactly once.
-    clips = list(SyntheticSource(SyntheticConfig(num_clips=40, num_frames=4, height=32, width=48, seed=1)).iter_clips())
+    world = SyntheticConfig(num_clips=40, num_frames=4, height=32, width=48, seed=1)
+    clips = list(SyntheticWorldSource(world).iter_clips())
     summary = _write(out, clips, maxcount=5)
     assert summary["last_run"]["skipped_existing_this_run"] == 5
     keys = [c.key for c in read_clips(out)]

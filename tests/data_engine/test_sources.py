@@ -7,14 +7,15 @@ import pytest
 
 from data_engine.defaults import configs_dir
 from data_engine.engine.config import ConfigError, load_config
-from data_engine.engine.inputs import list_sources
+from data_engine.engine.inputs import list_sources, typed_sources
 from data_engine.schema import MID_GREY, composite, composite_premultiplied
 from data_engine.shards import ShardSink, read_clips
 from data_engine.sources.base import Failure, SourceError
 from data_engine.sources.copy_paste import CopyPasteSource, paste
 from data_engine.sources.layered_images import LayeredImageSource
 from data_engine.sources.official import OfficialSampleSource
-from data_engine.sources.synthetic import SyntheticConfig, SyntheticSource, synthetic_clip
+from data_engine.sources.synthetic_world import SyntheticWorldSource
+from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.video_io import encode_png, psnr
 
 SMALL = SyntheticConfig(num_clips=4, num_frames=6, height=48, width=64, seed=11)
@@ -112,7 +113,7 @@ def test_corrupt_and_empty_frames_are_quarantined_and_run_finishes(official_samp
 
 
 def test_copy_paste_composites_fg_over_other_background():
-    clips = list(SyntheticSource(SMALL).iter_clips())
+    clips = list(SyntheticWorldSource(SMALL).iter_clips())
     out = paste(clips[0], clips[1], "cp-00000-00")
     rgb_times_a = clips[0].fg.astype(np.float64) - MID_GREY * (1 - clips[0].alpha[..., None] / 255.0)
     a = clips[0].alpha[..., None] / 255.0
@@ -157,7 +158,7 @@ def test_a_missing_input_folder_is_reported_as_missing(tmp_path, config):
     missing = tmp_path / "not_here"
     cfg = load_config(configs_dir("engine") / f"{config}.yaml", input=str(missing), out=str(tmp_path / "out"))
     with pytest.raises(ConfigError, match=r"not_here: no such folder") as info:
-        list_sources(cfg)
+        list_sources(typed_sources(cfg), cfg.work_dir)
     assert "\n" not in str(info.value) and "expected" not in str(info.value)
     with pytest.raises(SourceError, match="no such folder"):
         OfficialSampleSource(missing)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from data_engine.schema import composite
-from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.stages.base import StageError, is_failed
 from data_engine.stages.caption import CaptionStage, cogvlm2_frames
 from data_engine.stages.compose import ComposeStage
@@ -16,7 +15,8 @@ from data_engine.stages.inpaint import InpaintStage, windows
 from data_engine.stages.masks import dilate
 from data_engine.stages.models import tag_list
 from data_engine.stages.segment_track import SegmentTrackStage
-from data_engine.stages.tagging import TagStage
+from data_engine.stages.tag import TagStage
+from data_engine.synthetic import SyntheticConfig, synthetic_clip
 
 T, S = 6, 128
 

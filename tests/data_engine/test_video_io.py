@@ -6,7 +6,7 @@ import pytest
 from av.video.reformatter import ColorRange
 from PIL import Image
 
-from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
+from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.video_io import (
     VideoDecodeError,
     decode_png,

@@ -19,7 +19,7 @@ from data_engine.stages.caption import DEFAULT_PROMPTS, CaptionStage, uniform_in
 from data_engine.stages.foreground_check import ANSWER_WORDS, ForegroundCheckStage, highlight, visible_frames
 from data_engine.stages.models import build_qwen_vl
 from data_engine.stages.vllm_engine import VllmSettings, vllm_inputs
-from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
+from data_engine.synthetic import SyntheticConfig, synthetic_clip
 
 WEIGHTS = Path("/weights/qwen2.5-vl-7b-instruct")
 

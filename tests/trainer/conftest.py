@@ -11,7 +11,7 @@ import yaml
 
 from data_engine.schema import Captions, LayeredClip, composite, over_grey, sample_key
 from data_engine.shards import ShardSink
-from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
+from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from trainer.config import DataConfig, ModelConfig
 
 VIDEO = SyntheticConfig(num_frames=6, height=40, width=56, seed=3)

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save as save_tensors
 
 from data_engine.shards import ShardSink
-from data_engine.sources.synthetic import SyntheticConfig, synthetic_clip
+from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from model.layout import SequenceLayout, Task, task_spec
 from trainer.cache import TENSORS_MEMBER, encode_examples
 from trainer.config import OptimConfig

@@ -1,4 +1,5 @@
-"""Synthetic layered clips straight to shards: the procedural generator (data_engine/synthetic.py) as a source."""
+"""The synthetic world's layered clips straight to shards: the procedural generator (data_engine/synthetic.py) as
+a source."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,15 +9,15 @@ from data_engine.sources.base import LayeredSource
 from data_engine.synthetic import SyntheticConfig, synthetic_clip, synthetic_id
 
 
-class SyntheticSource(LayeredSource):
-    name = "synthetic"
+class SyntheticWorldSource(LayeredSource):
+    name = "synthetic_world"
     Options = SyntheticConfig
 
     def __init__(self, cfg: SyntheticConfig = SyntheticConfig()) -> None:
         self.cfg = cfg
 
     @classmethod
-    def from_options(cls, opts: SyntheticConfig, work_dir: Path) -> "SyntheticSource":
+    def from_options(cls, opts: SyntheticConfig, work_dir: Path) -> "SyntheticWorldSource":
         return cls(opts)
 
     def list_inputs(self) -> list[str]:

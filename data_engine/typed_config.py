@@ -1,15 +1,22 @@
-"""Config values checked against the type their dataclass field declares, before the dataclass sees them.
+"""Config values into typed dataclasses: one helper, `from_mapping`, for every config reader of the project.
+
+`from_mapping(cls, data, where)` is `cls(**data)` with one-line errors: a value that is not a mapping, unknown keys
+(named, with the valid ones), a value whose type is not its field's, and the dataclass's own checks, each line
+starting with `where`. It lives in data_engine's shared surface, so every package may import it.
 
 `--set` parses values as YAML, so `steps=abc` arrives as the string 'abc'; an option's own checks would then fail
-with Python's words (`'<' not supported between instances of 'str' and 'int'`). This names the key and the type
-it wants instead. Types this does not know (Any, a class) are left to the dataclass.
+with Python's words (`'<' not supported between instances of 'str' and 'int'`). `wrong_type` names the key and the
+type it wants instead. Types it does not know (Any, a class) are left to the dataclass.
 """
 from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping",
               list: "a list", tuple: "a list", type(None): "null"}
@@ -59,3 +66,27 @@ def wrong_type(cls: type, values: dict[str, Any], where: str) -> str | None:
             continue
         return f"{where}.{f.name} must be {describe(hint)}, got {value!r} ({type(value).__name__})"
     return None
+
+
+def from_mapping(cls: type[T], data: Any, where: str, *, unknown: str = "unknown key(s)", typed_where: str | None = None,
+                 taken: tuple[str, ...] = (), error: type[Exception] = ValueError) -> T:
+    """`cls(**data)`, or `error` with one line that starts with `where`: data that is not a mapping (None reads as
+    {}), `{unknown} [...]; valid: [...]`, a value of the wrong type (`{typed_where or where}.key must be ...`), or
+    what the dataclass itself refuses. `taken`: keys the caller reads itself (valid, not passed to `cls`)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise error(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    data = {k: v for k, v in data.items() if k not in taken}
+    known = sorted(f.name for f in fields(cls))
+    extra = sorted(set(data) - set(known))
+    known = sorted([*known, *taken])
+    if extra:
+        raise error(f"{where}: {unknown} {extra}; valid: {known}")
+    mistyped = wrong_type(cls, data, typed_where or where)
+    if mistyped:
+        raise error(mistyped)
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as exc:
+        raise error(f"{where}: {exc}") from exc
