@@ -16,7 +16,7 @@ class TrainConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class StageSpec:
+class TrainingStage:
     """What a stage trains, at which learning rate, on which data: stage 0 pretrains the base, then the paper's
     three stages."""
 
@@ -29,15 +29,15 @@ class StageSpec:
     text_to_video: bool = False
 
 
-STAGES: dict[int, StageSpec] = {
-    0: StageSpec(0, "all", 1e-4, static_videos=False, text_to_video=True),
-    1: StageSpec(1, "blocks", 1e-4, static_videos=False),
-    2: StageSpec(2, "motion_lora", 1e-3, static_videos=True),
-    3: StageSpec(3, "content_lora", 5e-3, static_videos=False),
+STAGES: dict[int, TrainingStage] = {
+    0: TrainingStage(0, "all", 1e-4, static_videos=False, text_to_video=True),
+    1: TrainingStage(1, "blocks", 1e-4, static_videos=False),
+    2: TrainingStage(2, "motion_lora", 1e-3, static_videos=True),
+    3: TrainingStage(3, "content_lora", 5e-3, static_videos=False),
 }
 
 
-def stage_spec(stage: int) -> StageSpec:
+def stage_spec(stage: int) -> TrainingStage:
     try:
         return STAGES[int(stage)]
     except (KeyError, TypeError, ValueError):
