@@ -42,7 +42,7 @@ from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.video_io import cover_geometry, resize_crop
 from evaluation.metrics import toyworld as tw
 from layerflow.cli import main as layerflow
-from model.layout import SequenceLayout, Task
+from model.layout import SequenceLayout, Task, task_spec
 from model.pipeline import LayerFlowPipeline
 from model.schedule import make_scheduler
 from model.tiny import build_tiny_vae
@@ -341,14 +341,10 @@ def sample_tasks(pipe: LayerFlowPipeline, clips: list[dict], recipe: Recipe, ste
                  seed: int, tasks: tuple[str, ...] = tuple(TASK_INPUTS)) -> dict[str, list[dict[str, np.ndarray]]]:
     """Each of `tasks` on every clip (one batch per task), with the clip's captions as prompts."""
     out = {}
-    more = [name for name in clips[0] if name.startswith(("fg_", "alpha_"))]  # foregrounds 1 .. K-1
     for task in tasks:
-        inputs = TASK_INPUTS[task]
-        extra = {name: [c[name] for c in clips] for name in more} if task == "fg_conditioned" and more else None
-        result = pipe(fg_prompts=[[c["captions"].fg, *c["captions"].more_fg] for c in clips],
-                      bg_prompt=[c["captions"].bg for c in clips],
-                      blend_prompt=[c["captions"].blend for c in clips], task=task, layers=extra,
-                      **{arg: [c[layer] for c in clips] for arg, layer in inputs.items()},
+        spec = task_spec(task, recipe.objects)
+        result = pipe(captions=[c["captions"] for c in clips], task=spec,
+                      layers={layer: [c[layer] for c in clips] for layer in spec.conditions},
                       num_frames=recipe.frames_per_layer, height=recipe.height, width=recipe.width,
                       num_inference_steps=steps, guidance_scale=guidance,
                       generator=torch.Generator().manual_seed(seed))

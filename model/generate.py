@@ -32,7 +32,7 @@ from data_engine.schema import Captions, LayeredClip, fg_name, is_alpha
 from data_engine.official_layout import OfficialLayoutError, find_sequences, read_sequence
 from data_engine.video_io import cover_geometry, decode_video, read_frame_folder, resize_crop
 from model.export import RGBA_FORMATS, ExportOptions, export_clip
-from model.layout import CONDITION_ARGS, LayoutError, Task, TaskSpec, task_spec
+from model.layout import CONDITION_ARGS, LayoutError, TaskSpec, task_spec
 
 
 
@@ -274,7 +274,7 @@ def pipeline_for(args: argparse.Namespace, spec: TaskSpec):
             "transformer/ (an official checkpoint becomes one with `layerflow convert sat2ours CKPT OUT --base "
             "COGVIDEOX_2B_DIR`)"
         )
-    pipe = load_pipeline(args.model_dir, spec.task if spec.num_foregrounds == 1 else Task.GIVEN, torch_dtype=getattr(torch, args.dtype), sampler=args.sampler)
+    pipe = load_pipeline(args.model_dir, spec, torch_dtype=getattr(torch, args.dtype), sampler=args.sampler)
     pipe.to(args.device)
     if args.vae_tiling:
         pipe.enable_vae_tiling()
@@ -307,14 +307,10 @@ def run(args: argparse.Namespace) -> list[Path]:
     for job in jobs:
         start = time.perf_counter()
         generator = torch.Generator(device="cpu").manual_seed(args.seed)
-        conditions = {CONDITION_ARGS[layer]: arr for layer, arr in job.conditions.items() if layer in CONDITION_ARGS}
-        more = {layer: arr for layer, arr in job.conditions.items() if layer not in CONDITION_ARGS}
         out = pipe(
-            bg_prompt=job.captions.bg,
-            blend_prompt=job.captions.blend,
-            fg_prompts=[job.captions.fg, *job.captions.more_fg],
-            task=spec.task,
-            layers=more or None,
+            captions=job.captions,
+            task=spec,
+            layers=job.conditions,
             num_frames=args.frames,
             height=args.height,
             width=args.width,
@@ -323,7 +319,6 @@ def run(args: argparse.Namespace) -> list[Path]:
             guidance_schedule=args.guidance_schedule,
             generator=generator,
             fps=args.fps,
-            **conditions,
         )
         result = export_clip(out.clips[0], args.out / job.name, options)
         written.append(result.folder)

@@ -34,7 +34,6 @@ from data_engine.schema import (
     CAPTIONED_LAYERS,
     LAYERS,
     MID_GREY,
-    Captions,
     LayeredClip,
     alpha_name,
     captioned_layer_names,
@@ -293,7 +292,7 @@ class SequenceLayout:
 
         fg is taken as stored (over mid-grey), which is `rgb * alpha` in [-1, 1] up to the grey's rounding.
         """
-        arrays = _layer_arrays(layers, self.layers)
+        arrays = _layer_arrays(layers, self.spec)
         for name in self.layers:
             if name not in arrays:
                 raise LayoutError(f"layer {name!r} is missing; pack needs all of {', '.join(self.layers)}")
@@ -314,7 +313,7 @@ class SequenceLayout:
         layers (any others in `layers` are ignored) with a stand-in for each layer it generates, the value
         closest to what it would be: alphas transparent, fgs mid-grey (their empty value), and an unknown bg or
         blend the other one's frames when given (a background looks like its blend), else mid-grey."""
-        arrays = _layer_arrays(layers, self.layers)
+        arrays = _layer_arrays(layers, self.spec)
         given = {name: arrays[name] for name in self.spec.conditions if name in arrays}
         if len(given) != len(self.spec.conditions) or not given:
             raise LayoutError(f"task {self.task.value} packs its conditions {', '.join(self.spec.conditions) or '(none)'}; "
@@ -343,11 +342,6 @@ class SequenceLayout:
             out[name] = arr[..., 0] if is_alpha(name) else arr
         return out
 
-    def unpack_clip(self, video: torch.Tensor, key: str, captions: Captions | None = None, **meta) -> LayeredClip:
-        count = self.spec.num_foregrounds
-        return LayeredClip.from_named_layers(self.unpack(video), key=key, captions=captions or Captions(),
-                                             depth_order=tuple(range(count)) if count > 1 else (), **meta)
-
 
 def uint8_to_signed(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32) / 127.5 - 1.0
@@ -357,11 +351,12 @@ def signed_to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-def _layer_arrays(layers: Mapping[str, np.ndarray] | LayeredClip, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _layer_arrays(layers: Mapping[str, np.ndarray] | LayeredClip, spec: TaskSpec) -> dict[str, np.ndarray]:
+    names = spec.layers
     if isinstance(layers, LayeredClip):
-        if layers.num_foregrounds != len(names) // 2 - 1:
+        if layers.num_foregrounds != spec.num_foregrounds:
             raise LayoutError(f"clip {layers.key} has {layers.num_foregrounds} foreground(s); this layout has "
-                              f"{len(names) // 2 - 1}")
+                              f"{spec.num_foregrounds}")
         return {name: layers.layer(name) for name in names}
     unknown = set(layers) - set(names)
     if unknown:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from torch import nn
 from data_engine.schema import CAPTIONED_LAYERS, Captions, LayeredClip, is_alpha, sample_key
 from model.layout import (
     CONDITION_ARGS,
-    TASKS,
     LayoutError,
     SequenceLayout,
     Task,
@@ -59,6 +58,7 @@ class LayerFlowPipelineOutput(BaseOutput):
 
 
 Condition = np.ndarray | LayeredClip
+Conditions = Condition | Sequence[Condition]  # one for every sample, or one per sample
 MODEL_FOLDERS = ("vae", "text_encoder", "tokenizer", "transformer")
 
 
@@ -214,16 +214,12 @@ class LayerFlowPipeline(DiffusionPipeline):
         bg_prompt: str | Sequence[str] = "",
         blend_prompt: str | Sequence[str] = "",
         *,
-        fg_prompts: Sequence[str] | Sequence[Sequence[str]] | None = None,
-        task: Task | str = Task.GENERATE,
-        layers: dict[str, Condition | Sequence[Condition]] | None = None,
-        foreground: Condition | Sequence[Condition] | None = None,
-        alpha: Condition | Sequence[Condition] | None = None,
-        background: Condition | Sequence[Condition] | None = None,
-        blend: Condition | Sequence[Condition] | None = None,
-        num_frames: int = 16,
-        height: int = 480,
-        width: int = 720,
+        captions: Captions | Sequence[Captions] | None = None,
+        task: TaskSpec | Task | str = Task.GENERATE,
+        layers: Mapping[str, Conditions] | None = None,
+        foreground: Conditions | None = None, alpha: Conditions | None = None,
+        background: Conditions | None = None, blend: Conditions | None = None,
+        num_frames: int = 16, height: int = 480, width: int = 720,
         num_inference_steps: int = DEFAULT_STEPS,
         guidance_scale: float = 6.0,
         use_dynamic_cfg: bool = True,
@@ -239,141 +235,153 @@ class LayerFlowPipeline(DiffusionPipeline):
     ) -> LayerFlowPipelineOutput:
         """Sample layered clips. `num_frames` is per layer (16 in the official models).
 
-        Conditions (per task: fg_conditioned needs `foreground` + `alpha`, bg_conditioned `background`,
-        decompose `blend`) are uint8 arrays [T, H, W, 3] (alpha [T, H, W]) or LayeredClips, or one per sample.
-        `prompt_embeds` ([B, P * 226, d]) skips the text encoder.
+        `task`: a `TaskSpec` (`model.layout.task_spec(task, K, given)`: K foregrounds, and for task "given" the
+        layers given) or one of the paper's tasks by name (K = 1). Prompts: `captions`, one `Captions` for every
+        sample or one per sample (`more_fg`: foregrounds 1 .. K-1, front first), or at K = 1 `fg_prompt`,
+        `bg_prompt`, `blend_prompt` (a string or one per sample). `layers`: the task's given layers by name, each a
+        uint8 array [T, H, W, 3] (alpha [T, H, W]) or a LayeredClip, or one per sample; `foreground=`, `alpha=`,
+        `background=`, `blend=` are short for layers["fg"], ["alpha"], ["bg"], ["blend"].
 
-        K foregrounds: `fg_prompts` holds their K prompts, front first (one list for every sample, or a list per
-        sample) in place of `fg_prompt`; `layers` gives the layers of foregrounds 1 .. K-1 by name ({"fg_1": ...,
-        "alpha_1": ...}), and with task "given" any subset of the layers ({"bg": ..., "fg": ..., "alpha": ...}),
-        the model generating the rest.
-
-        Replaying a run exactly: `latents` ([B, T_noisy, C, h, w]) are the initial noisy latents, drawn from
-        `generator` when None; `condition_latents` ([B, T_clean, C, h, w], the clean latents in sequence order, in
-        the transformer's scaled latent space) replace the VAE encoding of the conditions, which may then be left
-        out (the clips then hold them decoded); `step_noise(i)` returns the SDE noise of step i (called for every
-        step but the last, which adds none), drawn from `generator` when None (official sampler only: diffusers'
-        DPM scheduler draws its own, DDIM adds none).
-        `callback_on_step_end(pipe, i, t, {"latents": ...})` runs after every step, as in diffusers; a "latents"
-        entry in the dict it returns replaces the latents.
+        `prompt_embeds` ([B, P * 226, d]) skips the text encoder. Replaying a run exactly: `latents` ([B, T_noisy,
+        C, h, w]) are the initial noisy latents, drawn from `generator` when None; `condition_latents` ([B, T_clean,
+        C, h, w], the clean latents in sequence order, in the transformer's scaled latent space) replace the VAE
+        encoding of the conditions, which may then be left out (the clips then hold them decoded); `step_noise(i)`
+        returns the SDE noise of step i (official sampler only; every step but the last), drawn from `generator`
+        when None. `callback_on_step_end(pipe, i, t, {"latents": ...})` runs after every step, as in diffusers; a
+        "latents" entry in the dict it returns replaces the latents.
         """
-        captions = _captions(fg_prompt, bg_prompt, blend_prompt, fg_prompts)
-        count = captions[0].num_foregrounds
-        given = {"fg": foreground, "alpha": alpha, "bg": background, "blend": blend, **(layers or {})}
-        try:
-            names = tuple(name for name, value in given.items() if value is not None)
-            spec = task_spec(task, count, names if Task.parse(task) is Task.GIVEN else None)
-        except LayoutError as exc:
-            raise PipelineInputError(str(exc)) from exc
+        spec = _task_spec(task)
+        captions = _captions(fg_prompt, bg_prompt, blend_prompt, captions, spec)
+        given = _given_layers(layers, {"fg": foreground, "alpha": alpha, "bg": background, "blend": blend})
         layout = SequenceLayout(spec, num_frames, self.vae_scale_factor_temporal)
-        if output_type not in ("clip", "latent"):
-            raise PipelineInputError(f"output_type must be 'clip' or 'latent', got {output_type!r}")
-        self._check_model(spec, height, width)
-        schedule = GuidanceSchedule.parse(guidance_schedule) if use_dynamic_cfg else GuidanceSchedule.CONSTANT
-        tensors = [x for x in (prompt_embeds, latents, condition_latents) if x is not None]
-        batch = max([len(captions)] + [len(v) for v in given.values() if isinstance(v, (list, tuple))]
-                    + [x.shape[0] for x in tensors if x.ndim])
+        self._check_call(spec, captions, height, width, output_type, step_noise)
+        guidance = _Guidance(guidance_scale, GuidanceSchedule.parse(guidance_schedule) if use_dynamic_cfg
+                             else GuidanceSchedule.CONSTANT, num_inference_steps)
+        batch = _batch_size(captions, given, prompt_embeds, latents, condition_latents)
         captions = _broadcast(captions, batch, "prompts")
         conditions = self._conditions(spec, given, batch, num_frames, height, width,
                                       required=condition_latents is None)
-        sampler = sampler_name(self.scheduler)
-        if step_noise is not None and sampler != "official":
-            how = "draws its own from `generator`" if sampler == "dpm" else "adds none"
-            raise PipelineInputError(f"step_noise needs the official sampler; {type(self.scheduler).__name__} {how}")
-        device = self._execution_device
+        text = self._text_embeddings(captions, spec, prompt_embeds, batch, guidance)
+        latent_size = (batch, self.vae.config.latent_channels, height // self.vae_scale_factor_spatial,
+                       width // self.vae_scale_factor_spatial)  # [B, T, C, h, w] without T
+        clean = self._clean_latents(layout, conditions, condition_latents, latent_size, generator, text.dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        noisy = self._initial_latents(layout, latents, latent_size, generator, text.dtype)
+        noisy = self._denoise(layout, text, clean, noisy, guidance, generator, step_noise, callback_on_step_end)
+        full = layout.join_latents(clean, noisy)
+        self.maybe_free_model_hooks()
+        if output_type == "latent":
+            return LayerFlowPipelineOutput(clips=[], latents=full)
+        return LayerFlowPipelineOutput(clips=self._clips(full, layout, conditions, captions, fps), latents=full)
 
+    # -- the steps of a call -------------------------------------------------------------------------------
+    def _text_embeddings(self, captions: list[Captions], spec: TaskSpec, prompt_embeds: torch.Tensor | None,
+                         batch: int, guidance: "_Guidance") -> torch.Tensor:
+        """The transformer's text: the prompts' T5 embeddings (or `prompt_embeds`), after all-zero unconditional
+        ones under guidance."""
         if prompt_embeds is None:
             prompt_embeds = self.encode_prompt(captions, spec)
-        prompt_embeds = prompt_embeds.to(device=device, dtype=self.transformer.dtype)
+        prompt_embeds = prompt_embeds.to(device=self._execution_device, dtype=self.transformer.dtype)
         self._check_embeds(prompt_embeds, spec, batch)
-        do_cfg = guidance_scale > 1.0
-        text = torch.cat([unconditional_embeddings(prompt_embeds), prompt_embeds]) if do_cfg else prompt_embeds
+        return torch.cat([unconditional_embeddings(prompt_embeds), prompt_embeds]) if guidance.enabled else prompt_embeds
 
-        latent_size = (self.vae.config.latent_channels, height // self.vae_scale_factor_spatial,
-                       width // self.vae_scale_factor_spatial)
-        clean = None
+    def _clean_latents(self, layout: SequenceLayout, conditions: list[dict[str, np.ndarray]],
+                       condition_latents: torch.Tensor | None, latent_size: tuple[int, ...],
+                       generator: torch.Generator | list | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """The conditions' clean latents [B, T_clean, C, h, w]: `condition_latents` as given, else one joint VAE pass
+        over the conditions with stand-ins for the generated layers (`SequenceLayout.pack_conditions`); None for a
+        task given nothing."""
+        spec = layout.spec
         if condition_latents is not None:
             if not spec.conditions:
                 raise PipelineInputError(f"task {spec.task.value} has no conditions; drop `condition_latents=`")
-            _check_latents(condition_latents, (batch, len(layout.clean_indices), *latent_size), "condition_latents")
-            clean = condition_latents.to(device=device, dtype=prompt_embeds.dtype)
-        elif spec.conditions:
-            video = torch.stack([layout.pack_conditions(c) for c in conditions])
-            clean, _ = layout.split_latents(self.encode_video(video, generator).to(prompt_embeds.dtype))
+            shape = (latent_size[0], len(layout.clean_indices), *latent_size[1:])
+            _check_latents(condition_latents, shape, "condition_latents")
+            return condition_latents.to(device=self._execution_device, dtype=dtype)
+        if not spec.conditions:
+            return None
+        video = torch.stack([layout.pack_conditions(c) for c in conditions])
+        return layout.split_latents(self.encode_video(video, generator).to(dtype))[0]
 
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-        shape = (batch, len(layout.noisy_indices), *latent_size)
+    def _initial_latents(self, layout: SequenceLayout, latents: torch.Tensor | None, latent_size: tuple[int, ...],
+                         generator: torch.Generator | list | None, dtype: torch.dtype) -> torch.Tensor:
+        """The noisy latents the sampler starts from: `latents` as given, else drawn from `generator`."""
+        shape = (latent_size[0], len(layout.noisy_indices), *latent_size[1:])
         if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=prompt_embeds.dtype)
+            latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=dtype)
         else:
             _check_latents(latents, shape, "latents")
-            latents = latents.to(device=device, dtype=prompt_embeds.dtype)
-        latents = latents * self.scheduler.init_noise_sigma
-        old_pred_original_sample = None
-        # Clean latents sit at their own places in the sequence (bg-conditioned: the middle), as in training.
-        cond_input = None if clean is None else (torch.cat([clean, clean]) if do_cfg else clean)
-        cond_indices = layout.clean_indices or None
+            latents = latents.to(device=self._execution_device, dtype=dtype)
+        return latents * self.scheduler.init_noise_sigma
+
+    def _denoise(self, layout: SequenceLayout, text: torch.Tensor, clean: torch.Tensor | None,
+                 latents: torch.Tensor, guidance: "_Guidance", generator: torch.Generator | list | None,
+                 step_noise: Callable[[int], torch.Tensor] | None, callback: Callable | None) -> torch.Tensor:
+        """The sampling loop over the noisy latents. The clean latents sit at their own places in the sequence
+        (bg-conditioned: the middle), as in training, and share the noisy part's timestep."""
+        cond = None if clean is None else guidance.batch(clean)
+        step = self._sampler_step(generator, step_noise)
+        timesteps = self.scheduler.timesteps
         with self.progress_bar(total=len(timesteps)) as progress:
             for i, t in enumerate(timesteps):
-                model_input = torch.cat([latents, latents]) if do_cfg else latents
+                model_input = guidance.batch(latents)
                 pred = self.transformer(
                     hidden_states=model_input,
                     encoder_hidden_states=text,
                     timestep=t.expand(model_input.shape[0]),
-                    cond_latents=cond_input,
-                    cond_indices=cond_indices,
+                    cond_latents=cond,
+                    cond_indices=layout.clean_indices or None,
+                    spec=layout.spec,
                 ).float()
-                if do_cfg:
-                    pred_uncond, pred_text = pred.chunk(2)
-                    scale = cfg_scale(guidance_scale, int(t), i, num_inference_steps, schedule)
-                    pred = pred_uncond + scale * (pred_text - pred_uncond)
-                if sampler == "official":
-                    noise = None if step_noise is None else functools.partial(step_noise, i)
-                    latents = self.scheduler.step(pred, t, latents, generator=generator, noise=noise,
-                                                  return_dict=False)[0]
-                elif sampler == "dpm":
-                    latents, old_pred_original_sample = self.scheduler.step(
-                        pred,
-                        old_pred_original_sample,
-                        t,
-                        timesteps[i - 1] if i > 0 else None,
-                        latents,
-                        eta=0.0,
-                        generator=generator,
-                        return_dict=False,
-                    )
-                else:
-                    latents = self.scheduler.step(pred, t, latents, eta=0.0, generator=generator, return_dict=False)[0]
-                latents = latents.to(prompt_embeds.dtype)
-                if callback_on_step_end is not None:
-                    latents = callback_on_step_end(self, i, t, {"latents": latents}).get("latents", latents)
+                latents = step(guidance.combine(pred, t, i), i, t, latents).to(text.dtype)
+                if callback is not None:
+                    latents = callback(self, i, t, {"latents": latents}).get("latents", latents)
                 progress.update()
+        return latents
 
-        full = layout.join_latents(clean, latents)
-        self.maybe_free_model_hooks()
-        if output_type == "latent":
-            return LayerFlowPipelineOutput(clips=[], latents=full)
+    def _sampler_step(self, generator: torch.Generator | list | None,
+                      step_noise: Callable[[int], torch.Tensor] | None) -> Callable[..., torch.Tensor]:
+        """`step(pred, i, t, latents)`: the scheduler's update at step i (timestep t) to the next latents."""
+        scheduler, timesteps = self.scheduler, self.scheduler.timesteps
+        sampler = sampler_name(scheduler)
+        if sampler == "official":
+            def step(pred, i, t, latents):
+                noise = None if step_noise is None else functools.partial(step_noise, i)
+                return scheduler.step(pred, t, latents, generator=generator, noise=noise, return_dict=False)[0]
+        elif sampler == "dpm":
+            previous = [None]  # DPM-Solver++ 2M reads the previous step's x0 prediction
+
+            def step(pred, i, t, latents):
+                latents, previous[0] = scheduler.step(pred, previous[0], t, timesteps[i - 1] if i > 0 else None,
+                                                      latents, eta=0.0, generator=generator, return_dict=False)
+                return latents
+        else:
+            def step(pred, i, t, latents):
+                return scheduler.step(pred, t, latents, eta=0.0, generator=generator, return_dict=False)[0]
+        return step
+
+    def _clips(self, full: torch.Tensor, layout: SequenceLayout, conditions: list[dict[str, np.ndarray]],
+               captions: list[Captions], fps: float) -> list[LayeredClip]:
+        """One LayeredClip per sample from the full latent sequence; the conditions come back exactly as given."""
         video = self.decode_latents(full).cpu()
-        clips = []
-        for b in range(batch):
-            layers = layout.unpack(video[b])
-            layers.update(conditions[b])  # conditions come back exactly as given
-            clips.append(
-                LayeredClip.from_named_layers(
-                    layers,
-                    key=sample_key(f"layerflow_{spec.task.value}", b),
-                    captions=captions[b],
-                    fps=fps,
-                    origin="generated",
-                    frame_range=(0, num_frames),
-                    depth_order=tuple(range(count)) if count > 1 else (),
-                )
-            )
-        return LayerFlowPipelineOutput(clips=clips, latents=full)
+        count = layout.spec.num_foregrounds
+        return [LayeredClip.from_named_layers({**layout.unpack(video[b]), **conditions[b]}, captions=caption,
+                                              key=sample_key(f"layerflow_{layout.task.value}", b), fps=fps,
+                                              origin="generated", frame_range=(0, layout.frames_per_layer),
+                                              depth_order=tuple(range(count)) if count > 1 else ())
+                for b, caption in enumerate(captions)]
 
     # -- input checks --------------------------------------------------------------------------------------
-    def _check_model(self, spec: TaskSpec, height: int, width: int) -> None:
+    def _check_call(self, spec: TaskSpec, captions: list[Captions], height: int, width: int, output_type: str,
+                    step_noise: Callable | None) -> None:
+        if output_type not in ("clip", "latent"):
+            raise PipelineInputError(f"output_type must be 'clip' or 'latent', got {output_type!r}")
+        counts = sorted({c.num_foregrounds for c in captions})
+        if counts != [spec.num_foregrounds]:
+            raise PipelineInputError(
+                f"the prompts are for {' and '.join(map(str, counts))} foreground(s), the task for "
+                f"{spec.num_foregrounds}; give each foreground a prompt (Captions.more_fg: foregrounds 1 .. K-1) and "
+                "the task with its K (model.layout.task_spec(task, K))")
         config = self.transformer.layerflow_config
         try:
             prompt_slots(spec, config.num_prompts)
@@ -384,6 +392,10 @@ class LayerFlowPipeline(DiffusionPipeline):
             raise PipelineInputError(
                 f"height and width must be positive multiples of {multiple} (VAE x patch size), got {height}x{width}"
             )
+        sampler = sampler_name(self.scheduler)
+        if step_noise is not None and sampler != "official":
+            how = "draws its own from `generator`" if sampler == "dpm" else "adds none"
+            raise PipelineInputError(f"step_noise needs the official sampler; {type(self.scheduler).__name__} {how}")
 
     def _check_embeds(self, embeds: torch.Tensor, spec: TaskSpec, batch: int) -> None:
         config = self.transformer.layerflow_config
@@ -419,28 +431,79 @@ class LayerFlowPipeline(DiffusionPipeline):
         return out
 
 
+@dataclass(frozen=True)
+class _Guidance:
+    """Classifier-free guidance: the unconditional and the text branch run as one batch, combined at the step's
+    scale (`model.schedule.guidance_scale`); off at a scale of 1 or less."""
+
+    scale: float
+    schedule: GuidanceSchedule
+    steps: int
+
+    @property
+    def enabled(self) -> bool:
+        return self.scale > 1.0
+
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x]) if self.enabled else x
+
+    def combine(self, pred: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+        if not self.enabled:
+            return pred
+        pred_uncond, pred_text = pred.chunk(2)
+        return pred_uncond + cfg_scale(self.scale, int(t), i, self.steps, self.schedule) * (pred_text - pred_uncond)
+
+
 def _check_latents(x: torch.Tensor, shape: tuple[int, ...], arg: str) -> None:
     if tuple(x.shape) != shape:
         raise PipelineInputError(f"`{arg}` must have shape {list(shape)} (batch, latent frames, channels, height "
                                  f"and width over the VAE's factor), got {list(x.shape)}")
 
 
-def _captions(fg, bg, blend, fg_prompts=None) -> list[Captions]:
-    """One Captions per sample; `fg_prompts` (K prompts, or a list of K prompts per sample) replaces `fg`."""
-    foregrounds: list[list[str]] = [[]]
-    if fg_prompts is not None:
-        if fg:
-            raise PipelineInputError("give the foregrounds' prompts once: fg_prompt or fg_prompts, not both")
-        items = list(fg_prompts)
-        foregrounds = [list(p) for p in items] if items and not isinstance(items[0], str) else [items]
-        if not foregrounds[0] or len({len(p) for p in foregrounds}) != 1:
-            raise PipelineInputError("fg_prompts: every sample needs the same number (K >= 1) of foreground prompts")
-        fg = [p[0] for p in foregrounds]
+def _task_spec(task: TaskSpec | Task | str) -> TaskSpec:
+    """The caller's task spec; a task's name stands for the paper's task (K = 1)."""
+    if isinstance(task, TaskSpec):
+        return task
+    try:
+        if Task.parse(task) is Task.GIVEN:
+            raise PipelineInputError("task 'given' names its layers: pass task=model.layout.task_spec('given', K, "
+                                     "layers)")
+        return task_spec(task)
+    except LayoutError as exc:
+        raise PipelineInputError(str(exc)) from exc
+
+
+def _captions(fg, bg, blend, captions: Captions | Sequence[Captions] | None, spec: TaskSpec) -> list[Captions]:
+    """One Captions per sample: `captions` as given, else the K = 1 prompts (each a string or one per sample); with
+    no prompt at all, empty ones for the task's K (e.g. beside prompt_embeds)."""
+    if captions is not None:
+        if fg or bg or blend:
+            raise PipelineInputError("give the prompts once: captions= or fg_prompt/bg_prompt/blend_prompt, not both")
+        return [captions] if isinstance(captions, Captions) else list(captions)
+    if not (fg or bg or blend):
+        return [Captions(more_fg=("",) * (spec.num_foregrounds - 1))]
     lists = [[p] if isinstance(p, str) else list(p) for p in (fg, bg, blend)]
-    n = max(len(x) for x in [*lists, foregrounds])
-    fg_l, bg_l, bl_l = (_broadcast(x, n, "prompts") for x in lists)
-    more = [p[1:] for p in _broadcast(foregrounds, n, "fg_prompts")] if fg_prompts is not None else [[]] * n
-    return [Captions(fg=f, bg=b, blend=c, more_fg=tuple(m)) for f, b, c, m in zip(fg_l, bg_l, bl_l, more)]
+    n = max(len(x) for x in lists)
+    return [Captions(fg=f, bg=b, blend=c) for f, b, c in zip(*(_broadcast(x, n, "prompts") for x in lists))]
+
+
+def _given_layers(layers: Mapping[str, Any] | None, keywords: dict[str, Any]) -> dict[str, Any]:
+    """The one mapping of given layers: `layers`, plus the keywords foreground=, alpha=, background=, blend= (here
+    under their layers' names)."""
+    given = {name: value for name, value in (layers or {}).items() if value is not None}
+    for layer, value in keywords.items():
+        if value is not None:
+            if layer in given:
+                raise PipelineInputError(f"layer {layer} given twice: `{_condition_arg(layer)}=` and "
+                                         f'`layers["{layer}"]`')
+            given[layer] = value
+    return given
+
+
+def _batch_size(captions: list[Captions], given: dict[str, Any], *tensors: torch.Tensor | None) -> int:
+    """The longest of the per-sample prompts, conditions and tensors (the others are broadcast to it)."""
+    return max([len(captions)] + [len(v) for v in given.values() if isinstance(v, (list, tuple))]
+               + [x.shape[0] for x in tensors if x is not None and x.ndim])
 
 
 def _condition_arg(layer: str) -> str:
@@ -452,7 +515,8 @@ def _sequence_order(spec: TaskSpec):
     def order(layer: str) -> int:
         if layer not in spec.layers:
             raise PipelineInputError(f"unknown layer {layer!r} in `layers`; a {spec.num_foregrounds}-foreground "
-                                     f"clip has {', '.join(spec.layers)}")
+                                     f"clip has {', '.join(spec.layers)} (K foregrounds: "
+                                     "task=model.layout.task_spec(task, K))")
         return spec.layers.index(layer)
     return order
 
@@ -509,15 +573,15 @@ def build_tiny_pipeline(seed: int = 0, *, num_prompts: int = 3, sampler: str = "
     )
 
 
-def load_pipeline(model_dir: str | Path | None, task: Task | str = Task.GENERATE, *, seed: int = 0,
+def load_pipeline(model_dir: str | Path | None, task: TaskSpec | Task | str = Task.GENERATE, *, seed: int = 0,
                   torch_dtype: torch.dtype | None = None, sampler: str | None = None) -> LayerFlowPipeline:
     """A local model folder's pipeline; without one, the tiny preset's random pipeline (weights from `seed`) with
-    the prompt slots of `task`'s checkpoint (the official decomposition model reads 2, the others and the unified
-    model, which every other subset of given layers and K > 1 need, 3)."""
+    the prompt slots of `task`'s checkpoint (a spec, or a paper task's name: the official decomposition model reads
+    2, the others and the unified model, which every other subset of given layers and K > 1 need, 3)."""
     if model_dir is not None:
         return LayerFlowPipeline.from_pretrained(model_dir, torch_dtype=torch_dtype, sampler=sampler)
-    task = Task.parse(task)
-    prompts = len(TASKS[task].prompt_layers) if task in TASKS else len(CAPTIONED_LAYERS)
+    spec = _task_spec(task)
+    prompts = len(spec.prompt_layers) if spec.num_foregrounds == 1 else len(CAPTIONED_LAYERS)
     pipe = build_tiny_pipeline(seed, num_prompts=prompts, sampler=sampler or "dpm")
     if torch_dtype not in (None, torch.float32):  # built in float32
         pipe.to(dtype=torch_dtype)

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from model.config import TEXT_TOKENS_PER_PROMPT, TransformerConfig
+from model.layout import LayoutError, TaskSpec, prompt_slots
 from model.lora import DualLoRALinear, apply_dual_lora, lora_layers, motion_scale_applied
 
 
@@ -211,10 +212,13 @@ class LayerFlowTransformer(CogVideoXTransformer3DModel):
         motion_scale: torch.Tensor | float | None = None,
         *,
         cond_indices: Sequence[int] | None = None,
+        spec: TaskSpec | None = None,
     ) -> torch.Tensor:
         """v-prediction output [B, T, C, H, W] for the noisy latents `hidden_states` [B, T, C, H, W].
 
-        encoder_hidden_states: [B, P*226, text_dim], the P prompts' T5 embeddings concatenated in order.
+        encoder_hidden_states: [B, P*226, text_dim], the P prompts' T5 embeddings concatenated in order: the prompt
+        slots of `spec` (`model.layout.prompt_slots`: K + 2 for K foregrounds on a unified model), or without a
+        spec the config's `num_prompts` (the paper's K = 1 layout).
         timestep: [B] raw 0..999. cond_latents: [B, Tc, C, H, W] clean latents; by default they go in front
         of the noisy ones; `cond_indices` (Tc positions in the joined sequence) puts them elsewhere, e.g. the
         bg latents in the middle for the official bg-conditioned model. The output holds the noisy frames only.
@@ -223,7 +227,8 @@ class LayerFlowTransformer(CogVideoXTransformer3DModel):
         cfg = self.layerflow_config
         x, noisy = self._join_condition(hidden_states, cond_latents, cond_indices)
         batch, frames, _, height, width = x.shape
-        self._check_text(encoder_hidden_states, batch)
+        num_prompts = self.num_text_prompts(spec)
+        self._check_text(encoder_hidden_states, batch, num_prompts)
         timestep = _per_sample(timestep, batch, "timestep", x.device)
         scale = None if motion_scale is None else _per_sample(motion_scale, batch, "motion_scale", x.device).float()
 
@@ -238,8 +243,7 @@ class LayerFlowTransformer(CogVideoXTransformer3DModel):
                 )
             tokens = tokens + self.pos_embedding[:, : tokens.shape[1]].to(tokens.dtype)
         if self.layer_embedder is not None and self.layer_embedding_enabled:
-            num_prompts = text_len // cfg.text_tokens_per_prompt
-            text = tokens[:, :text_len] + self.layer_embeddings(num_prompts).to(tokens.dtype)
+            text = tokens[:, :text_len] + self.layer_embeddings(spec).to(tokens.dtype)
             tokens = torch.cat([text, tokens[:, text_len:]], dim=1)
         tokens = self.embedding_dropout(tokens)
         encoder_states, states = tokens[:, :text_len], tokens[:, text_len:]
@@ -279,29 +283,36 @@ class LayerFlowTransformer(CogVideoXTransformer3DModel):
         with motion_scale_applied(layers, scale):
             return block(hidden_states=states, encoder_hidden_states=encoder_states, temb=emb)
 
-    def layer_embeddings(self, num_prompts: int | None = None) -> torch.Tensor:
-        """[P*226, D]: the layer-index embedding of prompt i on each of its 226 text slots (P: the config's
-        prompts, or K + 2 for K foregrounds)."""
+    def num_text_prompts(self, spec: TaskSpec | None = None) -> int:
+        """The prompts this model reads for `spec` (its prompt slots), or without one the config's. A prompt beyond
+        the config's (a foreground past the first) is told apart by its layer index only, so it needs the layer
+        embedder."""
         cfg = self.layerflow_config
-        weight = self.layer_embedder[0].weight
-        count = cfg.num_prompts if num_prompts is None else num_prompts
-        index = torch.arange(count, device=weight.device, dtype=weight.dtype)[:, None]
-        return self.layer_embedder(index).repeat_interleave(cfg.text_tokens_per_prompt, dim=0)
+        if spec is None:
+            return cfg.num_prompts
+        try:
+            count = len(prompt_slots(spec, cfg.num_prompts)[0])
+        except LayoutError as exc:
+            raise TransformerInputError(str(exc)) from None
+        if count > cfg.num_prompts and self.layer_embedder is None:
+            raise TransformerInputError(f"{spec.num_foregrounds} foregrounds need a layer embedder to tell their "
+                                        "prompts apart; this model was built without one")
+        return count
 
-    def _check_text(self, text: torch.Tensor, batch: int) -> None:
-        """The config's prompts, or, for a model with a layer embedder and a prompt per captioned layer, K + 2
-        prompts for K foregrounds (each extra foreground's prompt is told apart by its layer index)."""
+    def layer_embeddings(self, spec: TaskSpec | None = None) -> torch.Tensor:
+        """[P*226, D]: the layer-index embedding of prompt i on each of its 226 text slots (P: `spec`'s prompts, K + 2
+        for K foregrounds, or the config's)."""
+        weight = self.layer_embedder[0].weight
+        index = torch.arange(self.num_text_prompts(spec), device=weight.device, dtype=weight.dtype)[:, None]
+        return self.layer_embedder(index).repeat_interleave(self.layerflow_config.text_tokens_per_prompt, dim=0)
+
+    def _check_text(self, text: torch.Tensor, batch: int, num_prompts: int) -> None:
         cfg = self.layerflow_config
-        per_prompt = cfg.text_tokens_per_prompt
-        more = self.layer_embedder is not None and cfg.num_prompts == 3
-        ok = text.ndim == 3 and text.shape[0] == batch and text.shape[2] == cfg.text_embed_dim and (
-            text.shape[1] == cfg.max_text_seq_length
-            or (more and text.shape[1] % per_prompt == 0 and text.shape[1] > cfg.max_text_seq_length))
-        if not ok:
-            extra = " (or K + 2 prompts for K foregrounds)" if more else ""
+        want = [batch, num_prompts * cfg.text_tokens_per_prompt, cfg.text_embed_dim]
+        if text.ndim != 3 or list(text.shape) != want:
             raise TransformerInputError(
-                f"encoder_hidden_states must be {[batch, cfg.max_text_seq_length, cfg.text_embed_dim]} "
-                f"({cfg.num_prompts} prompts x {per_prompt} T5 tokens, concatenated{extra}), got {list(text.shape)}"
+                f"encoder_hidden_states must be {want} ({num_prompts} prompts x {cfg.text_tokens_per_prompt} T5 "
+                f"tokens, concatenated; pass spec= for K foregrounds), got {list(text.shape)}"
             )
 
     def _join_condition(self, noisy: torch.Tensor, cond: torch.Tensor | None,

@@ -288,6 +288,7 @@ class LayerFlowModule(L.LightningModule):
             cond_latents=clean if clean.shape[1] else None,
             cond_indices=layout.clean_indices if clean.shape[1] else None,
             motion_scale=batch["motion_scale"].to(self.device),
+            spec=layout.spec,
         ).float()
         x0_pred = ab.sqrt() * noisy - (1 - ab).sqrt() * v_pred
         weight = training_loss_weight(ab)

@@ -77,6 +77,7 @@ def run_generation(cfg: GenerationConfig, out: str | Path,
     import torch
 
     from model.export import ExportOptions, export_clip
+    from model.layout import task_spec
 
     prompts = read_prompts(cfg.prompts)[: cfg.limit]
     pipe = pipeline_to_evaluate(cfg.pipeline, suite_cfg.preset, cfg.seed)
@@ -85,9 +86,8 @@ def run_generation(cfg: GenerationConfig, out: str | Path,
 
     def generated() -> Iterator[LayerSet]:
         for i, p in enumerate(prompts):
-            clip = pipe(fg_prompts=[p.captions.fg, *p.captions.more_fg], bg_prompt=p.captions.bg,
-                        blend_prompt=p.captions.blend,
-                        task="generate", num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
+            spec = task_spec("generate", p.captions.num_foregrounds)  # K: the prompts file's foregrounds
+            clip = pipe(captions=p.captions, task=spec, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
                         num_inference_steps=cfg.steps, generator=torch.Generator().manual_seed(cfg.seed + i),
                         fps=cfg.fps).clips[0]
             export_clip(clip, out / "samples" / p.id, ExportOptions(rgba_formats=(), preview=False))

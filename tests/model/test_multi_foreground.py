@@ -13,6 +13,7 @@ from data_engine.video_io import decode_video, encode_alpha, encode_video
 from model.generate import main as generate
 from model.layout import TASKS, LayoutError, SequenceLayout, Task, prompt_slots, task_spec
 from model.pipeline import PipelineInputError, build_tiny_pipeline
+from model.transformer import TransformerInputError
 from model.text import indexed_prompts
 
 T, H, W = 4, 32, 48
@@ -77,32 +78,64 @@ def test_the_transformer_reads_each_foregrounds_prompt():
         model.layer_embedder[1].weight.normal_()  # trained embedders are not zero; the init is
     x = torch.randn(1, 6, 16, H // 8, W // 8)
     text = torch.randn(1, 4 * 64, 32)
-    out = model(x, text, torch.tensor([500]))
+    spec = task_spec("generate", 2)
+    out = model(x, text, torch.tensor([500]), spec=spec)
     other = text.clone()
     other[:, 192:] += 1.0
-    assert not torch.allclose(out, model(x, other, torch.tensor([500])))
-    index = model.layer_embeddings(4)
+    assert not torch.allclose(out, model(x, other, torch.tensor([500]), spec=spec))
+    index = model.layer_embeddings(spec)
     assert index.shape[0] == 4 * 64
     assert not torch.equal(index[192], index[128]) and torch.equal(index[:192], model.layer_embeddings())
-    with pytest.raises(Exception, match="K \\+ 2 prompts"):
-        model(x, torch.randn(1, 100, 32), torch.tensor([500]))
+    # The spec, not the text's length, says how many prompts there are: K + 2 prompts need it.
+    with pytest.raises(TransformerInputError, match="4 prompts x 64 T5 tokens"):
+        model(x, text[:, :192], torch.tensor([500]), spec=spec)
+    with pytest.raises(TransformerInputError, match="pass spec= for K foregrounds"):
+        model(x, text, torch.tensor([500]))
 
 
 def test_pipeline_given_layers_come_back_unchanged(pipe):
     bg, fg1 = _video(1), _video(2)
     alpha1 = np.random.default_rng(3).integers(0, 256, (T, H, W), dtype=np.uint8)
-    out = pipe(fg_prompts=["a red disc", "a blue ring"], bg_prompt="a beach", task="given", background=bg,
+    out = pipe(captions=Captions("a red disc", "a beach", more_fg=("a blue ring",)),
+               task=task_spec("given", 2, ("bg", "fg_1", "alpha_1")), background=bg,
                layers={"fg_1": fg1, "alpha_1": alpha1}, num_frames=T, height=H, width=W, num_inference_steps=2)
     clip = out.clips[0]
     assert clip.num_foregrounds == 2 and clip.captions.more_fg == ("a blue ring",) and clip.depth_order == (0, 1)
     assert np.array_equal(clip.bg, bg) and np.array_equal(clip.layer("fg_1"), fg1)
     assert np.array_equal(clip.layer("alpha_1"), alpha1)
     assert out.latents.shape[1] == 6
+    two = Captions("a", more_fg=("b",))
+    common = dict(num_frames=T, height=H, width=W, num_inference_steps=1)
     with pytest.raises(PipelineInputError, match="fg_1"):
-        pipe(fg_prompts=["a", "b"], task="fg_conditioned", foreground=fg1, alpha=alpha1, num_frames=T, height=H,
-             width=W, num_inference_steps=1)
+        pipe(captions=two, task=task_spec("fg_conditioned", 2), foreground=fg1, alpha=alpha1, **common)
     with pytest.raises(PipelineInputError, match="not both"):
-        pipe("a", fg_prompts=["a", "b"], num_frames=T, height=H, width=W, num_inference_steps=1)
+        pipe("a", captions=two, **common)
+    # K is the spec's: prompts for another K, a task's name for K = 2, or layers beyond the spec are refused.
+    with pytest.raises(PipelineInputError, match="prompts are for 2 foreground\\(s\\), the task for 1"):
+        pipe(captions=two, task="generate", **common)
+    with pytest.raises(PipelineInputError, match="task_spec\\('given', K, layers\\)"):
+        pipe(captions=two, task="given", background=bg, **common)
+    with pytest.raises(PipelineInputError, match="unknown layer 'fg_1'"):
+        pipe("a", task="bg_conditioned", background=bg, layers={"fg_1": fg1}, **common)
+    with pytest.raises(PipelineInputError, match="given twice"):
+        pipe("a", task="bg_conditioned", background=bg, layers={"bg": bg}, **common)
+
+
+def test_the_pipeline_hands_its_spec_to_the_transformer(pipe, monkeypatch):
+    """The spec the caller builds is the one the transformer reads: nothing on the way derives K again."""
+    seen = []
+    forward = pipe.transformer.forward
+
+    def record(*args, spec=None, **kwargs):
+        seen.append(spec)
+        return forward(*args, spec=spec, **kwargs)
+
+    monkeypatch.setattr(pipe.transformer, "forward", record)
+    spec = task_spec("decompose", 2)
+    out = pipe(captions=Captions("a dog", "a park", more_fg=("a ball",)), task=spec, layers={"blend": _video(4)},
+               num_frames=T, height=H, width=W, num_inference_steps=2)
+    assert len(seen) == 2 and all(s is spec for s in seen)
+    assert out.clips[0].num_foregrounds == 2 and out.latents.shape[1] == 6
 
 
 def test_generate_cli_decomposes_into_two_foregrounds(tmp_path, capsys):
