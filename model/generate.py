@@ -33,6 +33,7 @@ from data_engine.official_layout import OfficialLayoutError, find_sequences, rea
 from data_engine.video_io import cover_geometry, decode_video, read_frame_folder, resize_crop
 from model.export import RGBA_FORMATS, ExportOptions, export_clip
 from model.layout import CONDITION_ARGS, LayoutError, TaskSpec, task_spec
+from model.quiet import quiet_weight_bars
 
 
 
@@ -330,6 +331,7 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_weight_bars()
     try:
         run(parse_args(argv))
     except (ValueError, FileNotFoundError) as exc:  # our input errors are ValueErrors with one-line messages

@@ -27,6 +27,7 @@ from trainer.config import STAGES, TrainConfigError, stage_spec
 from trainer.data import LayerFlowDataModule
 from trainer.module import LayerFlowModule
 from trainer.progress import StepProgressBar
+from trainer.quiet import quiet_training
 
 CONFIG_DIR = configs_dir("train")
 
@@ -77,6 +78,7 @@ def run(argv: list[str], fit: bool = True, **cli_kwargs) -> LayerFlowCLI:
     """Fit as configured by `argv`; with fit=False only build the module, data and trainer (cli.model, ...)."""
     # The arguments are ours (rewritten from sys.argv), not a mix of both as Lightning fears.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    quiet_training()
     return LayerFlowCLI(
         LayerFlowModule,
         LayerFlowDataModule,

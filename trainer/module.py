@@ -178,6 +178,16 @@ class LayerFlowModule(L.LightningModule):
                 frozen.eval()
         return self
 
+    def on_train_start(self) -> None:
+        """Lightning's check for modules left in eval mode, on the trainable transformer only: the frozen VAE and T5
+        are in eval mode on purpose (`train` above), so Lightning's whole-module count is silenced (trainer.quiet)."""
+        stray = [name for name, module in self.transformer.named_modules() if not module.training]
+        if stray:
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            rank_zero_warn(f"{len(stray)} transformer module(s) in eval mode at the start of training (e.g. "
+                           f"'{stray[0] or 'transformer'}'): their dropout and normalisation would not train")
+
     # -- loss ------------------------------------------------------------------------------------------------
     def prompt_slots(self, spec: TaskSpec) -> tuple[list[int], torch.Tensor]:
         """`model.layout.prompt_slots` for this transformer, with the in-use mask as a tensor."""

@@ -28,7 +28,7 @@ from data_engine.shards import decode_sample, shard_urls
 from trainer.cache import (CACHE_FORMAT, CACHE_META, TENSORS_MEMBER, config_hash, data_parts, encode_examples,
                            encoder_parts, resolve_cache_dir)
 from trainer.config import TrainConfigError
-from trainer.data import frame_clip
+from trainer.data import frame_clip, tar_samples
 from trainer.seeding import stable_seed
 
 
@@ -59,7 +59,7 @@ def precompute(module, datamodule, cache_dir: str | Path | None = None, encode_b
     for url in shard_urls(cfg.shards):
         names.append(Path(url).name)
         with wds.TarWriter(str(tmp / Path(url).name)) as sink:
-            for group in _groups(wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples()),
+            for group in _groups(wds.DataPipeline(wds.SimpleShardList([url]), tar_samples()),
                                  encode_batch):
                 clips = [decode_sample(raw) for raw in group]
                 examples = []
