@@ -10,6 +10,7 @@ of a pool (one stage, or a run of fused light stages) applied in order to each b
 from __future__ import annotations
 
 import copy
+import logging
 import pickle
 import time
 import warnings
@@ -245,17 +246,33 @@ class EngineMetrics:
         return self.stages
 
 
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def drop_log_message(logger: str, prefix: str) -> None:
+    """Drop one library log message (the records of `logger` starting with `prefix`), once per process."""
+    log = logging.getLogger(logger)
+    if not any(isinstance(f, _DropMessage) and f.prefix == prefix for f in log.filters):
+        log.addFilter(_DropMessage(prefix))
+
+
 def build_dataset(items: list[Row], plans: list[PoolPlan], options: dict[str, Any],
                   metrics_name: str | None, preserve_order: bool = False):
     """The lazy dataset: work items -> one actor pool per planned pool. Nothing runs until it is iterated; with
     `preserve_order` its rows come out in the items' order."""
-    import logging
-
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    ctx.enable_progress_bars = False  # the run's own progress display (engine/progress.py) shows the stages
+    # ... and Ray warns that they are off, with how to turn them back on: not for our users.
+    drop_log_message("ray.data._internal.progress", "Progress bars disabled.")
     ctx.execution_options.preserve_order = preserve_order
     ctx.max_errored_blocks = -1  # a block lost with its worker must not abort the run; see WORKER_DEATH_RETRIES
     # Model actors legitimately hold hundreds of MB; Ray's high-memory detector would repeat that every 30 s.

@@ -24,7 +24,8 @@ from data_engine.engine.contract import check_chain, idle_stages
 from data_engine.engine.folder_config import check_resume, folder_record, sample_settings, write_record
 from data_engine.engine.inputs import (SourceStage, SourceStageOptions, TypedSource, WorkItem, describe_sources, list_sources,
                                        typed_sources)
-from data_engine.engine.pipeline import DROPPED, INPUT, WEIGHT, WORKER_DEATH_RETRIES, resolve_stage, unpack
+from data_engine.engine.pipeline import (DROPPED, INPUT, WEIGHT, WORKER_DEATH_RETRIES, drop_log_message, resolve_stage,
+                                         unpack)
 from data_engine.engine.progress import DriverCounts, ProgressDisplay, stage_table
 from data_engine.engine.cluster_spec import cluster_from_yaml, live_gpu_nodes, local_gpu_memory_gib
 from data_engine.engine.placement import GPU_MEMORY, GpuNode
@@ -202,6 +203,10 @@ def connect(cfg: EngineConfig) -> tuple[ClusterResources, bool]:
     import ray
 
     started = False
+    # Ray 2.60 tells every local start that it turned token authentication on (what we want) and how to opt out:
+    # nothing to act on. Its warning for a cluster *without* authentication still shows.
+    drop_log_message("ray._private.authentication.authentication_token_setup",
+                     "Token authentication is enabled for this Ray cluster")
     if not ray.is_initialized():
         address = ray_address(cfg)
         if address:
