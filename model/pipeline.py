@@ -283,7 +283,9 @@ class LayerFlowPipeline(DiffusionPipeline):
             prompt_embeds = self.encode_prompt(captions, spec)
         prompt_embeds = prompt_embeds.to(device=self._execution_device, dtype=self.transformer.dtype)
         self._check_embeds(prompt_embeds, spec, batch)
-        return torch.cat([unconditional_embeddings(prompt_embeds), prompt_embeds]) if guidance.enabled else prompt_embeds
+        if not guidance.enabled:
+            return prompt_embeds
+        return torch.cat([unconditional_embeddings(prompt_embeds), prompt_embeds])
 
     def _clean_latents(self, layout: SequenceLayout, conditions: list[dict[str, np.ndarray]],
                        condition_latents: torch.Tensor | None, latent_size: tuple[int, ...],
@@ -398,8 +400,8 @@ class LayerFlowPipeline(DiffusionPipeline):
             raise PipelineInputError(f"step_noise needs the official sampler; {type(self.scheduler).__name__} {how}")
 
     def _check_embeds(self, embeds: torch.Tensor, spec: TaskSpec, batch: int) -> None:
-        config = self.transformer.layerflow_config
-        slots, per_prompt = len(prompt_slots(spec, config.num_prompts)[0]), config.text_tokens_per_prompt
+        slots = self.transformer.num_text_prompts(spec)
+        per_prompt = self.transformer.layerflow_config.text_tokens_per_prompt
         tokens = slots * per_prompt
         if embeds.ndim != 3 or embeds.shape[0] != batch or embeds.shape[1] != tokens:
             raise PipelineInputError(
