@@ -10,8 +10,9 @@ in BENCHMARKS.md. It prints a table and ends with exactly one line:
 
     toyworld decompose_alpha_iou=.. decompose_bg_psnr_db=.. generate_blend_consistency_db=.. fg_conditioned_bg_psnr_db=.. vae_psnr_db=.. colour_as_prompted=..
 
-With `--objects K` (K > 1) every clip holds K objects, each its own foreground layer: it scores decomposition into
-K foregrounds (per-object alpha IoU, the bg inside the objects' regions) and generation's coherence, and ends with
+With `--objects K` (K > 1) every clip holds K objects, each its own foreground layer: the same table scores
+decomposition into K foregrounds (per-object alpha IoU and its mean, the bg inside the objects' regions) and
+generation's coherence, and it ends with
 
     toyworld objects=K decompose_alpha_iou_mean=.. decompose_bg_psnr_db=.. generate_blend_consistency_db=..
 """
@@ -28,17 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from layerflow.toyworld import (  # noqa: E402
-    Recipe,
-    evaluate,
-    evaluate_objects,
-    object_summary_line,
-    print_object_table,
-    print_table,
-    summary_line,
-    train,
-    write_report,
-)
+from layerflow.toyworld import Recipe, evaluate, print_table, summary_line, train, write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,22 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     log = lambda line: print(line, flush=True)  # noqa: E731
     run = train(recipe, args.out, args.threads, log=log)
-    if recipe.objects > 1:
-        columns = evaluate_objects(run, recipe, args.seed, args.clips, args.sample_steps, args.guidance, log=log)
-        print_object_table(columns, recipe, args.seed, args.clips)
-        print(f"\nrecipe {recipe.key()}: {json.dumps(asdict(recipe))}; total {time.perf_counter() - started:.0f} s")
-        print(object_summary_line(columns["trained"], recipe.objects))
-        return 0
     result = evaluate(run, recipe, args.seed, args.clips, args.sample_steps, args.guidance, log=log)
-    columns, vae_psnr = result.columns, result.vae_psnr
-    print_table(columns, args.seed, args.clips)
-    print(f"VAE round trip PSNR on the same clips, all layers: {vae_psnr['trained']:.2f} dB trained, "
-          f"{vae_psnr['random']:.2f} dB at its random init")
-    for path in write_report(result, run / f"heldout-{args.seed}", args.seed):
+    print_table(result)
+    print(f"VAE round trip PSNR on the same clips, all layers: {result.vae_psnr['trained']:.2f} dB trained, "
+          f"{result.vae_psnr['random']:.2f} dB at its random init")
+    for path in write_report(result, run / f"heldout-{args.seed}"):
         print(f"wrote {path}")
     print(f"loss curves of each stage: {run / 'train'}/stage*/loss_curves.png")
     print(f"\nrecipe {recipe.key()}: {json.dumps(asdict(recipe))}; total {time.perf_counter() - started:.0f} s")
-    print(summary_line(columns["trained"], vae_psnr))
+    print(summary_line(result))
     return 0
 
 

@@ -74,11 +74,11 @@ def score(run: Path, out: Path, recipe, steps: int) -> Path:
     from layerflow.toyworld import evaluate, print_table, summary_line, write_report
 
     result = evaluate(run, recipe, HELDOUT_SEED, HELDOUT_CLIPS, steps, log=console.print)
-    print_table(result.columns, HELDOUT_SEED, HELDOUT_CLIPS)
-    table, decomposition, generation = write_report(result, out, HELDOUT_SEED)
+    print_table(result)
+    table, decomposition, generation = write_report(result, out)
     console.print(f"decomposition of held-out clips (input blend | true fg, alpha, bg | decomposed): {decomposition}")
     console.print(f"generation from held-out prompts (fg, alpha, bg, blend | the layers composited): {generation}")
-    console.print(f"scores ({table}): {summary_line(result.columns['trained'], result.vae_psnr)}")
+    console.print(f"scores ({table}): {summary_line(result)}")
     return decomposition
 
 

@@ -38,8 +38,7 @@ import model
 import trainer
 
 from data_engine.defaults import configs_dir
-from data_engine.synthetic import SyntheticConfig, synthetic_clip
-from data_engine.video_io import cover_geometry, resize_crop
+from data_engine.schema import alpha_name, fg_name
 from evaluation.metrics import toyworld as tw
 from layerflow.cli import main as layerflow
 from model.layout import SequenceLayout, Task, task_spec
@@ -50,7 +49,8 @@ from trainer.cli import stage_config
 from trainer.components import build_components
 from trainer.config import ModelConfig
 from trainer.demo import train_all_stages
-from trainer.vae import VAETrainConfig, heldout_psnr, heldout_set, reconstruct
+from trainer.vae import LAYOUTS as VAE_LAYOUTS
+from trainer.vae import VAETrainConfig, heldout_psnr, pack_clips, reconstruct, world_layers
 from trainer.vae import main as train_vae
 
 # The world's VAE, trained by our own trainer: 9 minutes on one core, more than the demo's whole budget, so the
@@ -318,30 +318,63 @@ def pretrain_base(out: Path, cfg: Pretraining = Pretraining(), threads: int = 2,
 
 # ---- held-out evaluation --------------------------------------------------------------------------------------
 
+def world_geometry(recipe: Recipe) -> VAETrainConfig:
+    """The recipe's frames and sizes as the world generator (`trainer.vae.world_layers`) reads them."""
+    return VAETrainConfig(frames_per_layer=recipe.frames_per_layer, height=recipe.height, width=recipe.width,
+                          source_size=recipe.source_size)
+
+
 def heldout_clips(recipe: Recipe, seed: int, count: int) -> list[dict]:
-    """Clips of world `seed` at the training geometry, rendered and scaled as the shards and the VAE trainer do."""
-    world = SyntheticConfig(num_frames=recipe.frames_per_layer, height=recipe.source_size,
-                            width=recipe.source_size, seed=seed, num_objects=recipe.objects)
-    geometry = cover_geometry(world.height, world.width, recipe.height, recipe.width)
-    clips = []
-    for index in range(count):
-        clip = synthetic_clip(world, index)
-        clips.append({"captions": clip.captions,
-                      **{n: resize_crop(clip.layer(n), geometry) for n in clip.layer_names}})
-    return clips
+    """`count` clips of world `seed` with the recipe's objects, at the training geometry: the world the VAE
+    trains on (`trainer.vae.world_layers`), rendered and scaled as the shards are."""
+    return world_layers(world_geometry(recipe), seed, range(count), recipe.objects)
 
 
-TASK_INPUTS = {"decompose": {"blend": "blend"}, "fg_conditioned": {"foreground": "fg", "alpha": "alpha"},
-               "bg_conditioned": {"background": "bg"}, "generate": {}}
-# The K-object tasks: decomposition into K foregrounds and generation from K + 2 prompts.
-OBJECT_TASKS = ("decompose", "generate")
+# (task, score, label, target, kind): each row is the mean over clips of one score (booleans: the fraction true).
+# kind: "any", a score of any number of objects; "each", one per object, and their mean, with K objects
+# (`tw.decomposition_scores`); "one", one object only (its task is not scored with K > 1).
+ROWS = (
+    ("decompose", "alpha_iou", "decompose: alpha IoU", ">= 0.7", "each"),
+    ("decompose", "bg_psnr_object", "decompose: bg PSNR in object region (dB)", ">= trivial + 6", "any"),
+    ("decompose", "fg_psnr_object", "decompose: fg PSNR on object (dB)", "", "each"),
+    ("fg_conditioned", "bg_psnr_object", "fg_conditioned: bg PSNR in object region (dB)", "", "one"),
+    ("fg_conditioned", "fg_unchanged", "fg_conditioned: fg and alpha unchanged", "1", "one"),
+    ("bg_conditioned", "coverage_ok", "bg_conditioned: matte covers 2-60 %", "1", "one"),
+    ("bg_conditioned", "clear_blend_psnr", "bg_conditioned: blend = bg where clear (dB)", "", "one"),
+    ("bg_conditioned", "bg_unchanged", "bg_conditioned: bg unchanged", "1", "one"),
+    ("generate", "coherence_psnr", "generate: blend coherence (dB)", ">= 22", "any"),
+    ("generate", "shape_ok", "generate: shape as prompted", "", "one"),
+    ("generate", "colour_ok", "generate: colour as prompted", "", "one"),
+)
+
+
+def table_rows(objects: int) -> list[tuple[str, str, str, str]]:
+    """(task, score, label, target) of the table for clips of `objects` objects: `ROWS`, with K > 1 those of any
+    number of objects, a per-object score once per foreground layer and once as the mean."""
+    if objects == 1:
+        return [row[:4] for row in ROWS]
+    out = []
+    for task, score, label, target, kind in ROWS:
+        if kind == "each":
+            out += [(task, score if k == 0 else f"{score}_{k}", f"{label} [{fg_name(k)}]", "") for k in range(objects)]
+            out.append((task, f"{score}_mean", f"{label} [mean]", target))
+        elif kind == "any":
+            out.append((task, score, label, target))
+    return out
+
+
+def scored_tasks(objects: int) -> tuple[str, ...]:
+    """The tasks the table scores with `objects` objects, in `ROWS` order: all four with one object, decomposition
+    into K foregrounds and generation from K + 2 prompts with more."""
+    return tuple(dict.fromkeys(task for task, *_ in table_rows(objects)))
 
 
 def sample_tasks(pipe: LayerFlowPipeline, clips: list[dict], recipe: Recipe, steps: int, guidance: float,
-                 seed: int, tasks: tuple[str, ...] = tuple(TASK_INPUTS)) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Each of `tasks` on every clip (one batch per task), with the clip's captions as prompts."""
+                 seed: int, tasks: tuple[str, ...] | None = None) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Each of `tasks` (default: `scored_tasks`) on every clip (one batch per task), with the clip's captions as
+    prompts."""
     out = {}
-    for task in tasks:
+    for task in tasks or scored_tasks(recipe.objects):
         spec = task_spec(task, recipe.objects)
         result = pipe(captions=[c["captions"] for c in clips], task=spec,
                       layers={layer: [c[layer] for c in clips] for layer in spec.conditions},
@@ -353,75 +386,51 @@ def sample_tasks(pipe: LayerFlowPipeline, clips: list[dict], recipe: Recipe, ste
 
 
 def trivial_outputs(clips: list[dict], recipe: Recipe) -> dict[str, list[dict[str, np.ndarray]]]:
-    """The trivial answer of each task; decomposition and generation with the recipe's K objects (the conditioned
-    tasks' are scored for one object only)."""
-    shape = (recipe.frames_per_layer, recipe.height, recipe.width)
-    return {"decompose": [tw.trivial_decomposition(c["blend"], recipe.objects) for c in clips],
-            "fg_conditioned": [tw.trivial_fg_conditioned(c["fg"], c["alpha"]) for c in clips],
-            "bg_conditioned": [tw.trivial_bg_conditioned(c["bg"]) for c in clips],
-            "generate": [tw.trivial_generation(*shape, recipe.objects) for _ in clips]}
+    """The trivial answer of each scored task with the recipe's K objects."""
+    shape, k = (recipe.frames_per_layer, recipe.height, recipe.width), recipe.objects
+    answers = {"decompose": lambda c: tw.trivial_decomposition(c["blend"], k),
+               "fg_conditioned": lambda c: tw.trivial_fg_conditioned(c["fg"], c["alpha"]),
+               "bg_conditioned": lambda c: tw.trivial_bg_conditioned(c["bg"]),
+               "generate": lambda c: tw.trivial_generation(*shape, k)}
+    return {task: [answers[task](c) for c in clips] for task in scored_tasks(k)}
 
 
-# (task, score, label, target): each row is the mean over clips of one score (booleans: the fraction true).
-ROWS = (
-    ("decompose", "alpha_iou", "decompose: alpha IoU", ">= 0.7"),
-    ("decompose", "bg_psnr_object", "decompose: bg PSNR in object region (dB)", ">= trivial + 6"),
-    ("decompose", "fg_psnr_object", "decompose: fg PSNR on object (dB)", ""),
-    ("fg_conditioned", "bg_psnr_object", "fg_conditioned: bg PSNR in object region (dB)", ""),
-    ("fg_conditioned", "fg_unchanged", "fg_conditioned: fg and alpha unchanged", "1"),
-    ("bg_conditioned", "coverage_ok", "bg_conditioned: matte covers 2-60 %", "1"),
-    ("bg_conditioned", "clear_blend_psnr", "bg_conditioned: blend = bg where clear (dB)", ""),
-    ("bg_conditioned", "bg_unchanged", "bg_conditioned: bg unchanged", "1"),
-    ("generate", "coherence_psnr", "generate: blend coherence (dB)", ">= 22"),
-    ("generate", "shape_ok", "generate: shape as prompted", ""),
-    ("generate", "colour_ok", "generate: colour as prompted", ""),
-)
+def scores(outputs: dict[str, list[dict[str, np.ndarray]]], clips: list[dict],
+           objects: int = 1) -> dict[str, dict[str, float]]:
+    """Per task, each score of `table_rows(objects)`: its mean over the clips (NaN-free: a clip whose score is undefined
+    is left out)."""
+    def fg_conditioned(out: dict, clip: dict) -> dict:
+        row = tw.fg_conditioned_scores({"fg": clip["fg"], "alpha": clip["alpha"]}, out, clip["bg"])
+        return {**row, "fg_unchanged": row["fg_unchanged"] and row["alpha_unchanged"]}
 
-
-def scores(outputs: dict[str, list[dict[str, np.ndarray]]], clips: list[dict]) -> dict[str, dict[str, float]]:
-    """Per task, each score's mean over the clips (NaN-free: a clip whose score is undefined is left out)."""
-    rows = {
-        "decompose": [tw.decomposition_scores(o, c) for o, c in zip(outputs["decompose"], clips)],
-        "fg_conditioned": [{**s, "fg_unchanged": s["fg_unchanged"] and s["alpha_unchanged"]} for s in (
-            tw.fg_conditioned_scores({"fg": c["fg"], "alpha": c["alpha"]}, o, c["bg"])
-            for o, c in zip(outputs["fg_conditioned"], clips))],
-        "bg_conditioned": [tw.bg_conditioned_scores(c["bg"], o) for o, c in zip(outputs["bg_conditioned"], clips)],
-        "generate": [tw.generation_scores(o, c["captions"].fg) for o, c in zip(outputs["generate"], clips)],
-    }
+    score = {"decompose": tw.decomposition_scores, "fg_conditioned": fg_conditioned,
+             "bg_conditioned": lambda out, clip: tw.bg_conditioned_scores(clip["bg"], out),
+             "generate": lambda out, clip: tw.generation_scores(out, clip["captions"].fg)}
+    table = table_rows(objects)
     means = {}
-    for task, per_clip in rows.items():
+    for task in scored_tasks(objects):
+        per_clip = [score[task](o, c) for o, c in zip(outputs[task], clips)]
         means[task] = {}
-        for name in {score for t, score, *_ in ROWS if t == task}:
+        for name in {s for t, s, *_ in table if t == task}:
             values = [float(row[name]) for row in per_clip if not math.isnan(float(row[name]))]
             means[task][name] = float(np.mean(values)) if values else math.nan
     return means
 
 
-def object_scores(outputs: dict[str, list[dict[str, np.ndarray]]], clips: list[dict]) -> dict[str, float]:
-    """The K-object scores, means over the clips: decomposition into K foregrounds (per-object alpha IoU and its
-    mean, bg PSNR inside the union of the objects' regions) and generation's layered coherence (the blend against
-    `composite_layers` of all the generated layers)."""
-    rows = [tw.object_decomposition_scores(o, c) for o, c in zip(outputs["decompose"], clips)]
-    out = {name: float(np.nanmean([r[name] for r in rows])) for name in rows[0]}
-    out["coherence_psnr"] = float(np.mean([tw.layered_coherence_psnr(o) for o in outputs["generate"]]))
-    return out
-
-
-def vae_ceiling(recipe: Recipe, vae, clips: list[dict], seed: int) -> tuple[dict, dict[str, float]]:
+def vae_ceiling(recipe: Recipe, vae, clips: list[dict]) -> tuple[dict, dict[str, float]]:
     """The true layers of the held-out clips through the VAE's round trip (`trainer.vae.reconstruct`), as each
     task's output (its given layers kept, as the pipeline keeps them): what a perfect transformer would score
-    behind this VAE. Also the round trip's PSNR over all layers (`trainer.vae.heldout_psnr`), trained and at the
-    VAE's random init."""
-    cfg = VAETrainConfig(frames_per_layer=recipe.frames_per_layer, height=recipe.height, width=recipe.width,
-                         source_size=recipe.source_size, heldout_world_seed=seed, heldout_clips=len(clips))
-    videos = heldout_set(cfg)  # the same clips, in the layouts the pipeline encodes
-    layout = SequenceLayout.for_task(Task.GENERATE, recipe.frames_per_layer)
+    behind this VAE. Also the round trip's PSNR over all layers (`trainer.vae.heldout_psnr`) of the clips in the
+    layouts the pipeline encodes, trained and at the VAE's random init."""
+    cfg, k = world_geometry(recipe), recipe.objects
+    videos = {task: pack_clips(clips, task, recipe.frames_per_layer, k) for task in VAE_LAYOUTS}
+    layout = SequenceLayout.for_task(Task.GENERATE, recipe.frames_per_layer, num_foregrounds=k)
     decoded = [layout.unpack(video.transpose(0, 1)) for video in reconstruct(vae, videos[Task.GENERATE])]
-    outputs = {task: [{**d, **{layer: c[layer] for layer in inputs.values()}} for d, c in zip(decoded, clips)]
-               for task, inputs in TASK_INPUTS.items()}
+    outputs = {task: [{**d, **{layer: c[layer] for layer in task_spec(task, k).conditions}}
+                      for d, c in zip(decoded, clips)] for task in scored_tasks(k)}
     random = build_tiny_vae(vae.config.latent_channels, cfg.seed, cfg.vae)
-    psnr = {"trained": heldout_psnr(vae, videos, cfg.frames_per_layer)["all"],
-            "random": heldout_psnr(random, videos, cfg.frames_per_layer)["all"]}
+    psnr = {"trained": heldout_psnr(vae, videos, cfg.frames_per_layer, k)["all"],
+            "random": heldout_psnr(random, videos, cfg.frames_per_layer, k)["all"]}
     return outputs, psnr
 
 
@@ -434,29 +443,20 @@ COLUMNS = {
 }
 
 
-def print_table(columns: dict[str, dict[str, dict[str, float]]], seed: int, count: int) -> None:
-    names = list(columns)
-    label_width = max(len(label) for *_, label, _ in ROWS)
-    print(f"\nheld-out clips: {count} of world seed {seed}; mean over clips")
-    for name in names:
-        print(f"  {name}: {COLUMNS[name]}")
-    print(f"{'score':<{label_width}}  " + "  ".join(f"{n:>9}" for n in names) + "  target")
-    for task, score, label, target in ROWS:
-        cells = "  ".join(f"{columns[n][task][score]:9.2f}" for n in names)
-        print(f"{label:<{label_width}}  {cells}  {target}")
-
-
 @dataclass
 class Evaluation:
     columns: dict[str, dict[str, dict[str, float]]]  # column -> task -> score -> mean over the clips
     vae_psnr: dict[str, float]  # the VAE's round trip over all layers: trained, random
     clips: list[dict]  # the held-out clips' true layers and captions
     outputs: dict[str, list[dict[str, np.ndarray]]]  # the trained model's layers, per task and clip
+    seed: int  # the held-out clips' world seed
+    objects: int  # objects per clip
 
 
 def evaluate(run: Path, recipe: Recipe, seed: int, count: int, sample_steps: int = 8, guidance: float = 6.0,
              log: Log = print) -> Evaluation:
-    """Every column of the table on `count` held-out clips of world `seed`, and the VAE's round-trip PSNR."""
+    """Every column of the table on `count` held-out clips of world `seed` with the recipe's objects, and the VAE's
+    round-trip PSNR."""
     if seed == recipe.world_seed:
         raise ValueError(f"held-out seed {seed} is the training world's seed; choose another")
     clips = heldout_clips(recipe, seed, count)
@@ -470,46 +470,42 @@ def evaluate(run: Path, recipe: Recipe, seed: int, count: int, sample_steps: int
         pipe = LayerFlowPipeline.from_pretrained(folder)
         pipe.set_progress_bar_config(disable=True)
         outputs[name] = sample_tasks(pipe, world, recipe, sample_steps, guidance, seed)
-        columns[name] = scores(outputs[name], world)
-        log(f"-- sampling the four tasks, {name} model: {time.perf_counter() - t0:.0f} s")
-    columns["trivial"] = scores(trivial_outputs(clips, recipe), clips)
-    ceiling, vae_psnr = vae_ceiling(recipe, pipe.vae, clips, seed)  # every stage keeps the base's VAE
-    columns["VAE only"] = scores(ceiling, clips)
-    return Evaluation(columns, vae_psnr, clips, outputs["trained"])
-
-
-def evaluate_objects(run: Path, recipe: Recipe, seed: int, count: int, sample_steps: int = 8,
-                     guidance: float = 6.0, log: Log = print) -> dict[str, dict[str, float]]:
-    """`object_scores` of the trained model, the untrained one and the trivial answer on `count` held-out clips of
-    world `seed` with the recipe's K objects."""
-    if seed == recipe.world_seed:
-        raise ValueError(f"held-out seed {seed} is the training world's seed; choose another")
-    clips = heldout_clips(recipe, seed, count)
-    columns = {}
-    for name, folder in {"trained": run / "train" / "stage3" / "final", "untrained": run / "base"}.items():
-        t0 = time.perf_counter()
-        pipe = LayerFlowPipeline.from_pretrained(folder)
-        pipe.set_progress_bar_config(disable=True)
-        columns[name] = object_scores(sample_tasks(pipe, clips, recipe, sample_steps, guidance, seed, OBJECT_TASKS),
-                                      clips)
-        log(f"-- decomposition and generation with {recipe.objects} objects, {name} model: "
+        columns[name] = scores(outputs[name], world, recipe.objects)
+        log(f"-- sampling {', '.join(outputs[name])} with {recipe.objects} object(s), {name} model: "
             f"{time.perf_counter() - t0:.0f} s")
-    columns["trivial"] = object_scores(trivial_outputs(clips, recipe), clips)
-    return columns
+    columns["trivial"] = scores(trivial_outputs(clips, recipe), clips, recipe.objects)
+    ceiling, vae_psnr = vae_ceiling(recipe, pipe.vae, clips)  # every stage keeps the base's VAE
+    columns["VAE only"] = scores(ceiling, clips, recipe.objects)
+    return Evaluation(columns, vae_psnr, clips, outputs["trained"], seed, recipe.objects)
 
 
-def print_object_table(columns: dict[str, dict[str, dict[str, float]]], recipe: Recipe, seed: int, count: int) -> None:
+def print_table(evaluation: Evaluation) -> None:
+    columns, table = evaluation.columns, table_rows(evaluation.objects)
     names = list(columns)
-    print(f"\nheld-out clips: {count} of world seed {seed} with {recipe.objects} objects; mean over clips")
-    print(f"{'score':<34}  " + "  ".join(f"{n:>9}" for n in names))
-    for score in columns["trained"]:
-        print(f"{score:<34}  " + "  ".join(f"{columns[n][score]:9.2f}" for n in names))
+    label_width = max(len(label) for _, _, label, _ in table)
+    objects = f" with {evaluation.objects} objects" if evaluation.objects > 1 else ""
+    print(f"\nheld-out clips: {len(evaluation.clips)} of world seed {evaluation.seed}{objects}; mean over clips")
+    for name in names:
+        print(f"  {name}: {COLUMNS[name]}")
+    print(f"{'score':<{label_width}}  " + "  ".join(f"{n:>9}" for n in names) + "  target")
+    for task, score, label, target in table:
+        cells = "  ".join(f"{columns[n][task][score]:9.2f}" for n in names)
+        print(f"{label:<{label_width}}  {cells}  {target}")
 
 
-def object_summary_line(trained: dict[str, float], objects: int) -> str:
-    return (f"toyworld objects={objects} decompose_alpha_iou_mean={trained['alpha_iou_mean']:.2f} "
-            f"decompose_bg_psnr_db={trained['bg_psnr_objects']:.1f} "
-            f"generate_blend_consistency_db={trained['coherence_psnr']:.1f}")
+def summary_line(evaluation: Evaluation) -> str:
+    """The line users grep: the paper's scores with one object; with K the K-object ones (their keys differ)."""
+    trained, k = evaluation.columns["trained"], evaluation.objects
+    decompose, generate = trained["decompose"], trained["generate"]
+    line = (f"toyworld objects={k} decompose_alpha_iou_mean={decompose['alpha_iou_mean']:.2f}" if k > 1 else
+            f"toyworld decompose_alpha_iou={decompose['alpha_iou']:.2f}")
+    line += (f" decompose_bg_psnr_db={decompose['bg_psnr_object']:.1f}"
+             f" generate_blend_consistency_db={generate['coherence_psnr']:.1f}")
+    if k == 1:
+        line += (f" fg_conditioned_bg_psnr_db={trained['fg_conditioned']['bg_psnr_object']:.1f}"
+                 f" vae_psnr_db={evaluation.vae_psnr['trained']:.1f}"
+                 f" colour_as_prompted={generate['colour_ok']:.2f}")
+    return line
 
 
 def _rgb(layer: np.ndarray, frame: int) -> np.ndarray:
@@ -529,50 +525,43 @@ def _gap(image: np.ndarray) -> np.ndarray:
     return np.full((image.shape[0], 2, 3), 255, np.uint8)
 
 
+def _strip(layers: dict[str, np.ndarray], names: list[str], frame: int) -> np.ndarray:
+    return np.concatenate([_rgb(layers[n], frame) for n in names], axis=1)
+
+
 def decomposition_picture(evaluation: Evaluation, path: Path, frame: int = 0, zoom: int = 4, rows: int = 8) -> Path:
-    """A PNG, one row per held-out clip (the first `rows`): the input blend, then the true fg, alpha, bg, then the
-    decomposed ones."""
+    """A PNG, one row per held-out clip (the first `rows`): the input blend, then the true fg, alpha (each
+    object's), bg, then the decomposed ones."""
+    names = [n for k in range(evaluation.objects) for n in (fg_name(k), alpha_name(k))] + ["bg"]
     lines = []
     for clip, out in list(zip(evaluation.clips, evaluation.outputs["decompose"]))[:rows]:
-        truth = np.concatenate([_rgb(clip[n], frame) for n in ("fg", "alpha", "bg")], axis=1)
-        found = np.concatenate([_rgb(out[n], frame) for n in ("fg", "alpha", "bg")], axis=1)
         blend = _rgb(clip["blend"], frame)
-        lines.append(np.concatenate([blend, _gap(blend), truth, _gap(blend), found], axis=1))
+        lines.append(np.concatenate([blend, _gap(blend), _strip(clip, names, frame), _gap(blend),
+                                     _strip(out, names, frame)], axis=1))
     return _save_grid(lines, path, zoom)
 
 
 def generation_picture(evaluation: Evaluation, path: Path, frame: int = 0, zoom: int = 4, rows: int = 8) -> Path:
-    """A PNG, one row per held-out clip's prompts (the first `rows`): the generated fg, alpha, bg and blend, then
-    the generated layers composited, which a coherent generation's blend equals."""
-    from data_engine.schema import composite
-
+    """A PNG, one row per held-out clip's prompts (the first `rows`): the generated fg, alpha (each object's), bg
+    and blend, then the generated layers composited, which a coherent generation's blend equals."""
+    names = [n for k in range(evaluation.objects) for n in (fg_name(k), alpha_name(k))] + ["bg", "blend"]
     lines = []
     for out in evaluation.outputs["generate"][:rows]:
-        layers = [_rgb(out[n], frame) for n in ("fg", "alpha", "bg", "blend")]
-        alpha = out["alpha"][frame]
-        composed = composite(tw.un_grey(out["fg"][frame], alpha), alpha, out["bg"][frame])
-        lines.append(np.concatenate([*layers, _gap(layers[0]), composed], axis=1))
+        layers = _strip(out, names, frame)
+        composed = tw.implied_blend({n: out[n][frame:frame + 1] for n in names if n != "blend"})[0]
+        lines.append(np.concatenate([layers, _gap(layers), composed], axis=1))
     return _save_grid(lines, path, zoom)
 
 
-def write_report(evaluation: Evaluation, folder: Path, seed: int) -> list[Path]:
-    """The table's numbers (`scores.json`) and the decomposition and generation pictures of world `seed`'s
-    held-out clips, in `folder`."""
+def write_report(evaluation: Evaluation, folder: Path) -> list[Path]:
+    """The table's numbers (`scores.json`) and the decomposition and generation pictures of the held-out clips,
+    in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     table = folder / "scores.json"
-    table.write_text(json.dumps({"seed": seed, "clips": len(evaluation.clips), "columns": evaluation.columns,
+    table.write_text(json.dumps({"seed": evaluation.seed, "clips": len(evaluation.clips), "columns": evaluation.columns,
                                  "vae_psnr": evaluation.vae_psnr}, indent=1))
     return [table, decomposition_picture(evaluation, folder / "decomposition.png"),
             generation_picture(evaluation, folder / "generation.png")]
-
-
-def summary_line(trained: dict[str, dict[str, float]], vae_psnr: dict[str, float]) -> str:
-    return (f"toyworld decompose_alpha_iou={trained['decompose']['alpha_iou']:.2f} "
-            f"decompose_bg_psnr_db={trained['decompose']['bg_psnr_object']:.1f} "
-            f"generate_blend_consistency_db={trained['generate']['coherence_psnr']:.1f} "
-            f"fg_conditioned_bg_psnr_db={trained['fg_conditioned']['bg_psnr_object']:.1f} "
-            f"vae_psnr_db={vae_psnr['trained']:.1f} "
-            f"colour_as_prompted={trained['generate']['colour_ok']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -178,7 +178,7 @@ def test_decomposition_into_two_foregrounds_beats_the_trivial_baseline(trained_t
     outputs = sample_tasks(pipe, clips, TWO_OBJECTS, steps=8, guidance=6.0, seed=HELDOUT_SEED, tasks=("decompose",))
     assert all(set(o) == {"fg", "alpha", "bg", "blend", "fg_1", "alpha_1"} for o in outputs["decompose"])
     def bg_in_objects(decomposed) -> float:
-        return float(np.mean([tw.object_decomposition_scores(o, c)["bg_psnr_objects"] for o, c in zip(decomposed, clips)]))
+        return float(np.mean([tw.decomposition_scores(o, c)["bg_psnr_object"] for o, c in zip(decomposed, clips)]))
 
     trivial = [tw.trivial_decomposition(c["blend"], TWO_OBJECTS.objects) for c in clips]
     scored, trivial = bg_in_objects(outputs["decompose"]), bg_in_objects(trivial)

@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKLCogVideoX
 
-from data_engine.schema import LAYERS
 from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.video_io import cover_geometry, resize_crop
 from model.config import get_preset
@@ -72,18 +71,31 @@ class VAETrainConfig:
             raise ValueError("train_world_seed and heldout_world_seed must differ: held-out clips are never trained on")
 
 
-def world_clips(cfg: VAETrainConfig, world_seed: int, indices: range, task: Task) -> torch.Tensor:
-    """Synthetic clips `indices` of world `world_seed` in `task`'s layout, as the pipeline hands them to the VAE:
-    [N, 3, frames, H, W] in [-1, 1]."""
+def world_layers(cfg: VAETrainConfig, world_seed: int, indices: range, num_objects: int = 1) -> list[dict]:
+    """Synthetic clips `indices` of world `world_seed` with `num_objects` objects at the training geometry: rendered
+    `source_size` square and scaled to cover height x width, as the engine frames them. Each a dict of its uint8
+    layers (`data_engine.schema.layer_names`) and its `captions`."""
     world = SyntheticConfig(num_frames=cfg.frames_per_layer, height=cfg.source_size, width=cfg.source_size,
-                            seed=world_seed)
+                            seed=world_seed, num_objects=num_objects)
     geometry = cover_geometry(world.height, world.width, cfg.height, cfg.width)
-    layout = SequenceLayout.for_task(task, cfg.frames_per_layer)
-    videos = []
+    clips = []
     for index in indices:
         clip = synthetic_clip(world, index)
-        videos.append(layout.pack({name: resize_crop(clip.layer(name), geometry) for name in LAYERS}))
-    return torch.stack(videos).permute(0, 2, 1, 3, 4)
+        clips.append({"captions": clip.captions,
+                      **{name: resize_crop(clip.layer(name), geometry) for name in clip.layer_names}})
+    return clips
+
+
+def pack_clips(clips: list[dict], task: Task, frames_per_layer: int, num_foregrounds: int = 1) -> torch.Tensor:
+    """Clips' layers in `task`'s layout, as the pipeline hands them to the VAE: [N, 3, frames, H, W] in [-1, 1]."""
+    layout = SequenceLayout.for_task(task, frames_per_layer, num_foregrounds=num_foregrounds)
+    return torch.stack([layout.pack({name: clip[name] for name in layout.layers}) for clip in clips]
+                       ).permute(0, 2, 1, 3, 4)
+
+
+def world_clips(cfg: VAETrainConfig, world_seed: int, indices: range, task: Task) -> torch.Tensor:
+    """Synthetic clips `indices` of world `world_seed` (`world_layers`) in `task`'s layout (`pack_clips`)."""
+    return pack_clips(world_layers(cfg, world_seed, indices), task, cfg.frames_per_layer)
 
 
 def reconstruct(vae: AutoencoderKLCogVideoX, videos: torch.Tensor) -> torch.Tensor:
@@ -104,16 +116,16 @@ def heldout_set(cfg: VAETrainConfig) -> dict[Task, torch.Tensor]:
 
 
 def heldout_psnr(vae: AutoencoderKLCogVideoX, heldout: dict[Task, torch.Tensor],
-                 frames_per_layer: int) -> dict[str, float]:
+                 frames_per_layer: int, num_foregrounds: int = 1) -> dict[str, float]:
     """Mean PSNR over clips and layouts of the whole video ("all") and of each layer's frames."""
-    scores: dict[str, list[torch.Tensor]] = {"all": [], **{name: [] for name in LAYERS}}
+    scores: dict[str, list[torch.Tensor]] = {"all": []}
     for task, videos in heldout.items():
         recon = reconstruct(vae, videos)
-        layout = SequenceLayout.for_task(task, frames_per_layer)
+        layout = SequenceLayout.for_task(task, frames_per_layer, num_foregrounds=num_foregrounds)
         scores["all"].append(psnr(recon, videos))
-        for name in LAYERS:
+        for name in layout.layers:
             part = layout.frame_slice(name)
-            scores[name].append(psnr(recon[:, :, part], videos[:, :, part]))
+            scores.setdefault(name, []).append(psnr(recon[:, :, part], videos[:, :, part]))
     return {name: float(torch.cat(values).mean()) for name, values in scores.items()}
 
 

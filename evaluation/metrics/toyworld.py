@@ -11,9 +11,9 @@ as everywhere in LayerFlow. Conventions shared by every function here:
   included), dilated by `REGION_DILATION` = 2 px (Chebyshev) per frame: a halo or ghost that a model leaves just
   outside the edge is scored too.
 
-Clips with K objects (fg_k, alpha_k beside fg, alpha: `data_engine.schema.layer_names`) have their own
-`object_decomposition_scores` and `layered_coherence_psnr`; each equals its one-object counterpart's numbers on one
-object, and the one-object functions are unchanged.
+Clips with K objects (fg_k, alpha_k beside fg, alpha: `data_engine.schema.layer_names`) go through the same
+functions: decomposition is scored per object (matched by layer index) and coherence against the composite of
+every foreground; one object is the case K = 1, not a separate path.
 
 The world's vocabulary (`SHAPES`, `COLOURS`) and its shapes come from `data_engine.synthetic`, the world itself.
 The trivial baseline (`trivial_*`) produces layers that go through the same scores.
@@ -115,26 +115,17 @@ def fg_psnr_on_object(pred_fg: np.ndarray, true_fg: np.ndarray, true_alpha: np.n
 
 
 def decomposition_scores(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> dict[str, float]:
-    """Decomposition of a blend, each layer against the truth (dicts of fg, alpha, bg):
-    `alpha_iou` (binarised at 0.5, pooled over the clip; both mattes empty counts as 1.0, see `layer_accuracy`),
-    `bg_psnr_object` (`bg_psnr_in_object`) and `fg_psnr_object` (`fg_psnr_on_object`)."""
-    return {
-        "alpha_iou": alpha_iou(pred["alpha"], true["alpha"]),
-        "bg_psnr_object": bg_psnr_in_object(pred["bg"], true["bg"], true["alpha"]),
-        "fg_psnr_object": fg_psnr_on_object(pred["fg"], true["fg"], true["alpha"]),
-    }
-
-
-def object_decomposition_scores(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> dict[str, float]:
-    """Decomposition of a blend of K objects (dicts of fg, alpha, fg_k, alpha_k, bg), objects matched by layer
-    index (depth order, one prompt each): per object `alpha_iou` and `fg_psnr_object` (keys `name`, `name_k` and
-    `name_mean`, see `layer_accuracy.per_object`), and `bg_psnr_objects`, the background inside the union of the
-    objects' regions (`object_region` of the largest true alpha: every pixel some object hid)."""
+    """Decomposition of a blend of K objects, each layer against the truth (dicts of fg, alpha, fg_k, alpha_k, bg),
+    objects matched by layer index (depth order, one prompt each): per object `alpha_iou` (binarised at 0.5,
+    pooled over the clip; both mattes empty counts as 1.0, see `layer_accuracy`) and `fg_psnr_object`
+    (`fg_psnr_on_object`), keys `name`, `name_k` and, with K > 1, `name_mean` (`layer_accuracy.per_object`); and
+    `bg_psnr_object`, the background inside the objects' region (`bg_psnr_in_object` of the largest true alpha:
+    every pixel some object hid)."""
     pairs = object_mattes(pred, true)
     fg_psnr = [fg_psnr_on_object(pred[fg_name(k)], true[fg_name(k)], true[alpha_name(k)]) for k in range(len(pairs))]
     return {
         **per_object("alpha_iou", [alpha_iou(p, g) for p, g in pairs]),
-        "bg_psnr_objects": bg_psnr_in_object(pred["bg"], true["bg"], union_matte(true)),
+        "bg_psnr_object": bg_psnr_in_object(pred["bg"], true["bg"], union_matte(true)),
         **per_object("fg_psnr_object", fg_psnr),
     }
 
@@ -197,21 +188,11 @@ def bg_conditioned_scores(given_bg: np.ndarray, out: dict[str, np.ndarray]) -> d
 
 # ---- generation from three prompts: fg, alpha, bg, blend ------------------------------------------------------
 
-def coherence_psnr(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray, blend: np.ndarray) -> float:
-    """Inter-layer coherence: PSNR of the generated blend against composite(un_grey(fg, alpha), alpha, bg), the
-    blend the other three layers imply. The fg is un-greyed first (`un_grey`): compositing the over-grey fg
-    directly would mix grey into every soft edge (an error of a (1 - a) |rgb - 127|, up to 32 levels), so even
-    the true layers would not score the cap; this way they are within 1 level. The fg's values where alpha = 0
-    carry no weight, so they do not count."""
-    _check(fg, bg, "fg vs bg")
-    _check(fg, blend, "fg vs blend")
-    return masked_psnr(blend, composite(un_grey(fg, alpha), alpha, bg))
-
-
-def layered_coherence_psnr(layers: dict[str, np.ndarray]) -> float:
-    """`coherence_psnr` of K foregrounds (a dict of fg, alpha, fg_k, alpha_k, bg, blend): the generated blend
-    against `composite_layers` of every un-greyed foreground, front first, over the bg. One foreground gives
-    exactly `coherence_psnr`."""
+def implied_blend(layers: dict[str, np.ndarray]) -> np.ndarray:
+    """The blend the other layers imply (a dict of fg, alpha, fg_k, alpha_k, bg): `composite_layers` of every
+    foreground, un-greyed (`un_grey`), front first, over the bg. Un-greying matters: compositing the over-grey fg
+    directly would mix grey into every soft edge (an error of a (1 - a) |rgb - 127|, up to 32 levels), so even the
+    true layers would not match; this way they are within 1 level."""
     count = matte_count(layers)
     if count == 0:
         raise EvaluationError(f"coherence needs fg and alpha layers, got {', '.join(sorted(layers))}")
@@ -219,9 +200,16 @@ def layered_coherence_psnr(layers: dict[str, np.ndarray]) -> float:
     alphas = [layers[alpha_name(k)] for k in range(count)]
     for fg in fgs:
         _check(fg, layers["bg"], "fg vs bg")
+    return composite_layers([un_grey(fg, alpha) for fg, alpha in zip(fgs, alphas)], alphas, layers["bg"])
+
+
+def coherence_psnr(layers: dict[str, np.ndarray]) -> float:
+    """Inter-layer coherence of K foregrounds (a dict of fg, alpha, fg_k, alpha_k, bg, blend): PSNR of the
+    generated blend against `implied_blend`. The fgs' values where their alpha = 0 carry no weight, so they do
+    not count."""
+    implied = implied_blend(layers)
     _check(layers["bg"], layers["blend"], "bg vs blend")
-    rgbs = [un_grey(fg, alpha) for fg, alpha in zip(fgs, alphas)]
-    return masked_psnr(layers["blend"], composite_layers(rgbs, alphas, layers["bg"]))
+    return masked_psnr(layers["blend"], implied)
 
 
 def caption_words(caption: str) -> tuple[str | None, str | None]:
@@ -316,8 +304,8 @@ def prompt_match(fg: np.ndarray, alpha: np.ndarray, fg_caption: str) -> dict[str
 
 
 def generation_scores(out: dict[str, np.ndarray], fg_caption: str) -> dict[str, Any]:
-    """Generation from three prompts: `coherence_psnr` plus `prompt_match` of the fg prompt."""
-    return {"coherence_psnr": coherence_psnr(out["fg"], out["alpha"], out["bg"], out["blend"]),
+    """Generation from K + 2 prompts: `coherence_psnr` plus `prompt_match` of the (front) fg prompt."""
+    return {"coherence_psnr": coherence_psnr(out),
             **prompt_match(out["fg"], out["alpha"], fg_caption)}
 
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_engine.schema import Captions, LayeredClip, composite_layers, over_grey
+from data_engine.schema import Captions, LayeredClip, composite, composite_layers, over_grey
 from evaluation.errors import EvaluationError
 from evaluation.layered_io import LayerSet, read_sample
 from evaluation.metrics import toyworld as tw
 from evaluation.metrics.base import Metric, VideoScore
-from evaluation.metrics.layer_accuracy import object_alpha_accuracy
+from evaluation.metrics.layer_accuracy import alpha_iou, object_alpha_accuracy
 from evaluation.report.contact_sheet import layer_tiles
 from evaluation.results import layer_title, report_layers
 from evaluation.runners.decomposition import DecompositionConfig, run_decomposition
@@ -85,44 +85,45 @@ def test_one_object_keeps_the_paper_keys_and_counts_must_match():
 
 # ---- toy-world K-object scores ------------------------------------------------------------------------------
 
-def test_object_decomposition_scores_known_answers():
+def test_decomposition_scores_of_two_objects_known_answers():
     truth = _two_objects()
-    perfect = tw.object_decomposition_scores(truth, truth)
-    assert perfect == {"alpha_iou": 1.0, "alpha_iou_1": 1.0, "alpha_iou_mean": 1.0, "bg_psnr_objects": tw.PSNR_CAP,
+    perfect = tw.decomposition_scores(truth, truth)
+    assert perfect == {"alpha_iou": 1.0, "alpha_iou_1": 1.0, "alpha_iou_mean": 1.0, "bg_psnr_object": tw.PSNR_CAP,
                        "fg_psnr_object": tw.PSNR_CAP, "fg_psnr_object_1": tw.PSNR_CAP,
                        "fg_psnr_object_mean": tw.PSNR_CAP}
-    swapped = tw.object_decomposition_scores(_swap_objects(truth), truth)
+    swapped = tw.decomposition_scores(_swap_objects(truth), truth)
     assert (swapped["alpha_iou"], swapped["alpha_iou_1"], swapped["alpha_iou_mean"]) == (SWAPPED_IOU,) * 3
     # A ghost at (17, 17): in object 1's region (rows / columns 8..15 grown by 2 px) but not object 0's (4..11 + 2).
     ghost = {**truth, "bg": truth["bg"].copy()}
     ghost["bg"][:, 17, 17] = truth["bg"][:, 17, 17] ^ 8  # every channel off by exactly 8
     # The union of the two grown squares: 12^2 + 12^2 - 8^2 (their overlap, rows / columns 6..13) = 224 pixels.
     union_mse = 3 * 8 ** 2 / (224 * 3)
-    got = tw.object_decomposition_scores(ghost, truth)["bg_psnr_objects"]
+    got = tw.decomposition_scores(ghost, truth)["bg_psnr_object"]
     assert got == pytest.approx(10 * math.log10(255 ** 2 / union_mse), rel=1e-12)
     assert tw.bg_psnr_in_object(ghost["bg"], truth["bg"], truth["alpha"]) == tw.PSNR_CAP  # object 0 alone misses it
 
 
-def test_object_decomposition_scores_of_one_object_are_the_paper_scores():
+def test_one_object_is_scored_by_its_own_matte_and_region():
+    """K = 1 is a case of the K-object scores: each number is the one-object building block's."""
     pred, true = _soft_object(2), _soft_object(3)
-    k_scores = tw.object_decomposition_scores(pred, true)
-    paper = tw.decomposition_scores(pred, true)
-    assert k_scores == {"alpha_iou": paper["alpha_iou"], "bg_psnr_objects": paper["bg_psnr_object"],
-                        "fg_psnr_object": paper["fg_psnr_object"]}
+    assert tw.decomposition_scores(pred, true) == {
+        "alpha_iou": alpha_iou(pred["alpha"], true["alpha"]),
+        "bg_psnr_object": tw.bg_psnr_in_object(pred["bg"], true["bg"], true["alpha"]),
+        "fg_psnr_object": tw.fg_psnr_on_object(pred["fg"], true["fg"], true["alpha"])}
+    implied = composite(tw.un_grey(pred["fg"], pred["alpha"]), pred["alpha"], pred["bg"])
+    assert tw.coherence_psnr(pred) == tw.masked_psnr(pred["blend"], implied)
 
 
-def test_layered_coherence_known_answers():
+def test_coherence_of_two_objects_known_answers():
     clip = _two_objects()
-    assert tw.layered_coherence_psnr(clip) == tw.PSNR_CAP  # hard mattes: un_grey is exact, so is the composite
-    assert tw.coherence_psnr(clip["fg"], clip["alpha"], clip["bg"], clip["blend"]) < 40  # object 1 ignored
+    assert tw.coherence_psnr(clip) == tw.PSNR_CAP  # hard mattes: un_grey is exact, so is the composite
+    front_only = {n: clip[n] for n in ("fg", "alpha", "bg", "blend")}
+    assert tw.coherence_psnr(front_only) < 40  # object 1 ignored
     off = {**clip, "blend": clip["blend"].copy()}
     off["blend"][0, 0, 0, 0] ^= 16  # one value of T * S * S * 3 off by 16
-    assert tw.layered_coherence_psnr(off) == pytest.approx(
-        10 * math.log10(255 ** 2 * T * S * S * 3 / 16 ** 2), rel=1e-12)
-    one = _soft_object(4)
-    assert tw.layered_coherence_psnr(one) == tw.coherence_psnr(one["fg"], one["alpha"], one["bg"], one["blend"])
+    assert tw.coherence_psnr(off) == pytest.approx(10 * math.log10(255 ** 2 * T * S * S * 3 / 16 ** 2), rel=1e-12)
     with pytest.raises(EvaluationError, match="coherence needs fg and alpha layers"):
-        tw.layered_coherence_psnr({"bg": clip["bg"], "blend": clip["blend"]})
+        tw.coherence_psnr({"bg": clip["bg"], "blend": clip["blend"]})
 
 
 # ---- reading K-foreground folders and scoring every foreground ---------------------------------------------

@@ -74,15 +74,16 @@ def test_un_grey_inverts_over_grey_within_one_level():
 
 
 def test_coherence_of_true_layers_and_of_a_perturbed_blend(clip):
-    true = tw.coherence_psnr(clip.fg, clip.alpha, clip.bg, clip.blend)
+    true = tw.coherence_psnr({"fg": clip.fg, "alpha": clip.alpha, "bg": clip.bg, "blend": clip.blend})
     grey_direct = tw.masked_psnr(clip.blend, composite(clip.fg, clip.alpha, clip.bg))
     assert true > 55.0 and grey_direct < true - 10  # why fg is un-greyed first
     hard = np.where(clip.alpha >= 128, 255, 0).astype(np.uint8)  # a hard matte: no rounding anywhere
     fg = over_grey(clip.blend, hard)
     blend = composite(clip.blend, hard, clip.bg)
-    assert tw.coherence_psnr(fg, hard, clip.bg, blend) == 100.0
-    assert tw.coherence_psnr(fg, hard, clip.bg, (blend.astype(int) + np.where(blend < 128, 5, -5)).astype(np.uint8)) \
-        == pytest.approx(db(25.0))
+    layers = {"fg": fg, "alpha": hard, "bg": clip.bg}
+    assert tw.coherence_psnr({**layers, "blend": blend}) == 100.0
+    off = (blend.astype(int) + np.where(blend < 128, 5, -5)).astype(np.uint8)
+    assert tw.coherence_psnr({**layers, "blend": off}) == pytest.approx(db(25.0))
 
 
 def test_unchanged_is_exact():
