@@ -149,7 +149,7 @@ def main() -> int:
 
     cores = os.cpu_count() or 1
     print(f"load average before: {os.getloadavg()[0]:.1f} on {cores} cores")
-    ray.init(num_cpus=cores, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

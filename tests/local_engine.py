@@ -9,7 +9,7 @@ def run_locally(cfg):
 
     from data_engine.engine.runner import run
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     try:
         return run(cfg)
     finally:

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_cpus is not None and not os.environ.get("RAY_ADDRESS"):
         import ray
 
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
     result = launch(rest, workers=args.workers, use_gpu=args.gpu, storage=args.storage)
     print(f"finished: {result.metrics}")
     return 0 if result.error is None else 1

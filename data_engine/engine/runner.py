@@ -1,6 +1,6 @@
 """Run the engine: plan, connect to Ray, stream work items through the stage pools into the shard sink.
 
-Local runs start an embedded Ray (`ray.init(num_cpus=..., include_dashboard=False)`); with `RAY_ADDRESS` (or
+Local runs start an embedded Ray (`ray.init(address="local", num_cpus=...)`: its own, even beside another local Ray); with `RAY_ADDRESS` (or
 `run.ray_address`) the same code runs on that cluster. The sink lives in the driver: samples arrive encoded,
 the driver only appends bytes to tar shards, records finished inputs, and sends failures to quarantine.
 """
@@ -213,7 +213,10 @@ def connect(cfg: EngineConfig) -> tuple[ClusterResources, bool]:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
             memory = local_gpu_memory_gib(cfg.run.num_gpus)
-            ray.init(num_cpus=cfg.run.num_cpus, num_gpus=cfg.run.num_gpus, include_dashboard=False,
+            # "local": our own instance, even when another local Ray on this machine (another user's run, a
+            # test) has left its address in Ray's temp folder; joined, its nodes would mix with ours and our actor
+            # pools, sized for this run's CPUs, could wait forever for theirs.
+            ray.init(address="local", num_cpus=cfg.run.num_cpus, num_gpus=cfg.run.num_gpus, include_dashboard=False,
                      resources={GPU_MEMORY: memory} if memory else None,
                      logging_level=logging.WARNING, log_to_driver=False)
         started = True

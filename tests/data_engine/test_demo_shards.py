@@ -51,7 +51,7 @@ def test_wids_through_the_index(demo_shards):
 
 def test_ray_data_read_webdataset(demo_shards):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
         rows = ray.data.read_webdataset(str(demo_shards), file_extensions=["tar"]).take_all()
     finally:

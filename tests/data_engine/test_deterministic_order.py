@@ -25,7 +25,7 @@ def test_two_runs_write_the_inputs_in_order(tmp_path):
     configs = [load_config(configs_dir("engine") / "synthetic_videos.yaml", sets, out=str(tmp_path / name))
                for name in ("a", "b")]
     assert all(cfg.run.deterministic_order for cfg in configs)  # the shipped config turns it on
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     try:
         for cfg in configs:
             run(cfg)

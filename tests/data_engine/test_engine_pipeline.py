@@ -40,7 +40,7 @@ SMALL = SyntheticConfig(num_clips=2, num_frames=16, height=40, width=56, seed=5)
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     yield
     ray.shutdown()
 

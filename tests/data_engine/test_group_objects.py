@@ -135,7 +135,7 @@ def test_grouped_tiny_perception_run_writes_one_k_layer_sample_per_clip(tmp_path
     video = write_synthetic_video(world, 0, tmp_path / "videos")
     cfg = load_config(TINY, ["layers.group_objects=true", "layers.max_foregrounds=2", "run.progress=false"],
                       input=str(video), out=str(tmp_path / "out"))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     try:
         run(cfg)
     finally:
