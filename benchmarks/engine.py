@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 from data_engine.engine.config import parse_config  # noqa: E402
 from data_engine.engine.pipeline import INPUT, StageActor, build_dataset  # noqa: E402
 from data_engine.engine.resources import PoolPlan, StagePlan  # noqa: E402
-from data_engine.stages.base import Resources  # noqa: E402
 from data_engine.engine.runner import run  # noqa: E402
+from data_engine.stages.base import Resources  # noqa: E402
 
 STAGES = ["probe", "split", "synthetic_layers", "compose", "encode"]
 

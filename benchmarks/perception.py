@@ -232,8 +232,14 @@ def real_size_builders(device: str) -> dict[tuple[Any, str], Callable]:
     built straight on `device`, with the full preset's processor classes at their default (hub) sizes. Tokenizers
     are the tiny preset's in-process ones, so prompts tokenize into more (shorter) tokens than with the hub
     vocabularies; the image/video token counts, which dominate the VLM prompts, are the real ones."""
-    from data_engine.stages.models import (CLIP_ARCH, TINY_CHAT_TEMPLATE, ClipBundle, tag_list, tiny_bert_tokenizer,
-                                           tiny_qwen_tokenizer)
+    from data_engine.stages.models import (
+        CLIP_ARCH,
+        TINY_CHAT_TEMPLATE,
+        ClipBundle,
+        tag_list,
+        tiny_bert_tokenizer,
+        tiny_qwen_tokenizer,
+    )
 
     def clip(*_: Any, **__: Any) -> ClipBundle:
         import open_clip

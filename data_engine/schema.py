@@ -106,7 +106,7 @@ class Captions:
         return {"fg": self.fg, "bg": self.bg, "blend": self.blend, **extra}
 
     @classmethod
-    def from_dict(cls, captions: dict[str, str]) -> "Captions":
+    def from_dict(cls, captions: dict[str, str]) -> Captions:
         """The inverse of `as_dict`; fg_k must run from fg_1 without a gap."""
         unknown = sorted(k for k in captions if k not in CAPTIONED_LAYERS and not _EXTRA_RE.match(k))
         if unknown or any(k.startswith("alpha") for k in captions):
@@ -222,14 +222,14 @@ class LayeredClip:
         }
 
     @classmethod
-    def from_named_layers(cls, layers: dict[str, np.ndarray], **fields: Any) -> "LayeredClip":
+    def from_named_layers(cls, layers: dict[str, np.ndarray], **fields: Any) -> LayeredClip:
         """A clip from {layer name: array} over `layer_names(K)`: the paper's four layers as fields, the others
         (fg_k, alpha_k) as `more_layers`."""
         more = {name: array for name, array in layers.items() if name not in LAYERS}
         return cls(**{name: layers[name] for name in LAYERS}, more_layers=more, **fields)
 
     @classmethod
-    def from_layers(cls, meta: dict[str, Any], layers: dict[str, np.ndarray]) -> "LayeredClip":
+    def from_layers(cls, meta: dict[str, Any], layers: dict[str, np.ndarray]) -> LayeredClip:
         count = int(meta.get("num_foregrounds", 1))
         return cls.from_named_layers(
             {name: layers[name] for name in layer_names(count)},

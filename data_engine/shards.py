@@ -390,7 +390,7 @@ class ShardSink:
         })
         return self.summary
 
-    def __enter__(self) -> "ShardSink":
+    def __enter__(self) -> ShardSink:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

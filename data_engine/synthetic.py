@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_engine.schema import (Captions, LayeredClip, alpha_name, composite_layers, fg_name, over_grey,
-                                sample_key)
+from data_engine.schema import Captions, LayeredClip, alpha_name, composite_layers, fg_name, over_grey, sample_key
 from data_engine.video_io import cover_geometry, resize_crop
 
 SHAPES = ("disc", "rounded square", "diamond", "ring")

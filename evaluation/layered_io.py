@@ -42,7 +42,7 @@ class LayerSet:
         """1 + the highest k of its fg_k / alpha_k layers (1 without any)."""
         return 1 + max((foreground_index(name) or 0 for name in self.layers), default=0)
 
-    def check(self) -> "LayerSet":
+    def check(self) -> LayerSet:
         shapes = {name: arr.shape[:3] for name, arr in self.layers.items()}
         if len(set(shapes.values())) > 1:
             desc = ", ".join(f"{n} {s[0]}x{s[1]}x{s[2]}" for n, s in shapes.items())

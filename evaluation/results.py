@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from data_engine.schema import foreground_index
 from evaluation.errors import EvaluationError
@@ -68,7 +69,7 @@ class EvalRun:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "EvalRun":
+    def load(cls, path: str | Path) -> EvalRun:
         p = Path(path)
         if p.is_dir():
             p = p / RESULTS_FILE

@@ -36,7 +36,6 @@ import yaml
 import data_engine
 import model
 import trainer
-
 from data_engine.defaults import configs_dir
 from data_engine.schema import alpha_name, fg_name
 from evaluation.metrics import toyworld as tw

@@ -114,14 +114,14 @@ class TransformerConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TransformerConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown TransformerConfig field(s) {unknown}; valid fields: {sorted(known)}")
         return cls(**data)
 
-    def replace(self, **changes: Any) -> "TransformerConfig":
+    def replace(self, **changes: Any) -> TransformerConfig:
         return replace(self, **changes)
 
 

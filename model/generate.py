@@ -28,13 +28,12 @@ import torch
 import yaml
 
 from data_engine.defaults import config_path
-from data_engine.schema import Captions, LayeredClip, fg_name, is_alpha
 from data_engine.official_layout import OfficialLayoutError, find_sequences, read_sequence
+from data_engine.schema import Captions, LayeredClip, fg_name, is_alpha
 from data_engine.video_io import cover_geometry, decode_video, read_frame_folder, resize_crop
 from model.export import RGBA_FORMATS, ExportOptions, export_clip
 from model.layout import CONDITION_ARGS, LayoutError, TaskSpec, task_spec
 from model.quiet import quiet_weight_bars
-
 
 
 @dataclass(frozen=True)

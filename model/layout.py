@@ -72,7 +72,7 @@ class Task(str, Enum):
     GIVEN = "given"  # any other subset of the layers given (named by the caller), the rest generated
 
     @classmethod
-    def parse(cls, value: "Task | str") -> "Task":
+    def parse(cls, value: Task | str) -> Task:
         """Our names, or the official release's (gen, fg2bg, bg2fg, seg)."""
         if isinstance(value, Task):
             return value
@@ -209,7 +209,7 @@ class SequenceLayout:
 
     @classmethod
     def for_task(cls, task: Task | str, frames_per_layer: int = 16, temporal_compression: int = 4,
-                 num_foregrounds: int = 1) -> "SequenceLayout":
+                 num_foregrounds: int = 1) -> SequenceLayout:
         return cls(task_spec(task, num_foregrounds), frames_per_layer, temporal_compression)
 
     @property

@@ -64,7 +64,7 @@ class DualLoRALinear(nn.Linear):
         self.lora_enabled = True  # off: the layer is its base Linear (merged deltas stay in the weight)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, *, motion_rank: int, content_rank: int, lora_alpha: float = 1.0) -> "DualLoRALinear":
+    def from_linear(cls, linear: nn.Linear, *, motion_rank: int, content_rank: int, lora_alpha: float = 1.0) -> DualLoRALinear:
         """Wrap `linear`, sharing its weight and bias parameters (no copy)."""
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, motion_rank=motion_rank,
                     content_rank=content_rank, lora_alpha=lora_alpha, device=linear.weight.device,

@@ -36,8 +36,7 @@ from model.layout import (
     task_spec,
 )
 from model.lora import lora_merged, merge_lora, unmerge_lora
-from model.schedule import (DEFAULT_STEPS, GuidanceSchedule, ScheduleError, make_scheduler, sampler_name,
-                            scheduler_class)
+from model.schedule import DEFAULT_STEPS, GuidanceSchedule, ScheduleError, make_scheduler, sampler_name, scheduler_class
 from model.schedule import guidance_scale as cfg_scale
 from model.text import encode_prompts, indexed_prompts, unconditional_embeddings
 
@@ -120,7 +119,7 @@ class LayerFlowPipeline(DiffusionPipeline):
         *,
         torch_dtype: torch.dtype | None = None,
         sampler: str | None = None,
-    ) -> "LayerFlowPipeline":
+    ) -> LayerFlowPipeline:
         """Load from a local folder: vae/, text_encoder/, tokenizer/, transformer/, scheduler/ (safetensors only;
         `python -m model.convert sat2ours CKPT OUT --base COGVIDEOX_2B_DIR` writes one from an official checkpoint,
         whose scheduler/ selects the official sampler). `sampler` ("official", "dpm", "ddim") overrides scheduler/;
@@ -229,7 +228,7 @@ class LayerFlowPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         condition_latents: torch.Tensor | None = None,
         step_noise: Callable[[int], torch.Tensor] | None = None,
-        callback_on_step_end: Callable[["LayerFlowPipeline", int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end: Callable[[LayerFlowPipeline, int, torch.Tensor, dict], dict] | None = None,
         output_type: str = "clip",
         fps: float = 8.0,
     ) -> LayerFlowPipelineOutput:
@@ -276,7 +275,7 @@ class LayerFlowPipeline(DiffusionPipeline):
 
     # -- the steps of a call -------------------------------------------------------------------------------
     def _text_embeddings(self, captions: list[Captions], spec: TaskSpec, prompt_embeds: torch.Tensor | None,
-                         batch: int, guidance: "_Guidance") -> torch.Tensor:
+                         batch: int, guidance: _Guidance) -> torch.Tensor:
         """The transformer's text: the prompts' T5 embeddings (or `prompt_embeds`), after all-zero unconditional
         ones under guidance."""
         if prompt_embeds is None:
@@ -317,7 +316,7 @@ class LayerFlowPipeline(DiffusionPipeline):
         return latents * self.scheduler.init_noise_sigma
 
     def _denoise(self, layout: SequenceLayout, text: torch.Tensor, clean: torch.Tensor | None,
-                 latents: torch.Tensor, guidance: "_Guidance", generator: torch.Generator | list | None,
+                 latents: torch.Tensor, guidance: _Guidance, generator: torch.Generator | list | None,
                  step_noise: Callable[[int], torch.Tensor] | None, callback: Callable | None) -> torch.Tensor:
         """The sampling loop over the noisy latents. The clean latents sit at their own places in the sequence
         (bg-conditioned: the middle), as in training, and share the noisy part's timestep."""

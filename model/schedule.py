@@ -82,7 +82,7 @@ class GuidanceSchedule(str, Enum):
     CONSTANT = "constant"
 
     @classmethod
-    def parse(cls, value: "GuidanceSchedule | str") -> "GuidanceSchedule":
+    def parse(cls, value: GuidanceSchedule | str) -> GuidanceSchedule:
         try:
             return cls(value)
         except ValueError:

@@ -128,7 +128,7 @@ class LayerFlowTransformer(CogVideoXTransformer3DModel):
 
     @classmethod
     def from_diffusers(cls, source: str | Path | CogVideoXTransformer3DModel, *, num_prompts: int = 3,
-                       sample_frames: int = 16, **overrides: Any) -> "LayerFlowTransformer":
+                       sample_frames: int = 16, **overrides: Any) -> LayerFlowTransformer:
         """Start from a diffusers-format CogVideoX-2B transformer (a local directory or a loaded model).
 
         The base weights are copied unchanged; LoRA `up` matrices start at zero, and the layer embedder's

@@ -39,7 +39,7 @@ class FileOpens:
     """Records the paths this process opens inside `with FileOpens() as opens:` (through an audit hook: every
     `open` raises the "open" event)."""
 
-    recording: "FileOpens | None" = None
+    recording: FileOpens | None = None
     _hooked = False
 
     def __init__(self):

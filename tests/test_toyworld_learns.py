@@ -29,8 +29,8 @@ import torch
 import webdataset as wds
 from safetensors.torch import load as load_tensors
 
-import model.pipeline
 import model.layout
+import model.pipeline
 from data_engine.schema import Captions
 from evaluation.metrics import toyworld as tw
 from layerflow.toyworld import Recipe, heldout_clips, sample_tasks, train

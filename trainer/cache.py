@@ -75,7 +75,7 @@ class LatentCache:
     config_hash: str
 
     @classmethod
-    def open(cls, cfg: DataConfig) -> "LatentCache | None":
+    def open(cls, cfg: DataConfig) -> LatentCache | None:
         """The configured cache; None when the default location holds none (train from pixels)."""
         root = resolve_cache_dir(cfg)
         meta_path = root / CACHE_META

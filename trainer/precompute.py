@@ -25,8 +25,16 @@ import webdataset as wds
 from safetensors.torch import save as save_tensors
 
 from data_engine.shards import decode_sample, shard_urls
-from trainer.cache import (CACHE_FORMAT, CACHE_META, TENSORS_MEMBER, config_hash, data_parts, encode_examples,
-                           encoder_parts, resolve_cache_dir)
+from trainer.cache import (
+    CACHE_FORMAT,
+    CACHE_META,
+    TENSORS_MEMBER,
+    config_hash,
+    data_parts,
+    encode_examples,
+    encoder_parts,
+    resolve_cache_dir,
+)
 from trainer.config import TrainConfigError
 from trainer.data import frame_clip, tar_samples
 from trainer.seeding import stable_seed

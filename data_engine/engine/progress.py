@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -82,7 +83,7 @@ class ProgressDisplay:
             except Exception:  # noqa: BLE001 - a missed poll only delays the display
                 continue
 
-    def __enter__(self) -> "ProgressDisplay":
+    def __enter__(self) -> ProgressDisplay:
         if self.enabled:
             self._thread = threading.Thread(target=self._poll, daemon=True)
             self._thread.start()

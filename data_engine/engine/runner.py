@@ -19,16 +19,30 @@ from rich.console import Console
 from rich.table import Table
 
 from data_engine.clip_policy import ClipPolicy
+from data_engine.engine.cluster_spec import cluster_from_yaml, live_gpu_nodes, local_gpu_memory_gib
 from data_engine.engine.config import ConfigError, EngineConfig, PlannedStage
 from data_engine.engine.contract import check_chain, idle_stages
 from data_engine.engine.folder_config import check_resume, folder_record, sample_settings, write_record
-from data_engine.engine.inputs import (SourceStage, SourceStageOptions, TypedSource, WorkItem, describe_sources, list_sources,
-                                       typed_sources)
-from data_engine.engine.pipeline import (DROPPED, INPUT, WEIGHT, WORKER_DEATH_RETRIES, drop_log_message, resolve_stage,
-                                         unpack)
-from data_engine.engine.progress import DriverCounts, ProgressDisplay, stage_table
-from data_engine.engine.cluster_spec import cluster_from_yaml, live_gpu_nodes, local_gpu_memory_gib
+from data_engine.engine.inputs import (
+    SourceStage,
+    SourceStageOptions,
+    TypedSource,
+    WorkItem,
+    describe_sources,
+    list_sources,
+    typed_sources,
+)
+from data_engine.engine.pipeline import (
+    DROPPED,
+    INPUT,
+    WEIGHT,
+    WORKER_DEATH_RETRIES,
+    drop_log_message,
+    resolve_stage,
+    unpack,
+)
 from data_engine.engine.placement import GPU_MEMORY, GpuNode
+from data_engine.engine.progress import DriverCounts, ProgressDisplay, stage_table
 from data_engine.engine.resources import ClusterResources, PoolPlan, gpu_placement, plan_stages
 from data_engine.engine.state import InputLedger, load_records, record_runs
 from data_engine.shards import RUN_STATS_NAME, ShardSink

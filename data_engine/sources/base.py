@@ -88,7 +88,7 @@ class Source(ABC):
 
     @classmethod
     @abstractmethod
-    def from_options(cls, opts: Any, work_dir: Path) -> "Source":
+    def from_options(cls, opts: Any, work_dir: Path) -> Source:
         """The source of a config entry; `work_dir` is where it may write generated inputs."""
 
     @abstractmethod

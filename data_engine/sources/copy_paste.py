@@ -108,7 +108,7 @@ class CopyPasteSource(LayeredSource):
         self.key_source = f"copypaste_s{seed}" + (f"_o{num_objects}" if num_objects > 1 else "")
 
     @classmethod
-    def from_options(cls, opts: CopyPasteOptions, work_dir: Path) -> "CopyPasteSource":
+    def from_options(cls, opts: CopyPasteOptions, work_dir: Path) -> CopyPasteSource:
         return cls(list(read_clips(opts.shards)), num=opts.num, seed=opts.seed, shards=opts.shards,
                    num_objects=opts.num_objects)
 

@@ -66,7 +66,7 @@ class FrameFolderSource(Source):
         self.opts, self.folder = opts, folder
 
     @classmethod
-    def from_options(cls, opts: FramesOptions, work_dir: Path) -> "FrameFolderSource":
+    def from_options(cls, opts: FramesOptions, work_dir: Path) -> FrameFolderSource:
         return cls(opts, work_dir / "frames")
 
     def list_inputs(self) -> list[str]:

@@ -27,8 +27,15 @@ from typing import Any
 import numpy as np
 
 from data_engine.schema import Captions, LayeredClip, over_grey, sample_key
-from data_engine.sources.base import IMAGE_EXTS, LayeredSource, SourceError, read_optional_json, read_source_image, \
-    read_source_rgba, require_folder
+from data_engine.sources.base import (
+    IMAGE_EXTS,
+    LayeredSource,
+    SourceError,
+    read_optional_json,
+    read_source_image,
+    read_source_rgba,
+    require_folder,
+)
 from data_engine.sources.foreground import check_foreground, estimate_foreground, foreground_layers
 from data_engine.stages.base import CAPTIONED
 from data_engine.video_io import cover_geometry, resize_crop
@@ -73,7 +80,7 @@ class ImageMattingSource(LayeredSource):
         self.captions = read_optional_json(root / "captions.json") or {}
 
     @classmethod
-    def from_options(cls, opts: ImageMattingOptions, work_dir: Path) -> "ImageMattingSource":
+    def from_options(cls, opts: ImageMattingOptions, work_dir: Path) -> ImageMattingSource:
         return cls(opts)
 
     def list_inputs(self) -> list[str]:

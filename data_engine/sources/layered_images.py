@@ -14,8 +14,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from data_engine.schema import Captions, LayeredClip, sample_key
 from data_engine.sources.base import LayeredSource, SourceError, read_source_image, read_source_rgba, require_folder
 from data_engine.sources.foreground import check_foreground, foreground_layers
@@ -40,7 +38,7 @@ class LayeredImageSource(LayeredSource):
         require_folder(self.root, "folder of layered images")
 
     @classmethod
-    def from_options(cls, opts: LayeredImagesOptions, work_dir: Path) -> "LayeredImageSource":
+    def from_options(cls, opts: LayeredImagesOptions, work_dir: Path) -> LayeredImageSource:
         return cls(opts.root, opts.foreground)
 
     def list_inputs(self) -> list[str]:

@@ -157,7 +157,7 @@ class MulanSource(LayeredSource):
         self._index: dict[str, Path] | None = None
 
     @classmethod
-    def from_options(cls, opts: MulanOptions, work_dir: Path) -> "MulanSource":
+    def from_options(cls, opts: MulanOptions, work_dir: Path) -> MulanSource:
         return cls(opts.annotations, opts.images, opts.caption, opts.min_alpha, opts.max_annotation_mb)
 
     def list_inputs(self) -> list[str]:

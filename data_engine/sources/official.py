@@ -35,7 +35,7 @@ class OfficialSampleSource(LayeredSource):
             raise SourceError(str(exc)) from exc
 
     @classmethod
-    def from_options(cls, opts: OfficialOptions, work_dir: Path) -> "OfficialSampleSource":
+    def from_options(cls, opts: OfficialOptions, work_dir: Path) -> OfficialSampleSource:
         return cls(opts.root, fps=opts.fps)
 
     def list_inputs(self) -> list[str]:

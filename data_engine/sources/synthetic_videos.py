@@ -45,7 +45,7 @@ class SyntheticVideoSource(Source):
         self.cfg, self.folder = cfg, folder
 
     @classmethod
-    def from_options(cls, opts: SyntheticConfig, work_dir: Path) -> "SyntheticVideoSource":
+    def from_options(cls, opts: SyntheticConfig, work_dir: Path) -> SyntheticVideoSource:
         return cls(opts, work_dir / "synthetic_videos")
 
     def list_inputs(self) -> list[str]:

@@ -17,7 +17,7 @@ class SyntheticWorldSource(LayeredSource):
         self.cfg = cfg
 
     @classmethod
-    def from_options(cls, opts: SyntheticConfig, work_dir: Path) -> "SyntheticWorldSource":
+    def from_options(cls, opts: SyntheticConfig, work_dir: Path) -> SyntheticWorldSource:
         return cls(opts)
 
     def list_inputs(self) -> list[str]:

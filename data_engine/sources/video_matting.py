@@ -31,8 +31,18 @@ from data_engine.pixels import Untagged
 from data_engine.schema import Captions, LayeredClip, sample_key
 from data_engine.sources.base import LayeredSource, SourceError, read_optional_json, require_folder
 from data_engine.sources.foreground import check_foreground, foreground_layers
-from data_engine.video_io import FRAME_EXTS, Geometry, NoAlphaError, VideoDecodeError, cover_geometry, \
-    decode_video, decode_video_rgba, read_frame_folder, read_frame_folder_rgba, resize_crop
+from data_engine.video_io import (
+    FRAME_EXTS,
+    Geometry,
+    NoAlphaError,
+    VideoDecodeError,
+    cover_geometry,
+    decode_video,
+    decode_video_rgba,
+    read_frame_folder,
+    read_frame_folder_rgba,
+    resize_crop,
+)
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 DEFAULT_FG_CAPTION = "a person"  # VideoMatte240K's foregrounds are people
@@ -117,7 +127,7 @@ class VideoMattingSource(LayeredSource):
         self.fg_captions, self.bg_captions = _captions(root), _captions(backgrounds)
 
     @classmethod
-    def from_options(cls, opts: VideoMattingOptions, work_dir: Path) -> "VideoMattingSource":
+    def from_options(cls, opts: VideoMattingOptions, work_dir: Path) -> VideoMattingSource:
         return cls(opts)
 
     def list_inputs(self) -> list[str]:

@@ -119,7 +119,7 @@ class VideoFileSource(Source):
         self.opts = opts
 
     @classmethod
-    def from_options(cls, opts: VideosOptions, work_dir: Path) -> "VideoFileSource":
+    def from_options(cls, opts: VideosOptions, work_dir: Path) -> VideoFileSource:
         return cls(opts)
 
     def list_inputs(self) -> list[str]:

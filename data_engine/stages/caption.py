@@ -24,13 +24,28 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from data_engine.schema import (CAPTIONED_LAYERS, Captions, captioned_layer_names, fg_name, foreground_index, over_grey,
-                                printable_text)
+from data_engine.schema import (
+    CAPTIONED_LAYERS,
+    Captions,
+    captioned_layer_names,
+    fg_name,
+    foreground_index,
+    over_grey,
+    printable_text,
+)
 from data_engine.stages.base import CAPTIONED, FINISHED, Resources, Row, Stage, StageError
 from data_engine.stages.grouped import OBJECTS, is_grouped
 from data_engine.stages.masks import matte_of
-from data_engine.stages.models import (COGVLM2_WEIGHTS, QWEN_WEIGHTS, actor_gpu_gib, build_cogvlm2, build_qwen_vl,
-                                      check_preset, device_for, qwen_vl_release_processor)
+from data_engine.stages.models import (
+    COGVLM2_WEIGHTS,
+    QWEN_WEIGHTS,
+    actor_gpu_gib,
+    build_cogvlm2,
+    build_qwen_vl,
+    check_preset,
+    device_for,
+    qwen_vl_release_processor,
+)
 from data_engine.stages.vllm_engine import VllmGenerator, VllmSettings, check_engine
 
 BACKENDS = ("qwen2.5-vl", "cogvlm2")

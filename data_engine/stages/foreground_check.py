@@ -24,8 +24,14 @@ import numpy as np
 
 from data_engine.stages.base import Resources, Row, Stage, StageError
 from data_engine.stages.grouped import OBJECTS, is_grouped, with_objects
-from data_engine.stages.models import (QWEN_WEIGHTS, actor_gpu_gib, build_qwen_vl, check_preset, device_for,
-                                      qwen_vl_release_processor)
+from data_engine.stages.models import (
+    QWEN_WEIGHTS,
+    actor_gpu_gib,
+    build_qwen_vl,
+    check_preset,
+    device_for,
+    qwen_vl_release_processor,
+)
 from data_engine.stages.vllm_engine import VllmGenerator, VllmSettings, check_engine
 
 DEFAULT_PROMPT = (

@@ -375,8 +375,12 @@ def build_ram(preset: Preset, image_size: int = 384) -> tuple[Any, Callable]:
 # ---------------------------------------------------------------- Grounding DINO (transformers)
 
 def build_grounding_dino(preset: Preset, seed: int = 0) -> tuple[Any, Any]:
-    from transformers import (GroundingDinoConfig, GroundingDinoForObjectDetection, GroundingDinoImageProcessor,
-                              GroundingDinoProcessor)
+    from transformers import (
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+    )
 
     if check_preset(preset) == "full":
         path = resolve(GDINO_WEIGHTS)
@@ -568,8 +572,13 @@ def qwen_vl_release_processor() -> tuple[Any, Path]:
 
 def build_qwen_vl(preset: Preset, dtype: str = "bfloat16", seed: int = 0) -> tuple[Any, Any]:
     import torch
-    from transformers import (AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
-                              Qwen2_5_VLProcessor, Qwen2VLImageProcessor)
+    from transformers import (
+        AutoProcessor,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+    )
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     if check_preset(preset) == "full":

@@ -51,9 +51,17 @@ from data_engine.schema import object_key
 from data_engine.stages.base import Resources, Row, Stage, StageError
 from data_engine.stages.grouped import OBJECTS, with_objects
 from data_engine.stages.masks import boxes_from_mask, downsample, iou
-from data_engine.stages.models import (GDINO_WEIGHTS, SAM2_WEIGHTS, SAM_WEIGHTS, actor_gpu_gib, build_grounding_dino,
-                                       build_sam, build_sam2_video, check_preset, device_for)
-
+from data_engine.stages.models import (
+    GDINO_WEIGHTS,
+    SAM2_WEIGHTS,
+    SAM_WEIGHTS,
+    actor_gpu_gib,
+    build_grounding_dino,
+    build_sam,
+    build_sam2_video,
+    check_preset,
+    device_for,
+)
 
 # Working set: SAM ViT-H's image encoder at 1024^2 and a SAM 2 session of 16 frames x 8 objects
 # (benchmarks/perception.py).

@@ -22,8 +22,14 @@ from data_engine.pixels import frame_rgb
 from data_engine.schema import clip_key
 from data_engine.stages.base import Resources, Row, Stage, StageError
 from data_engine.uri import open_video
-from data_engine.video_io import (Geometry, VideoDecodeError, apply_codec_threads, apply_geometry, cover_geometry,
-                                unreadable)
+from data_engine.video_io import (
+    Geometry,
+    VideoDecodeError,
+    apply_codec_threads,
+    apply_geometry,
+    cover_geometry,
+    unreadable,
+)
 
 
 class VideoRejected(StageError):

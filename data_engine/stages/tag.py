@@ -15,8 +15,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_engine.stages.base import Resources, Row, Stage, StageError
-from data_engine.stages.models import (CLIP_WEIGHTS, RAM_WEIGHTS, actor_gpu_gib, build_clip, build_ram, check_preset,
-                                       device_for, seeded, tag_list)
+from data_engine.stages.models import (
+    CLIP_WEIGHTS,
+    RAM_WEIGHTS,
+    actor_gpu_gib,
+    build_clip,
+    build_ram,
+    check_preset,
+    device_for,
+    seeded,
+    tag_list,
+)
 
 BACKENDS = ("clip", "ram")
 # Working set: a ViT-L/14 on 3 keyframes at 224 px and the cached text embeddings of 4585 tags

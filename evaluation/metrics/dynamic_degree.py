@@ -4,8 +4,8 @@ The metric is the fraction of dynamic videos.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

@@ -6,8 +6,9 @@ capped at 1: a score stays in [0, 1] (VBench only clamps below; the cap changes 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch

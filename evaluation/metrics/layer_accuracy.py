@@ -10,7 +10,7 @@ of object k is keyed `name` (k = 0, as for one object) or `name_k`; more than on
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -29,8 +29,14 @@ import numpy as np
 from data_engine.schema import MID_GREY, alpha_name, composite, composite_layers, fg_name
 from data_engine.synthetic import COLOURS, SHAPES, SyntheticConfig, signed_distance
 from evaluation.errors import EvaluationError
-from evaluation.metrics.layer_accuracy import (ALPHA_THRESHOLD, alpha_iou, matte_count, object_mattes, per_object,
-                                               union_matte)
+from evaluation.metrics.layer_accuracy import (
+    ALPHA_THRESHOLD,
+    alpha_iou,
+    matte_count,
+    object_mattes,
+    per_object,
+    union_matte,
+)
 
 PSNR_CAP = 100.0
 REGION_DILATION = 2  # px

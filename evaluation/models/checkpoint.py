@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
 
 from data_engine.weights import MissingWeightsError
 from evaluation.errors import WeightsFormatError
-
 
 # The ViTs we load (OpenAI CLIP, ViCLIP, DINO) all use 64-wide attention heads. A state dict holds no head
 # count, so loaders take heads = width / 64, as open_clip's build_model_from_openai_state_dict does.

@@ -1,8 +1,8 @@
 """A contact sheet: the first frame of each layer, one row per sample; the foreground over a checkerboard."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 from evaluation.results import METRIC_TITLES, RANDOM_WEIGHTS_NOTE, EvalRun, layer_title, report_layers
 

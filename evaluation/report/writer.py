@@ -1,8 +1,8 @@
 """Writing every report file of a run into one folder."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from evaluation.layered_io import LayerSet
 from evaluation.report.contact_sheet import contact_sheet

@@ -1,8 +1,8 @@
 """What the runners share: loading the suite, keeping first frames for the contact sheet, writing reports."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from rich.console import Console
 

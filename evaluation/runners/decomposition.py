@@ -8,9 +8,9 @@ visible background is where no object's true alpha is above 0.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

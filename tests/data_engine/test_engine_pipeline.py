@@ -23,8 +23,8 @@ from data_engine.engine.config import load_config, parse_config
 from data_engine.engine.folder_config import FOLDER_CONFIG_NAME
 from data_engine.engine.runner import run
 from data_engine.engine.state import load_records
-from data_engine.shards import complete_shards, read_clips
 from data_engine.layers_sidecar import LAYERS_SIDECAR
+from data_engine.shards import complete_shards, read_clips
 from data_engine.sources.synthetic_videos import write_synthetic_video
 from data_engine.stages.synthetic_layers import NO_LAYERS
 from data_engine.synthetic import SyntheticConfig, synthetic_clip
@@ -56,8 +56,9 @@ def keys(out: Path) -> list[str]:
 
 def write_vfr_synthetic(cfg: SyntheticConfig, index: int, path: Path) -> Path:
     """A synthetic clip as a variable-frame-rate mp4 (alternating 60/190 ms gaps), with its layers sidecar."""
-    import av
     from fractions import Fraction
+
+    import av
 
     clip = synthetic_clip(cfg, index)
     times = np.cumsum([0] + [60 if i % 2 else 190 for i in range(clip.num_frames - 1)])

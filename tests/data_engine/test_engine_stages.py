@@ -16,8 +16,8 @@ from data_engine.sources.base import SourceError
 from data_engine.sources.synthetic_videos import write_synthetic_video
 from data_engine.sources.videos import list_videos
 from data_engine.stages.base import FAILED, Resources, Stage, is_failed
-from data_engine.stages.synthetic_layers import NO_LAYERS
 from data_engine.stages.split import apply_geometry, clip_windows, decode_clips, geometry
+from data_engine.stages.synthetic_layers import NO_LAYERS
 from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.video_io import encode_video, psnr, write_video
 

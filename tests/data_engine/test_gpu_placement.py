@@ -44,8 +44,7 @@ def test_release_parameter_counts_are_the_meta_device_builds():
     spec = importlib.util.spec_from_file_location("perception_bench", ROOT / "benchmarks/perception.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    from data_engine.stages.models import (CLIP_WEIGHTS, GDINO_WEIGHTS, PROPAINTER_WEIGHTS, SAM2_WEIGHTS,
-                                           SAM_WEIGHTS)
+    from data_engine.stages.models import CLIP_WEIGHTS, GDINO_WEIGHTS, PROPAINTER_WEIGHTS, SAM2_WEIGHTS, SAM_WEIGHTS
 
     built = {name: bench.param_bytes(build, 1) for models in bench.full_size_models().values()
              for name, build, _ in models}

@@ -10,9 +10,9 @@ import logging
 import numpy as np
 import pytest
 
+from data_engine.defaults import configs_dir
 from data_engine.engine.config import ConfigError, load_config
 from data_engine.engine.runner import prepare, run, stage_names, stage_setup
-from data_engine.defaults import configs_dir
 from data_engine.schema import captioned_layer_names, layer_names
 from data_engine.shards import read_clips
 from data_engine.sources.synthetic_videos import write_synthetic_video

@@ -14,9 +14,9 @@ import pytest
 import torch
 import webdataset as wds
 import wids
+from local_engine import run_locally
 from PIL import Image
 
-from local_engine import run_locally
 from data_engine.cli import main
 from data_engine.defaults import configs_dir
 from data_engine.engine.config import ConfigError, load_config

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+from local_engine import run_locally
 from PIL import Image
 
-from local_engine import run_locally
 from data_engine.engine.config import parse_config
 from data_engine.schema import composite, over_grey
 from data_engine.sources.base import SourceError

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 import wids
-from PIL import Image
-
 from hostile_pickle import FileOpens, ReadsAFile, RunsACommand, zlib_bomb
 from local_engine import run_locally
+from PIL import Image
+
 from data_engine.defaults import configs_dir
 from data_engine.engine.config import load_config
 from data_engine.shards import read_clips

@@ -10,14 +10,15 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-
 from pixel_truth import H, T, W, truth, write_frames, write_video
+
 from data_engine.schema import composite, over_grey
 from data_engine.shards import EncodeOptions, decode_sample, encode_clip
 from data_engine.sources.image_matting import ImageMattingOptions, ImageMattingSource
 from data_engine.sources.layered_images import LayeredImageSource
 from data_engine.sources.video_matting import VideoMattingOptions, VideoMattingSource
-from data_engine.video_io import psnr, write_video as write_own_video
+from data_engine.video_io import psnr
+from data_engine.video_io import write_video as write_own_video
 
 LOSSLESS = 1
 # A video shard's colour is H.264 yuv444p at CRF 16 (alpha here: lossless). On this blend it measured 40.9 dB

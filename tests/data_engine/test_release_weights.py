@@ -370,8 +370,8 @@ E2E_SETTINGS = [
 def test_perception_full_config_runs_end_to_end_on_the_release_tree(weights, tmp_path):
     from data_engine.cli import main
     from data_engine.shards import read_clips
-    from data_engine.synthetic import SyntheticConfig
     from data_engine.sources.synthetic_videos import write_synthetic_video
+    from data_engine.synthetic import SyntheticConfig
 
     videos, out = tmp_path / "videos", tmp_path / "out"
     write_synthetic_video(SyntheticConfig(num_clips=1, num_frames=CLIP_FRAMES, height=CLIP_SIDE, width=CLIP_SIDE),

@@ -5,9 +5,9 @@ import pickle
 
 import numpy as np
 import pytest
+from hostile_pickle import FileOpens, ReadsAFile, RunsACommand
 from PIL import Image
 
-from hostile_pickle import FileOpens, ReadsAFile, RunsACommand
 from data_engine.safe_pickle import NUMPY_ARRAYS, PIL_IMAGES, PickledImage, UnsafePickleError, restricted_loads
 
 

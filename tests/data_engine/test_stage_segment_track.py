@@ -11,8 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from data_engine.stages.masks import iou
-from data_engine.stages.segment_track import (Detection, Matte, SegmentOptions, SegmentTrackStage, matte_from_logits,
-                                              sam2_mattes, unpack_siblings)
+from data_engine.stages.segment_track import (
+    Detection,
+    Matte,
+    SegmentOptions,
+    SegmentTrackStage,
+    matte_from_logits,
+    sam2_mattes,
+    unpack_siblings,
+)
 
 T, S = 6, 128
 OPTIONS = dict(preset="tiny", sam_gap=3, box_threshold=0.0, text_threshold=0.0, max_objects=2)

@@ -3,22 +3,21 @@ from the synthetic world; known answers for the pasted matte and the blend, dete
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+from local_engine import run_locally
 from PIL import Image
 
-from local_engine import run_locally
 from data_engine.engine.config import parse_config
 from data_engine.schema import MID_GREY
 from data_engine.shards import read_clips
 from data_engine.sources.base import SourceError
-from data_engine.synthetic import SyntheticConfig, synthetic_truth
 from data_engine.sources.video_matting import VideoMattingOptions, VideoMattingSource
+from data_engine.synthetic import SyntheticConfig, synthetic_truth
 from data_engine.video_io import Geometry, decode_video, resize_crop, write_video
 
 WORLD = SyntheticConfig(num_frames=12, height=32, width=32, seed=3)

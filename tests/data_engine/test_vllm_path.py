@@ -59,7 +59,7 @@ def test_engine_and_sampling_settings():
 class FakeLLM:
     """Records the engine arguments and each generate call; answers from a script, in order."""
 
-    made: list["FakeLLM"] = []
+    made: list[FakeLLM] = []
     script: list[str] = []
 
     def __init__(self, **kwargs):

@@ -107,7 +107,7 @@ class FakeInternet:
 
         return Handler
 
-    def __enter__(self) -> "FakeInternet":
+    def __enter__(self) -> FakeInternet:
         self.thread.start()
         return self
 

@@ -10,8 +10,15 @@ import torch
 
 from data_engine.video_io import decode_video
 from evaluation.errors import EvaluationError
-from evaluation.frames import (CLIP_MEAN, CLIP_STD, check_video, clip_preprocess, dino_preprocess, fps_stride,
-                               middle_frame_indices)
+from evaluation.frames import (
+    CLIP_MEAN,
+    CLIP_STD,
+    check_video,
+    clip_preprocess,
+    dino_preprocess,
+    fps_stride,
+    middle_frame_indices,
+)
 from model.numerics import assert_float32_close
 
 

@@ -12,8 +12,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.config import get_preset
-from model.convert import (ConversionError, convert_checkpoint, detect_variant, infer_config,
-                           load_official_state_dict, main, parity_tolerance, task_from_name)
+from model.convert import (
+    ConversionError,
+    convert_checkpoint,
+    detect_variant,
+    infer_config,
+    load_official_state_dict,
+    main,
+    parity_tolerance,
+    task_from_name,
+)
 from model.layout import SequenceLayout
 from model.lora import lora_parameters
 from model.sampler_fixture import latent_pipeline

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from model.config import get_preset
-from model.transformer import LayerFlowTransformer, TransformerInputError
 from model.numerics import assert_float32_close
+from model.transformer import LayerFlowTransformer, TransformerInputError
 
 
 @pytest.fixture(scope="module")

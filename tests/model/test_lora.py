@@ -6,8 +6,8 @@ import torch
 
 from model.config import get_preset
 from model.lora import DualLoRALinear, LoRAError, lora_layers, lora_merged, lora_parameters, merge_lora, unmerge_lora
-from model.transformer import LayerFlowTransformer
 from model.numerics import assert_float32_close
+from model.transformer import LayerFlowTransformer
 
 CONFIG = get_preset("tiny").replace(num_prompts=1, num_layers=2, lora_blocks="all", sample_height=4, sample_width=6)
 

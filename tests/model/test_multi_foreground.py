@@ -13,8 +13,8 @@ from data_engine.video_io import decode_video, encode_alpha, encode_video
 from model.generate import main as generate
 from model.layout import TASKS, LayoutError, SequenceLayout, Task, prompt_slots, task_spec
 from model.pipeline import PipelineInputError, build_tiny_pipeline
-from model.transformer import TransformerInputError
 from model.text import indexed_prompts
+from model.transformer import TransformerInputError
 
 T, H, W = 4, 32, 48
 

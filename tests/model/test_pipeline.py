@@ -12,11 +12,11 @@ from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel
 from data_engine.schema import LAYERS, Captions, LayeredClip, composite, over_grey
 from model.layout import SequenceLayout, Task
 from model.lora import lora_parameters
+from model.numerics import assert_float32_close
 from model.pipeline import LayerFlowPipeline, PipelineInputError, build_tiny_pipeline
 from model.schedule import guidance_scale as cfg_scale
 from model.schedule import make_scheduler
 from model.transformer import _diffusers_kwargs
-from model.numerics import assert_float32_close
 
 F, H, W = 4, 32, 48
 PROMPTS = ("A brown dog runs.", "A quiet park with trees.", "A brown dog runs in a quiet park.")

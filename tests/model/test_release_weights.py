@@ -13,14 +13,22 @@ import pytest
 import sentencepiece as spm
 import torch
 from diffusers import CogVideoXDPMScheduler
+from release_layout import model as release_layout
 from safetensors.torch import load_file
 from transformers import T5Config, T5EncoderModel
 
 from data_engine.schema import Captions
 from data_engine.video_io import decode_video
 from data_engine.weights import missing_files
-from model.convert import (ConversionError, convert_state_dict, load_official_state_dict, main, official_inputs,
-                           parity_tolerance, sat_safe_globals)
+from model.convert import (
+    ConversionError,
+    convert_state_dict,
+    load_official_state_dict,
+    main,
+    official_inputs,
+    parity_tolerance,
+    sat_safe_globals,
+)
 from model.generate import main as generate_main
 from model.generate import parse_args, pipeline_for
 from model.layout import task_spec
@@ -28,7 +36,6 @@ from model.official_sampler import OfficialDPMScheduler
 from model.pipeline import LayerFlowPipeline
 from model.text import MAX_PROMPT_TOKENS
 from model.transformer import LayerFlowTransformer
-from release_layout import model as release_layout
 
 REPO = Path(__file__).resolve().parents[2]
 LATENT = "4x6"  # the fixture's latent size: the release checkpoints' 60x90, shrunk

@@ -7,8 +7,8 @@ from diffusers import CogVideoXTransformer3DModel
 
 from model.config import ConfigError, get_preset
 from model.lora import lora_parameters
-from model.transformer import LayerFlowTransformer, TransformerInputError, _diffusers_kwargs
 from model.numerics import assert_float32_close
+from model.transformer import LayerFlowTransformer, TransformerInputError, _diffusers_kwargs
 
 TINY = get_preset("tiny")
 ONE_PROMPT = TINY.replace(num_prompts=1)  # one prompt's tokens: cheaper wherever the prompt count does not matter

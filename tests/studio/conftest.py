@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from studio_browser import CHROMIUM_FLAGS, require_browser
 
 

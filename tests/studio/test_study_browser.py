@@ -6,12 +6,12 @@ import json
 from urllib.parse import unquote
 
 import pytest
+from studio_browser import console_errors, open_page, wait_for
 
 from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from layerflow.studio.study import QUESTIONS, read_answers, score_report
 from layerflow.studio.study_cli import main as study_main
 from model.export import ExportOptions, export_clip
-from studio_browser import console_errors, open_page, wait_for
 
 WORLD = dict(num_clips=2, num_frames=3, height=16, width=20)
 

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from studio_browser import INSTALL, frame_pixels, require_browser
 
 from data_engine.shards import ShardSink
 from data_engine.synthetic import SyntheticConfig, synthetic_clip
@@ -14,7 +15,6 @@ from layerflow.studio.clips import read_sample_clip
 from layerflow.studio.page_data import page_data
 from layerflow.studio.view_cli import main as view_main
 from model.export import ExportOptions, export_clip, rgba_frames
-from studio_browser import INSTALL, frame_pixels, require_browser
 
 WORLD = dict(num_clips=2, num_frames=3, height=16, width=20)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from studio_browser import canvas_pixels, console_errors, open_page, wait_for
+
 from data_engine.shards import ShardSink
 from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from layerflow.studio.clips import read_sample_clip

@@ -7,13 +7,13 @@ import json
 
 import numpy as np
 import pytest
+from studio_browser import canvas_pixels, console_errors, frame_pixels, open_page
 
 from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from data_engine.video_io import encode_png, write_video
 from evaluation.results import EvalRun, Score
 from layerflow.studio.view_cli import main as view_main
 from model.export import ExportOptions, export_clip
-from studio_browser import canvas_pixels, console_errors, frame_pixels, open_page
 
 WORLD = dict(num_clips=1, num_frames=3, height=16, width=20)
 

@@ -14,10 +14,9 @@ from lightning.pytorch.callbacks import Callback
 from data_engine.shards import ShardSink
 from data_engine.sources.copy_paste import paste
 from data_engine.synthetic import synthetic_clip
+from tests.trainer.conftest import VIDEO, _tiny_data, image_clip
 from trainer.cli import CONFIG_DIR, run
 from trainer.data import LayerFlowDataModule
-
-from tests.trainer.conftest import VIDEO, _tiny_data, image_clip
 
 MIX = {"synthetic": 1.0, "image": 1.0, "copy_paste": 2.0}
 

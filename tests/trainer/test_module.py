@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from model.lora import DualLoRALinear
-from model.schedule import alpha_bar
 from model.numerics import assert_float32_close
+from model.schedule import alpha_bar
 from trainer.config import OptimConfig
 from trainer.data import LayerFlowDataModule, collate
 from trainer.module import is_trainable

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import lightning as L
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from trainer.checkpoint import RNGStateCallback, SafetensorsCheckpointIO, load_checkpoint

@@ -75,9 +75,9 @@ def test_stage1_starts_from_the_stage0_export(shard_dir, tmp_path, tiny_module):
     moved = [k for k in exported if not is_lora_param(k) and not torch.equal(exported[k], fresh[k])]
     assert moved  # stage 0 trained
 
+    from tests.trainer.conftest import TINY_MODEL
     from trainer.components import build_components
     from trainer.config import ModelConfig
-    from tests.trainer.conftest import TINY_MODEL
 
     stage1 = build_components(ModelConfig(**{**TINY_MODEL.__dict__, "pretrained": str(root / "final")}))
     for name, value in stage1.transformer.state_dict().items():
