@@ -11,7 +11,8 @@
    b. the CPU-bound `synthetic_layers` stage alone, with ~10 MB clip rows through the object store both ways.
    The same work in plain OS processes gives what the machine itself scales by at that moment.
 
-Usage: python benchmarks/engine.py [--videos 64] [--height 240] [--width 360] [--repeats 3]   (figures go in BENCHMARKS.md)
+Usage: python benchmarks/engine.py [--videos 64] [--height 240] [--width 360] [--repeats 3]
+(figures go in BENCHMARKS.md)
 """
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def standalone(cfg) -> tuple[dict[str, float], list[dict]]:
     return {n: t / len(rows) for n, t in timings.items()}, layer_rows
 
 
-def pipeline_rate(out: Path, work: Path, args: argparse.Namespace, max_actors: int | None = None) -> tuple[float, object]:
+def pipeline_rate(out: Path, work: Path, args: argparse.Namespace,
+                  max_actors: int | None = None) -> tuple[float, object]:
     """End-to-end clips/s of the engine (`run`), from its first stage batch to its last sample."""
     from rich.console import Console
 
@@ -149,7 +151,8 @@ def main() -> int:
 
     cores = os.cpu_count() or 1
     print(f"load average before: {os.getloadavg()[0]:.1f} on {cores} cores")
-    ray.init(address="local", num_cpus=cores, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False)
     runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

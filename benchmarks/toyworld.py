@@ -6,9 +6,10 @@
 Trains with the recipe's defaults (or reuses the run it made before: `<out>/<hash of the Recipe>/`), then scores
 every task on held-out clips of world `--seed` for the trained model, the untrained one, the trivial baseline and
 the VAE's ceiling. A cold run takes about 6.5 minutes on 2 cores, a rerun under one; figures and what limits them
-in BENCHMARKS.md. It prints a table and ends with exactly one line:
+in BENCHMARKS.md. It prints a table and ends with exactly one line (wrapped here):
 
-    toyworld decompose_alpha_iou=.. decompose_bg_psnr_db=.. generate_blend_consistency_db=.. fg_conditioned_bg_psnr_db=.. vae_psnr_db=.. colour_as_prompted=..
+    toyworld decompose_alpha_iou=.. decompose_bg_psnr_db=.. generate_blend_consistency_db=..
+             fg_conditioned_bg_psnr_db=.. vae_psnr_db=.. colour_as_prompted=..
 
 With `--objects K` (K > 1) every clip holds K objects, each its own foreground layer: the same table scores
 decomposition into K foregrounds (per-object alpha IoU and its mean, the bg inside the objects' regions) and

@@ -132,7 +132,7 @@ def tiny_world(steps: int, threads: int, videos: int) -> None:
     bare, lit = interleaved.cycles()
     # The same model on the same batches with the same draws: the two loops' losses agree step by step.
     gap = max(abs(a - b) / b for a, b in zip(interleaved.losses["lightning"], interleaved.losses["bare"]))
-    ratios = [l / b for l, b in zip(lit, bare)]
+    ratios = [lit_s / bare_s for lit_s, bare_s in zip(lit, bare)]
     batch = recipe.batch_size
     print(f"tiny world, stage 1 as infra/toyworld.py trains it (batch {batch}, latent cache of {videos} clips), CPU, "
           f"{threads} thread(s): {len(ratios)} steps of each loop, alternating")
