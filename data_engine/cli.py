@@ -71,15 +71,16 @@ def _weights(args: argparse.Namespace, console: Console) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="layerflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="layerflow", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("dataset", help="build layered shards with the Ray data engine", epilog=DATASET_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("--config", default=None, help="engine YAML, or an installed one by name: "
                    f"{', '.join(installed_configs('engine'))} (default: perception_tiny)")
-    d.add_argument("--input", default=None, help="what to read: a config with one dataset source (mulan, image_matting, "
-                   "video_matting, official, ...) reads it from PATH; any other config gets a videos source "
-                   "(folder, glob, list file, file or URI) in place of its sources")
+    d.add_argument("--input", default=None, help="what to read: a config with one dataset source (mulan, "
+                   "image_matting, video_matting, official, ...) reads it from PATH; any other config gets a videos "
+                   "source (folder, glob, list file, file or URI) in place of its sources")
     d.add_argument("--out", default=None, help="output folder (run.out)")
     d.add_argument("--limit", type=int, default=None, help="process at most N inputs not yet done")
     d.add_argument("--dry-run", action="store_true", help="print the inputs, resources and stage plan; start nothing")
@@ -94,7 +95,8 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("action", choices=("check", "download"))
     w.add_argument("names", nargs="*", help="models to download (see `weights check`)")
     w.add_argument("--all", action="store_true", help="download every model in the registry")
-    w.add_argument("--endpoint", default=None, help="hub address, e.g. an internal mirror (default $HF_ENDPOINT or the hub)")
+    w.add_argument("--endpoint", default=None,
+                   help="hub address, e.g. an internal mirror (default $HF_ENDPOINT or the hub)")
     return p
 
 

@@ -26,7 +26,8 @@ class LayersPolicy:
     def __post_init__(self) -> None:
         if not isinstance(self.group_objects, bool):
             raise ValueError(f"layers.group_objects must be true or false, got {self.group_objects!r}")
-        if isinstance(self.max_foregrounds, bool) or not isinstance(self.max_foregrounds, int) or self.max_foregrounds < 1:
+        if isinstance(self.max_foregrounds, bool) or not isinstance(self.max_foregrounds, int) \
+                or self.max_foregrounds < 1:
             raise ValueError(f"layers.max_foregrounds must be a whole number >= 1, got {self.max_foregrounds!r}")
         if isinstance(self.min_occlusion, bool) or not isinstance(self.min_occlusion, (int, float)) \
                 or not 0 <= self.min_occlusion < 1:

@@ -68,8 +68,9 @@ def wrong_type(cls: type, values: dict[str, Any], where: str) -> str | None:
     return None
 
 
-def from_mapping(cls: type[T], data: Any, where: str, *, unknown: str = "unknown key(s)", typed_where: str | None = None,
-                 taken: tuple[str, ...] = (), error: type[Exception] = ValueError) -> T:
+def from_mapping(cls: type[T], data: Any, where: str, *, unknown: str = "unknown key(s)",
+                 typed_where: str | None = None, taken: tuple[str, ...] = (),
+                 error: type[Exception] = ValueError) -> T:
     """`cls(**data)`, or `error` with one line that starts with `where`: data that is not a mapping (None reads as
     {}), `{unknown} [...]; valid: [...]`, a value of the wrong type (`{typed_where or where}.key must be ...`), or
     what the dataclass itself refuses. `taken`: keys the caller reads itself (valid, not passed to `cls`)."""

@@ -1,7 +1,8 @@
 """The weights registry: every model we load, its hub id, and the files it needs under LAYERFLOW_WEIGHTS.
 
-Entries live in `infra/weights/*.yaml`, installed as package data of `layerflow` (one file per area: model, perception, evaluation), each a mapping
-`name: {hub_id, subdir, files: [...], licence, used_by}` plus how the release is fetched:
+Entries live in `infra/weights/*.yaml`, installed as package data of `layerflow` (one file per area: model,
+perception, evaluation), each a mapping `name: {hub_id, subdir, files: [...], licence, used_by}` plus how the
+release is fetched:
 - `snapshot: true`: the whole hub repository (its `files` are the ones loaders open first; the rest, such as
   weight shards, come with it);
 - `url`: a direct link to the file, or a folder URL ending in `/` that each of `files` is appended to;

@@ -55,7 +55,8 @@ class RunConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)
+                                       or self.limit < 1):
             raise ValueError(f"run.limit (--limit) must be a whole number of inputs >= 1, got {self.limit!r}; "
                              "leave it out to process every input, or use --dry-run to start nothing")
         for key in ("maxcount", "maxsize"):

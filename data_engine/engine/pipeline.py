@@ -132,7 +132,7 @@ class StageActor:
 
     def _attempt(self, rows: list[Row]) -> list[tuple[Row, list[Row]]] | None:
         """[(the input row as the stage saw it, [its outputs])], or None after retries + 1 raising attempts."""
-        for attempt in range(self.plan.retries + 1):
+        for _ in range(self.plan.retries + 1):
             seen = [_fresh(r) for r in rows]
             try:
                 outputs = self.stage.process_batch(seen)

@@ -57,7 +57,8 @@ class ProgressDisplay:
     """Polls the metrics actor from a thread and redraws; a no-op when disabled (tests, --no-progress)."""
 
     def __init__(self, console: Console, order: list[str], actors: dict[str, int], counts: DriverCounts,
-                 snapshot: Callable[[], dict[str, dict[str, Any]]], enabled: bool = True, interval: float = 0.5) -> None:
+                 snapshot: Callable[[], dict[str, dict[str, Any]]], enabled: bool = True,
+                 interval: float = 0.5) -> None:
         self.console, self.order, self.actors, self.counts = console, order, actors, counts
         self.snapshot, self.enabled, self.interval = snapshot, enabled, interval
         self.stages: dict[str, dict[str, Any]] = {}

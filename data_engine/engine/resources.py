@@ -249,7 +249,7 @@ def plan_pools(stages: list[tuple[str, Resources]], cluster: ClusterResources,
     grew = True
     while grew:
         grew = False
-        for name, r in order:
+        for name, _ in order:
             c, g = cpus[name], gpus[name]
             if actors[name] >= limits[name] or (c <= 0 and g <= 0):
                 continue

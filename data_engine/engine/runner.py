@@ -1,8 +1,9 @@
 """Run the engine: plan, connect to Ray, stream work items through the stage pools into the shard sink.
 
-Local runs start an embedded Ray (`ray.init(address="local", num_cpus=...)`: its own, even beside another local Ray); with `RAY_ADDRESS` (or
-`run.ray_address`) the same code runs on that cluster. The sink lives in the driver: samples arrive encoded,
-the driver only appends bytes to tar shards, records finished inputs, and sends failures to quarantine.
+Local runs start an embedded Ray (`ray.init(address="local", num_cpus=...)`: its own, even beside another local
+Ray); with `RAY_ADDRESS` (or `run.ray_address`) the same code runs on that cluster. The sink lives in the driver:
+samples arrive encoded, the driver only appends bytes to tar shards, records finished inputs, and sends failures
+to quarantine.
 """
 from __future__ import annotations
 
@@ -179,7 +180,8 @@ def prepare(cfg: EngineConfig) -> EnginePlan:
     if not cfg.sources:
         raise ConfigError("no sources: add a `sources:` entry or pass --input /path/to/videos")
     if cfg.out.exists() and not cfg.out.is_dir():
-        raise ConfigError(f"run.out {cfg.out} is a file; --out names a folder (a new one, or an earlier run's to resume)")
+        raise ConfigError(f"run.out {cfg.out} is a file; --out names a folder "
+                          "(a new one, or an earlier run's to resume)")
     typed = typed_sources(cfg)
     stages = stage_setup(cfg, typed)
     sources = list_sources(typed, cfg.work_dir)
@@ -258,7 +260,7 @@ def local_resources(cfg: EngineConfig) -> ClusterResources:
     return ClusterResources(cpus, float(gpus), 1, (), gpu_nodes)
 
 
-# -- the driver -----------------------------------------------------------------------------------------------------------
+# -- the driver -------------------------------------------------------------------------------------------------------
 def _named_error(error_type: str, message: str) -> Exception:
     """An exception whose type name is the stage's original error type (the quarantine table records it)."""
     return type(error_type, (Exception,), {})(message)
@@ -277,7 +279,8 @@ class Driver:
             self.quarantine(row, row[FAILED])
         elif DROPPED in row:
             self.counts.dropped += 1
-            self.ledger.account(input_id, weight, dropped=[f"{row[DROPPED]['stage']}: {r}" for r in row[DROPPED]["reasons"]])
+            self.ledger.account(input_id, weight,
+                                dropped=[f"{row[DROPPED]['stage']}: {r}" for r in row[DROPPED]["reasons"]])
         elif "sample" in row:
             self.counts.sample_arrived()
             meta = row["meta"]

@@ -63,7 +63,8 @@ class LayeredImageSource(LayeredSource):
         blend = read_source_image(folder / "blend.png", grey=False) if (folder / "blend.png").exists() else None
         captions_file = folder / "captions.json"
         try:
-            captions = Captions.from_dict(json.loads(captions_file.read_text())) if captions_file.exists() else Captions()
+            captions = (Captions.from_dict(json.loads(captions_file.read_text())) if captions_file.exists()
+                        else Captions())
         except (json.JSONDecodeError, TypeError) as exc:
             raise SourceError(f"{captions_file}: expected {{'fg', 'bg', 'blend'}} strings ({exc})") from exc
         alpha_t, bg_t = alpha[None], bg[None]

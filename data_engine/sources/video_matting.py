@@ -14,11 +14,11 @@ read as `untagged_range` (default limited, what `ffmpeg -pix_fmt yuv420p` writes
 `untagged_matrix` (default bt601) say.
 
 Sample n draws, from a generator seeded by (seed, n): a foreground clip and a background video, a start frame in
-each (up to max_start), a scale (the foreground's height over the frame's, in [scale_min, scale_max]) and a place; the background
-is scaled to cover height x width and cropped at its centre. The draws are recorded in the sample's scores, and
-the sample's origin is copy_paste. A foreground without its alpha, an alpha of another size or length than its
-foreground, a clip shorter than num_frames or an alpha that is empty where it is pasted is a `SourceError`
-naming the file: the engine quarantines that sample and goes on.
+each (up to max_start), a scale (the foreground's height over the frame's, in [scale_min, scale_max]) and a
+place; the background is scaled to cover height x width and cropped at its centre. The draws are recorded in the
+sample's scores, and the sample's origin is copy_paste. A foreground without its alpha, an alpha of another size
+or length than its foreground, a clip shorter than num_frames or an alpha that is empty where it is pasted is a
+`SourceError` naming the file: the engine quarantines that sample and goes on.
 """
 from __future__ import annotations
 

@@ -54,7 +54,8 @@ def _list_uri(uri: str, extensions: tuple[str, ...]) -> list[str]:
 
 
 def _read_list_file(path: Path) -> list[str]:
-    """One video per line (path or URI); blank lines and `#` comments skipped; relative paths are relative to the list."""
+    """One video per line (path or URI); blank lines and `#` comments skipped; relative paths are relative to the
+    list."""
     entries = []
     for line in path.read_text().splitlines():
         line = line.strip()

@@ -148,7 +148,8 @@ class Stage(ABC):
         return 0.0
 
     def setup(self) -> None:
-        """Load models once per actor. Default: nothing to load."""
+        """Load models once per actor. Default: nothing to load (an optional hook, so not abstract)."""
+        return
 
     def ensure_setup(self) -> None:
         if not self._ready:

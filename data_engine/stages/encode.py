@@ -32,7 +32,8 @@ class EncodeStage(Stage):
         for row in rows:
             clip: LayeredClip | None = row.get("clip")
             if clip is None:
-                out.append(self.failed(row, "no finished clip to encode: list `compose` (or a layered source) before encode"))
+                out.append(self.failed(row, "no finished clip to encode: list `compose` (or a layered source) "
+                                            "before encode"))
                 continue
             meta, sample = encode_clip(clip, options)
             rest = {k: v for k, v in row.items() if k not in ("clip", "frames", "mask", "bg", "fg")}

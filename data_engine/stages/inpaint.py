@@ -105,7 +105,8 @@ class InpaintStage(Stage):
         small = frames if scale == 1.0 else np.stack([cv2.resize(f, (sw, sh), interpolation=cv2.INTER_AREA)
                                                       for f in frames])
         small_hole = hole if scale == 1.0 else np.stack([cv2.resize(m.astype(np.uint8), (sw, sh),
-                                                                     interpolation=cv2.INTER_NEAREST) > 0 for m in hole])
+                                                                     interpolation=cv2.INTER_NEAREST) > 0
+                                                          for m in hole])
         ph, pw = -sh % 8, -sw % 8
         padded = np.pad(small, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect")
         padded_hole = np.pad(small_hole, ((0, 0), (0, ph), (0, pw)), mode="reflect")

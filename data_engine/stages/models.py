@@ -248,7 +248,7 @@ def tiny_bert_tokenizer(words: list[str]) -> Any:
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","]
     vocab: dict[str, int] = {}
-    for w in [*specials, *sorted({p for w in words for p in w.lower().replace("-", " ").split()})]:
+    for w in [*specials, *sorted({p for word in words for p in word.lower().replace("-", " ").split()})]:
         vocab.setdefault(w, len(vocab))
     return BertTokenizer(vocab=vocab, do_lower_case=True)
 
@@ -350,7 +350,8 @@ def build_clip(preset: Preset, seed: int = 0) -> ClipBundle:
         model = open_clip.CLIP(
             embed_dim=32,
             vision_cfg=open_clip.CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=16, image_size=64),
-            text_cfg=open_clip.CLIPTextCfg(context_length=TINY_CLIP_CONTEXT, vocab_size=49408, width=32, heads=2, layers=1),
+            text_cfg=open_clip.CLIPTextCfg(context_length=TINY_CLIP_CONTEXT, vocab_size=49408, width=32, heads=2,
+                                           layers=1),
         )
     preprocess = open_clip.image_transform(64, is_train=False)
     return ClipBundle(model.eval(), preprocess, SimpleTokenizer(context_length=TINY_CLIP_CONTEXT))

@@ -4,8 +4,9 @@ Policy (`ClipPolicy`, the engine config's `clip:` section; defaults are the pape
 - time: clip frames are taken at `fps` (8) on the video's own timestamps, nearest frame to each tick, so
   variable-frame-rate videos are resampled correctly; a video slower than `fps` keeps its own rate, and a window
   where a variable-frame-rate video slows below `fps` (the nearest frame would repeat) is skipped and counted in
-  `scores['split']`: frames are never duplicated. Clips are consecutive windows of `num_frames` (16) ticks, `stride` ticks apart (default: no
-  overlap), at most `max_clips` per video; a tail shorter than one clip is dropped.
+  `scores['split']`: frames are never duplicated. Clips are consecutive windows of `num_frames` (16) ticks,
+  `stride` ticks apart (default: no overlap), at most `max_clips` per video; a tail shorter than one clip is
+  dropped.
 - space: `resize: cover` scales the frame to cover `height` x `width` (480 x 720) and centre-crops the rest;
   `resize: stretch` scales to exactly that size. Frames are scaled one at a time as they are decoded, so memory
   holds one full-size frame at most; videos above `max_pixels` are rejected by `probe` before any decode.
@@ -99,7 +100,8 @@ def _presentation_times(container, stream, label: str) -> np.ndarray:
     return np.sort(np.asarray(pts, np.int64))
 
 
-def decode_clips(src: Any, label: str, policy: ClipPolicy) -> tuple[list[np.ndarray], list[list[int]], float, Geometry, int]:
+def decode_clips(src: Any, label: str,
+                 policy: ClipPolicy) -> tuple[list[np.ndarray], list[list[int]], float, Geometry, int]:
     """Decode only the frames the clips need, scaled as they come. Returns clips, their frame indices, fps, geometry
     and how many windows were refused for repeating frames."""
     import av
@@ -149,7 +151,8 @@ def decode_clips(src: Any, label: str, policy: ClipPolicy) -> tuple[list[np.ndar
                 raise unreadable(label, exc) from exc
     complete = [w for w in windows if all(i in frames for i in w)]
     if not complete:
-        raise VideoDecodeError(f"{label}: truncated or corrupt video: decoded {len(frames)} of the {len(wanted)} frames needed")
+        raise VideoDecodeError(f"{label}: truncated or corrupt video: decoded {len(frames)} of the {len(wanted)} "
+                               "frames needed")
     assert geo is not None
     return [np.stack([frames[i] for i in w]) for w in complete], complete, fps, geo, repeated
 
