@@ -17,7 +17,8 @@ from evaluation.suite import METRICS, SuiteConfig
 def _suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=("tiny", "full"), default=None,
                    help="tiny: random-init metric models (default); full: real weights (see --weights)")
-    p.add_argument("--weights", type=Path, default=None, help="weights root (default $LAYERFLOW_WEIGHTS); implies --preset full")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="weights root (default $LAYERFLOW_WEIGHTS); implies --preset full")
     p.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS))
     p.add_argument("--consistency", choices=("clip", "dino"), default="clip",
                    help="frame consistency backbone: clip = VBench background_consistency, dino = subject_consistency")
@@ -68,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--width", type=int, default=None)
     _model_args(d)
     _suite_args(d)
-    s = sub.add_parser("score", help="score a folder of layered outputs (<sample>/{fg,alpha,bg,blend}.mp4 or PNG folders)")
+    s = sub.add_parser("score",
+                       help="score a folder of layered outputs (<sample>/{fg,alpha,bg,blend}.mp4 or PNG folders)")
     s.add_argument("root", type=Path)
     _suite_args(s)
     c = sub.add_parser("compare", help="side-by-side table and plot of two (or more) runs")

@@ -271,7 +271,8 @@ def heldout_text_to_video_loss(folder: Path, recipe: Recipe, seed: int, count: i
     module.eval()
     examples = [{"key": f"heldout-{i}", "origin": "synthetic", "layers": {n: c[n] for n in c if n != "captions"},
                  "captions": c["captions"].as_dict(), "motion_scale": 0.0,
-                 "keep": {n: True for n in c["captions"].as_dict()}} for i, c in enumerate(heldout_clips(recipe, seed, count))]
+                 "keep": {n: True for n in c["captions"].as_dict()}}
+                for i, c in enumerate(heldout_clips(recipe, seed, count))]
     batch = collate(examples, "generate", recipe.frames_per_layer)
     timesteps = torch.linspace(0, 999, count).round().long()
     with torch.no_grad():  # the noise: the module's own draws for step 0, the same for every model
@@ -294,9 +295,10 @@ def pretrain_base(out: Path, cfg: Pretraining = Pretraining(), threads: int = 2,
             f"--model.network.pretrained={random_base}", *data]
     run_step("the latent cache of stage 0", f"layerflow {shlex.join(argv)}", layerflow, argv, log=log)
     root = work / "stage0"
-    argv = ["train", "--stage", "0", "--tiny", f"--data.stream.shards={work / 'dataset'}", f"--data.stream.cache={cache}",
-            f"--model.network.pretrained={random_base}", *data, f"--data.stream.batch_size={cfg.batch_size}",
-            f"--trainer.max_steps={cfg.steps}", f"--model.optim.lr={cfg.lr}", "--model.optim.schedule=cosine",
+    argv = ["train", "--stage", "0", "--tiny", f"--data.stream.shards={work / 'dataset'}",
+            f"--data.stream.cache={cache}", f"--model.network.pretrained={random_base}", *data,
+            f"--data.stream.batch_size={cfg.batch_size}", f"--trainer.max_steps={cfg.steps}",
+            f"--model.optim.lr={cfg.lr}", "--model.optim.schedule=cosine",
             f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
             "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=50",
             "--trainer.enable_checkpointing=false", f"--trainer.callbacks={TRAIN_CALLBACKS}"]

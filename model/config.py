@@ -6,12 +6,12 @@ milliseconds on a CPU (tests and the demo). Spatial and temporal sizes are in la
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Union
+from typing import Any
 
 # The official code hard-codes 226 T5 tokens per prompt (CogVideoX's text length).
 TEXT_TOKENS_PER_PROMPT = 226
 
-LoraBlocks = Union[str, tuple[int, ...]]
+LoraBlocks = str | tuple[int, ...]
 
 
 class ConfigError(ValueError):
@@ -100,11 +100,13 @@ class TransformerConfig:
                 return tuple(range(self.num_layers))
             if rule == "none":
                 return ()
-            raise ConfigError(f"unknown lora_blocks rule {rule!r}; use 'mod6', 'all', 'none' or a list of block indices")
+            raise ConfigError(f"unknown lora_blocks rule {rule!r}; "
+                              "use 'mod6', 'all', 'none' or a list of block indices")
         indices = tuple(sorted({int(i) for i in rule}))
         bad = [i for i in indices if not 0 <= i < self.num_layers]
         if bad:
-            raise ConfigError(f"lora_blocks {bad} out of range for {self.num_layers} layers (valid: 0..{self.num_layers - 1})")
+            raise ConfigError(f"lora_blocks {bad} out of range for {self.num_layers} layers "
+                              f"(valid: 0..{self.num_layers - 1})")
         return indices
 
     def to_dict(self) -> dict[str, Any]:

@@ -146,7 +146,8 @@ class Variant:
         hub = {"generate": "multi-layer-generation", "decompose": "multi-layer-decomposition",
                "fg_conditioned": "foreground-conditioned-generation",
                "bg_conditioned": "background-conditioned-generation"}
-        return f"{hub[self.task]}-{self.colour}" if self.task else f"unresolved({'|'.join(self.candidates)})-{self.colour}"
+        return (f"{hub[self.task]}-{self.colour}" if self.task
+                else f"unresolved({'|'.join(self.candidates)})-{self.colour}")
 
 
 _NAME_HINTS = (
@@ -193,7 +194,8 @@ def infer_config(sd: dict[str, torch.Tensor], official_config: dict[str, Any] | 
         out_channels = sd["mixins.final_layer.linear.weight"].shape[0] // (patch * patch)
         table = sd["mixins.pos_embed.pos_embedding"]
     except KeyError as exc:
-        raise ConversionError(f"checkpoint lacks {exc.args[0]!r}; it is not a complete official DiT state dict") from None
+        raise ConversionError(f"checkpoint lacks {exc.args[0]!r}; "
+                              "it is not a complete official DiT state dict") from None
     num_layers = _layer_count(sd)
     lora = _lora_layers(sd, num_layers)
     motion_rank = sd[f"transformer.layers.{lora[0]}.attention.dense.matrix_A.0"].shape[0] if lora else 0
@@ -362,7 +364,8 @@ def build_model(sd: dict[str, torch.Tensor], cfg: TransformerConfig) -> LayerFlo
     converted = convert_state_dict(sd, cfg)
     missing, unexpected = model.load_state_dict(converted, strict=False)
     if missing or unexpected:
-        raise ConversionError(f"converted weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise ConversionError(f"converted weights do not fit the model: missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}")
     return model.eval()
 
 
@@ -435,7 +438,8 @@ def verify_fixture(folder: str | Path, tol: float | None = None, out: TextIO | N
     folder = Path(folder)
     meta_path = folder / "fixture.json"
     if not meta_path.is_file():
-        raise ConversionError(f"{folder} has no fixture.json; a fixture folder holds fixture.json and <name>_*.safetensors")
+        raise ConversionError(f"{folder} has no fixture.json; "
+                              "a fixture folder holds fixture.json and <name>_*.safetensors")
     meta = json.loads(meta_path.read_text())
     runs = sorted(p.name[: -len("_state_dict.safetensors")] for p in folder.glob("*_state_dict.safetensors"))
     if not runs:
@@ -613,8 +617,8 @@ EXAMPLES = """examples:
   layerflow convert sat2ours $LAYERFLOW_WEIGHTS/layerflow/multi-layer-generation-rgba \\
       $LAYERFLOW_WEIGHTS/layerflow-generation --base $LAYERFLOW_WEIGHTS/cogvideox-2b   # a whole pipeline folder
   layerflow convert sat2ours CKPT OUT_DIR --name foreground-conditioned-generation-rgba   # the DiT alone
-  layerflow convert verify-fixture ../shared/reference/sat_tiny                          # parity with the official network
-  layerflow convert verify-sampler ../shared/reference/sat_sampler                       # parity with the official sampling
+  layerflow convert verify-fixture ../shared/reference/sat_tiny                          # parity: official network
+  layerflow convert verify-sampler ../shared/reference/sat_sampler                       # parity: official sampling
 """
 
 
@@ -643,7 +647,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--keep-zero-lora", action="store_true", help="keep LoRAs whose up-matrices are all zero")
     c.add_argument("--dtype", choices=("float32", "bfloat16", "float16"))
     c.add_argument("--base", type=Path, help="local CogVideoX-2B diffusers folder: write a whole pipeline folder "
-                   "(transformer/ converted; vae/, text_encoder/, tokenizer/ linked from it; scheduler/ the official sampler)")
+                   "(transformer/ converted; vae/, text_encoder/, tokenizer/ linked from it; "
+                   "scheduler/ the official sampler)")
     args = parser.parse_args(argv)
     try:
         if args.command == "verify-fixture":

@@ -1,9 +1,9 @@
 """Write a generated layered clip to the files people use: RGBA foreground(s), alpha, bg, blend and a preview.
 
 - fg RGBA (`fg_rgba/`, `fg_rgba.webm`, `fg_rgba.mov`; foreground k >= 1 of a K-foreground clip as
-  `fg_k_rgba/`, `fg_k_rgba.webm`, `fg_k_rgba.mov`): a PNG sequence, WebM VP9 `yuva420p` (alpha kept as VP9's alpha side stream, flagged by the
-  `alpha_mode` tag; FFmpeg's built-in vp9 decoder drops it, so `decode_video_rgba` decodes with libvpx-vp9)
-  and ProRes 4444 (`prores_ks`, `yuva444p10le`) in .mov;
+  `fg_k_rgba/`, `fg_k_rgba.webm`, `fg_k_rgba.mov`): a PNG sequence, WebM VP9 `yuva420p` (alpha kept as VP9's
+  alpha side stream, flagged by the `alpha_mode` tag; FFmpeg's built-in vp9 decoder drops it, so
+  `decode_video_rgba` decodes with libvpx-vp9) and ProRes 4444 (`prores_ks`, `yuva444p10le`) in .mov;
 - fg.mp4 (over mid-grey, as generated), alpha.mp4 (grey H.264, lossless by default), bg.mp4, blend.mp4, and
   fg_k.mp4 / alpha_k.mp4 for k >= 1;
 - preview.mp4 / preview.png: a 2-wide grid, one row per foreground front first (fg over a checkerboard, alpha),

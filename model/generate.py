@@ -68,11 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="foreground layers, front first (1: the paper's layout)")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESET_DEFAULTS), help="model size")
     p.add_argument("--model-dir", type=Path,
-                   help="local model folder (vae/ text_encoder/ tokenizer/ transformer/); none: the preset's random model")
-    p.add_argument("--fg-prompt", action="append", help="a foreground's prompt; repeat it for K foregrounds, front first")
+                   help="local model folder (vae/ text_encoder/ tokenizer/ transformer/); "
+                   "none: the preset's random model")
+    p.add_argument("--fg-prompt", action="append",
+                   help="a foreground's prompt; repeat it for K foregrounds, front first")
     p.add_argument("--bg-prompt")
     p.add_argument("--blend-prompt")
-    p.add_argument("--prompts", type=Path, help="JSON/YAML file with fg/bg/blend prompts (or fg_prompt/bg_prompt/bl_prompt)")
+    p.add_argument("--prompts", type=Path,
+                   help="JSON/YAML file with fg/bg/blend prompts (or fg_prompt/bg_prompt/bl_prompt)")
     p.add_argument("--foreground", type=Path, help="fg condition: mp4 or folder of frames (over mid-grey)")
     p.add_argument("--alpha", type=Path, help="alpha condition: grey mp4 or folder of mask frames")
     p.add_argument("--background", type=Path, help="bg condition: mp4 or folder of frames")
@@ -102,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fuse-lora", action="store_true",
                    help="fold the Content LoRA into the base weights before sampling (same output up to float32 "
                    "rounding, one matmul per projection instead of three)")
-    p.add_argument("--formats", default=",".join(RGBA_FORMATS), help=f"RGBA outputs, comma-separated from {RGBA_FORMATS}")
+    p.add_argument("--formats", default=",".join(RGBA_FORMATS),
+                   help=f"RGBA outputs, comma-separated from {RGBA_FORMATS}")
     return p
 
 

@@ -316,7 +316,8 @@ class SequenceLayout:
         arrays = _layer_arrays(layers, self.spec)
         given = {name: arrays[name] for name in self.spec.conditions if name in arrays}
         if len(given) != len(self.spec.conditions) or not given:
-            raise LayoutError(f"task {self.task.value} packs its conditions {', '.join(self.spec.conditions) or '(none)'}; "
+            raise LayoutError(f"task {self.task.value} packs its conditions "
+                              f"{', '.join(self.spec.conditions) or '(none)'}; "
                               f"got {', '.join(sorted(arrays)) or 'none'}")
         frames, height, width = next(iter(given.values())).shape[:3]
         grey = np.full((frames, height, width, 3), MID_GREY, np.uint8)

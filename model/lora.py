@@ -56,15 +56,18 @@ class DualLoRALinear(nn.Linear):
                  content_rank: int, lora_alpha: float = 1.0, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self.motion_lora = LoRA(in_features, out_features, motion_rank, lora_alpha, device, dtype) if motion_rank else None
-        self.content_lora = LoRA(in_features, out_features, content_rank, lora_alpha, device, dtype) if content_rank else None
+        self.motion_lora = (LoRA(in_features, out_features, motion_rank, lora_alpha, device, dtype) if motion_rank
+                            else None)
+        self.content_lora = (LoRA(in_features, out_features, content_rank, lora_alpha, device, dtype) if content_rank
+                             else None)
         self.motion_scale: torch.Tensor | None = None  # [B], set per forward by motion_scale_applied
         self.merged_content = False
         self.merged_motion_scale: float | None = None
         self.lora_enabled = True  # off: the layer is its base Linear (merged deltas stay in the weight)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, *, motion_rank: int, content_rank: int, lora_alpha: float = 1.0) -> DualLoRALinear:
+    def from_linear(cls, linear: nn.Linear, *, motion_rank: int, content_rank: int,
+                    lora_alpha: float = 1.0) -> DualLoRALinear:
         """Wrap `linear`, sharing its weight and bias parameters (no copy)."""
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, motion_rank=motion_rank,
                     content_rank=content_rank, lora_alpha=lora_alpha, device=linear.weight.device,

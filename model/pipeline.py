@@ -150,7 +150,8 @@ class LayerFlowPipeline(DiffusionPipeline):
         self.tokenizer.save_pretrained(root / "tokenizer")
         self.transformer.save_pretrained(root / "transformer")
         self.scheduler.save_pretrained(root / "scheduler")
-        (root / PIPELINE_FILE).write_text(json.dumps({"pipeline": type(self).__name__, "sampler": sampler_name(self.scheduler)}))
+        (root / PIPELINE_FILE).write_text(json.dumps({"pipeline": type(self).__name__,
+                                                      "sampler": sampler_name(self.scheduler)}))
         return root
 
     # -- LoRA fusing --------------------------------------------------------------------------------------

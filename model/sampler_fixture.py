@@ -125,5 +125,6 @@ def _frames_per_layer(run: SamplerRun, pipe: LayerFlowPipeline) -> int:
 
 def parity_checks(run: SamplerRun, result: Replay) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """(label, ours, official) for the latents after every step and the final full sequence."""
-    checks = [(f"{run.name}.step{i:02d}", ours, run.tensors[f"step{i:02d}.x_out"]) for i, ours in enumerate(result.steps)]
+    checks = [(f"{run.name}.step{i:02d}", ours, run.tensors[f"step{i:02d}.x_out"])
+              for i, ours in enumerate(result.steps)]
     return checks + [(f"{run.name}.final.full", result.full, run.tensors["final.full"])]

@@ -33,7 +33,8 @@ class TinyT5Config:
     relative_attention_max_distance: int = 32
 
 
-def build_tiny_vae(latent_channels: int, seed: int = 0, config: TinyVAEConfig = TinyVAEConfig()) -> AutoencoderKLCogVideoX:
+def build_tiny_vae(latent_channels: int, seed: int = 0,
+                   config: TinyVAEConfig = TinyVAEConfig()) -> AutoencoderKLCogVideoX:
     n = len(config.block_out_channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

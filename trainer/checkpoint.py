@@ -60,7 +60,8 @@ def _encode(obj: Any, tensors: dict[str, torch.Tensor], where: str) -> Any:
         return {"__items__": [[_encode(k, tensors, where), _encode(v, tensors, f"{where}[{k!r}]")]
                               for k, v in obj.items()]}
     raise CheckpointFormatError(f"checkpoint entry {where} is a {type(obj).__name__}, which a checkpoint cannot "
-                                "store without pickle; keep checkpoint state to tensors, numbers, strings and containers")
+                                "store without pickle; keep checkpoint state to tensors, numbers, strings and "
+                                "containers")
 
 
 def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:

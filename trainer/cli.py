@@ -115,8 +115,8 @@ SPECIFIC = ("not accepted", "not expected", "unrecognized", "does not exist", "i
 
 def first_line(exc: BaseException) -> str:
     """The error as one line: its first line, plus the specific cause when the parser nests it deeper."""
-    lines = [l.strip(" -") for l in str(exc).splitlines() if l.strip(" -")]
+    lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip(" -")]
     if not lines:
         return type(exc).__name__
-    cause = next((l for l in lines[1:] if any(s in l.lower() for s in SPECIFIC)), None)
+    cause = next((line for line in lines[1:] if any(s in line.lower() for s in SPECIFIC)), None)
     return f"{lines[0]} {cause}" if cause else lines[0]

@@ -187,7 +187,7 @@ def collate(examples: list[dict[str, Any]], task: Task | str, frames_per_layer: 
         "keys": [e["key"] for e in examples],
         "origins": [e["origin"] for e in examples],
         "motion_scale": torch.tensor([e["motion_scale"] for e in examples], dtype=torch.float32),
-        "prompt_keep": torch.tensor([[e["keep"][l] for l in spec.captioned] for e in examples]),
+        "prompt_keep": torch.tensor([[e["keep"][layer] for layer in spec.captioned] for e in examples]),
     }
     conditional = bool(spec.conditions)
     if "latents" in examples[0]:

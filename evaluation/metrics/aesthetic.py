@@ -40,8 +40,10 @@ class AestheticQuality(Metric):
                  batch_size: int = 32, device: str | torch.device = "cpu") -> None:
         super().__init__(device)
         self.random_init = random_init
-        clip_path = weight_path(clip_weights, "clip-vit-l14-openai", "open_clip_model.safetensors", random_init, weights_root)
-        head_path = weight_path(head_weights, "laion-aesthetic-linear", "sa_0_4_vit_l_14_linear.pth", random_init, weights_root)
+        clip_path = weight_path(clip_weights, "clip-vit-l14-openai", "open_clip_model.safetensors", random_init,
+                                weights_root)
+        head_path = weight_path(head_weights, "laion-aesthetic-linear", "sa_0_4_vit_l_14_linear.pth", random_init,
+                                weights_root)
         self.clip = build_clip(CLIP_L14, clip_path, tiny=tiny).to(self.device)
         embed = self.clip.visual.output_dim
         self.head = build_head(head_path, width=embed).to(self.device)

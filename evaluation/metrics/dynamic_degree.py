@@ -35,7 +35,8 @@ def top_flow_mean(flow: np.ndarray | torch.Tensor, fraction: float = TOP_FRACTIO
     rad = np.sqrt(np.square(flow[0]) + np.square(flow[1])).ravel()
     k = int(rad.size * fraction)
     if k < 1:
-        raise EvaluationError(f"frames of {flow.shape[1]}x{flow.shape[2]} are too small for a top-{fraction:.0%} flow score")
+        raise EvaluationError(f"frames of {flow.shape[1]}x{flow.shape[2]} are too small for a top-{fraction:.0%} "
+                              "flow score")
     return float(np.mean(-np.sort(-rad)[:k]))
 
 
@@ -85,7 +86,8 @@ class DynamicDegree(Metric):
     def score_video(self, frames: np.ndarray, *, fps: float = 8.0, prompt: str | None = None) -> VideoScore:
         sampled = self.check(frames)[:: fps_stride(fps)]
         if len(sampled) < 2:
-            raise EvaluationError(f"{self.name}: {len(frames)} frames at {fps:g} fps leave {len(sampled)} at ~8 fps; need 2")
+            raise EvaluationError(f"{self.name}: {len(frames)} frames at {fps:g} fps leave {len(sampled)} at ~8 fps; "
+                                  "need 2")
         if min(sampled.shape[1:3]) < MIN_SIDE:
             raise EvaluationError(
                 f"{self.name}: frames are {sampled.shape[1]}x{sampled.shape[2]}; RAFT needs at least "
@@ -95,4 +97,5 @@ class DynamicDegree(Metric):
         scores = self.pair_scores(sampled)
         moving = is_dynamic(scores, thres, needed)
         return VideoScore(float(moving), {"pair_scores": scores, "threshold": thres, "count_needed": needed,
-                                          "pairs_above": int(sum(s > thres for s in scores)), "sampled_frames": len(sampled)})
+                                          "pairs_above": int(sum(s > thres for s in scores)),
+                                          "sampled_frames": len(sampled)})

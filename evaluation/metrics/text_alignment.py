@@ -35,7 +35,8 @@ class TextAlignment(Metric):
             raise EvaluationError(f"text alignment backend must be one of {sorted(VARIANTS)}, got {backend!r}")
         self.backend, self.random_init = backend, random_init
         if backend == "viclip":
-            path = weight_path(weights, "viclip-internvid-10m-flt", "ViClip-InternVid-10M-FLT.pth", random_init, weights_root)
+            path = weight_path(weights, "viclip-internvid-10m-flt", "ViClip-InternVid-10M-FLT.pth", random_init,
+                               weights_root)
             self.model = build_viclip(path, tiny=tiny).to(self.device)
         else:
             path = weight_path(weights, "clip-vit-l14-openai", "open_clip_model.safetensors", random_init, weights_root)

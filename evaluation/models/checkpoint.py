@@ -68,7 +68,8 @@ def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: 
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
         if wrong:
             k = wrong[0]
-            parts.append(f"{len(wrong)} with wrong shape (e.g. {k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)})")
+            parts.append(f"{len(wrong)} with wrong shape "
+                         f"(e.g. {k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)})")
         raise WeightsFormatError(f"{source}: does not hold {what} weights: {'; '.join(parts)}")
     module.load_state_dict(state_dict, strict=True)
 

@@ -85,8 +85,8 @@ def render(run: EvalRun) -> str:
     out += ["Variants:", ""] + [f"- {METRIC_TITLES[m]}: {v}" for m, v in run.variants.items()] + [""]
     if run.accuracy:
         keys = accuracy_columns(run.accuracy.values())
-        out += ["## Against ground-truth layers", "", "| Sample | " + " | ".join(accuracy_title(k) for k in keys) + " |",
-                "|---|" + "---:|" * len(keys)]
+        out += ["## Against ground-truth layers", "",
+                "| Sample | " + " | ".join(accuracy_title(k) for k in keys) + " |", "|---|" + "---:|" * len(keys)]
         for sample, row in run.accuracy.items():
             out.append(f"| {sample} | " + " | ".join(fmt(row.get(k)) for k in keys) + " |")
         out.append("")

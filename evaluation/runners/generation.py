@@ -39,7 +39,8 @@ class GenerationConfig:
 def read_prompts(path: str | Path) -> list[Prompt]:
     p = Path(path)
     if not p.is_file():
-        raise EvaluationError(f"{p}: prompt file not found; pass --prompts FILE.jsonl (one {{id, fg, bg, blend}} per line)")
+        raise EvaluationError(f"{p}: prompt file not found; "
+                              "pass --prompts FILE.jsonl (one {id, fg, bg, blend} per line)")
     prompts = []
     for n, line in enumerate(p.read_text().splitlines(), start=1):
         if not line.strip():
