@@ -182,4 +182,5 @@ def test_decomposition_into_two_foregrounds_beats_the_trivial_baseline(trained_t
 
     trivial = [tw.trivial_decomposition(c["blend"], TWO_OBJECTS.objects) for c in clips]
     scored, trivial = bg_in_objects(outputs["decompose"]), bg_in_objects(trivial)
-    assert scored >= trivial + BG_MARGIN_DB, f"decomposed bg in the objects' regions {scored:.1f} dB, trivial {trivial:.1f}"
+    assert scored >= trivial + BG_MARGIN_DB, (f"decomposed bg in the objects' regions {scored:.1f} dB, "
+                                              f"trivial {trivial:.1f}")

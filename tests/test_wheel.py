@@ -81,7 +81,8 @@ def test_the_wheel_holds_every_module_config_and_registry_file(wheel):
     expected = set()
     for package in PACKAGES:
         for path in (REPO / package).rglob("*"):
-            if path.is_file() and "__pycache__" not in path.parts and (path.suffix == ".py" or path.suffix in DATA_SUFFIXES):
+            if path.is_file() and "__pycache__" not in path.parts \
+                    and (path.suffix == ".py" or path.suffix in DATA_SUFFIXES):
                 expected.add(path.relative_to(REPO).as_posix())
     infra = REPO / "infra"
     expected |= {f"layerflow/{p.name}" for p in infra.glob("*.py")}

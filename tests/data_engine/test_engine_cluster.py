@@ -33,7 +33,8 @@ def test_pipeline_spreads_over_two_nodes_and_writes_each_sample_once(two_nodes, 
     raw = {
         "run": {"out": str(tmp_path / "fused"), "maxcount": 3, "progress": False},
         "clip": {"num_frames": 8, "fps": 8, "height": 32, "width": 48},
-        "sources": [{"type": "synthetic_videos", "num_clips": 4, "num_frames": 16, "height": 40, "width": 56, "seed": 1}],
+        "sources": [{"type": "synthetic_videos", "num_clips": 4, "num_frames": 16, "height": 40, "width": 56,
+                     "seed": 1}],
         "stages": ["probe", "split", "synthetic_layers", "compose", "encode"],
     }
     runs = {}

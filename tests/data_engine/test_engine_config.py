@@ -174,7 +174,7 @@ def test_plan_gpu_stage_without_gpus_says_how_to_fix():
         plan_stages([("a", Resources(num_gpus=1)), ("b", Resources(num_gpus=0.5))], ClusterResources(4, 1))
 
 
-# -- fail fast, dry run, CLI -----------------------------------------------------------------------------------------------
+# -- fail fast, dry run, CLI ------------------------------------------------------------------------------------------
 def test_model_free_config_on_arbitrary_videos_fails_fast(tmp_path):
     write_video(tmp_path / "videos" / "clip.mp4", np.zeros((20, 32, 48, 3), np.uint8), 8)
     cfg = load_config(SYNTHETIC_CONFIG, input=str(tmp_path / "videos"), out=str(tmp_path / "out"))
@@ -213,8 +213,8 @@ def test_shipped_configs_keep_the_stage_contract(tmp_path, name):
 def test_cli_dry_run_prints_plan_and_starts_nothing(tmp_path, capsys):
     import ray
 
-    code = main(["dataset", "--dry-run", "--config", str(SYNTHETIC_CONFIG), "--out", str(tmp_path / "out"), "--set", "sources.0.num_clips=3",
-                 "--limit", "2", "--set", "run.num_cpus=2"])
+    code = main(["dataset", "--dry-run", "--config", str(SYNTHETIC_CONFIG), "--out", str(tmp_path / "out"),
+                 "--set", "sources.0.num_clips=3", "--limit", "2", "--set", "run.num_cpus=2"])
     err = capsys.readouterr().err
     assert code == 0
     assert "3 listed, 0 done in earlier runs, 2 to process" in err and "2 CPU" in err
@@ -224,7 +224,8 @@ def test_cli_dry_run_prints_plan_and_starts_nothing(tmp_path, capsys):
 
 
 def test_cli_bad_override_exits_with_one_line(tmp_path, capsys):
-    code = main(["dataset", "--dry-run", "--config", str(SYNTHETIC_CONFIG), "--out", str(tmp_path), "--set", "stages.tag.num_gpus=0.5"])
+    code = main(["dataset", "--dry-run", "--config", str(SYNTHETIC_CONFIG), "--out", str(tmp_path),
+                 "--set", "stages.tag.num_gpus=0.5"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: --set stages.tag.num_gpus")
 
@@ -239,7 +240,7 @@ def test_cli_weights_check_lists_present_and_missing(tmp_path, monkeypatch, caps
     for name, spec in registry.items():
         [line] = [ln for ln in lines if ln.startswith(f"{name}: ")]
         assert "missing" in line and spec.hub_id in line and str(tmp_path / spec.subdir) in line
-    for name, spec in registry.items():
+    for spec in registry.values():
         for f in spec.files or ("",):
             target = tmp_path / spec.subdir / f
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -268,16 +269,18 @@ def test_input_gives_a_video_config_a_videos_source(tmp_path):
     assert [(s.type, s.options) for s in cfg.sources] == [("videos", {"input": str(tmp_path)})]
 
 
-# -- typed values, installed configs by name ----------------------------------------------------------------------------
+# -- typed values, installed configs by name --------------------------------------------------------------------------
 @pytest.mark.parametrize("override, message", [
-    ("stages.image_inpaint.options.steps=abc", "stages.image_inpaint.options.steps must be an integer, got 'abc' (str)"),
+    ("stages.image_inpaint.options.steps=abc",
+     "stages.image_inpaint.options.steps must be an integer, got 'abc' (str)"),
     ("clip.num_frames=8.5", "clip.num_frames must be an integer, got 8.5 (float)"),
     ("stages.caption.num_gpus=half", "stages.caption.num_gpus must be a number, got 'half' (str)"),
     ("run.maxcount=[1]", "run.maxcount must be an integer, got [1] (list)"),
     ("sources.0.seed=abc", "sources.0.seed must be an integer, got 'abc' (str)"),
 ])
 def test_a_wrong_typed_value_names_its_key_and_the_type_it_takes(tmp_path, capsys, override, message):
-    code = main(["dataset", "--config", "image_matting", "--dry-run", "--out", str(tmp_path / "out"), "--set", override])
+    code = main(["dataset", "--config", "image_matting", "--dry-run", "--out", str(tmp_path / "out"),
+                 "--set", override])
     assert (code, capsys.readouterr().err.strip().splitlines()) == (2, [f"error: {message}"])
 
 
@@ -301,7 +304,7 @@ def test_an_installed_config_is_not_shadowed_by_a_folder_of_its_name(tmp_path, m
     assert config_path("engine", "mine") == Path("mine")
 
 
-# -- the folder's config --------------------------------------------------------------------------------------------------
+# -- the folder's config ----------------------------------------------------------------------------------------------
 def test_sample_settings_leave_out_what_changes_no_sample(tmp_path):
     def settings(*overrides: str) -> dict:
         cfg = load_config(SYNTHETIC_CONFIG, list(overrides), out=str(tmp_path))

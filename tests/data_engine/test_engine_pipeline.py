@@ -73,7 +73,8 @@ def write_vfr_synthetic(cfg: SyntheticConfig, index: int, path: Path) -> Path:
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
-    Path(str(path) + LAYERS_SIDECAR).write_text(json.dumps({"generator": "synthetic", "config": asdict(cfg), "index": index}))
+    Path(str(path) + LAYERS_SIDECAR).write_text(json.dumps({"generator": "synthetic", "config": asdict(cfg),
+                                                            "index": index}))
     return path
 
 
@@ -140,7 +141,8 @@ def test_bad_inputs_end_in_quarantine_and_the_run_completes(messy_inputs, messy_
         assert text in row["message"] and "\n" not in row["message"]
     # a readable real video: split into clips, then refused by the model-free layer stage, clip by clip
     no_layers = [r for r in q if r["input"].startswith(str(messy_inputs["no_layers"].resolve()))]
-    assert len(no_layers) == 2 and all(r["stage"] == "synthetic_layers" and NO_LAYERS in r["message"] for r in no_layers)
+    assert len(no_layers) == 2 and all(r["stage"] == "synthetic_layers" and NO_LAYERS in r["message"]
+                                       for r in no_layers)
     assert len(q) == len(EXPECTED_QUARANTINE) + 2
     # good inputs: 2 clips each from the two synthetic videos; the VFR one (16 frames over 2 s) gives 2 at 8 fps
     # plus the first layered input (the limit of 12 inputs stops there)
@@ -267,7 +269,7 @@ def test_a_retried_input_that_succeeds_leaves_quarantine(ray_local, tmp_path):
     assert_stats_match_tables(out)
 
 
-# -- the folder's config on resume -----------------------------------------------------------------------------------------
+# -- the folder's config on resume ------------------------------------------------------------------------------------
 def test_a_resume_that_would_change_samples_is_refused_before_any_work(ray_local, tmp_path, capsys):
     """A half-done folder, then a finished one: another value or another config is refused in one line that names
     the keys, and nothing in the folder changes; a resume that changes only run settings finishes the folder, and
@@ -357,7 +359,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(ray_local, tmp_
     assert stats["inputs"]["done_before"] + stats["inputs"]["this_run"] == KILL_VIDEOS
 
 
-# -- a worker that dies on one input ------------------------------------------------------------------------------------
+# -- a worker that dies on one input ----------------------------------------------------------------------------------
 DYING_STAGE = '''
 import os
 
@@ -390,7 +392,8 @@ def test_an_input_that_kills_its_worker_is_quarantined_and_the_run_completes(tmp
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "out"
-    assert sorted(Path(c.source_id).name for c in read_clips(out)) == ["synthetic_s3_00000.mp4", "synthetic_s3_00002.mp4"]
+    assert sorted(Path(c.source_id).name for c in read_clips(out)) == ["synthetic_s3_00000.mp4",
+                                                                       "synthetic_s3_00002.mp4"]
     [lost] = pq.read_table(out / "quarantine.parquet").to_pylist()
     assert lost["input"].endswith("synthetic_s3_00001.mp4")
     assert (lost["stage"], lost["error_type"]) == ("engine", "WorkerLost") and "died" in lost["message"]

@@ -185,7 +185,7 @@ def test_probe_passes_vfr_and_records_it(tmp_path):
     assert row["probe"]["variable_frame_rate"] and row["probe"]["num_frames"] == 20
 
 
-# -- layers -----------------------------------------------------------------------------------------------------------------
+# -- layers -----------------------------------------------------------------------------------------------------------
 def test_compose_builds_the_four_layers():
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (4, 8, 12, 3), dtype=np.uint8)
@@ -246,7 +246,7 @@ def test_synthetic_layers_refuses_other_videos(tmp_path):
     assert is_failed(out) and NO_LAYERS in out[FAILED]["message"]
 
 
-# -- the wrapper: accounting, retries, isolation ------------------------------------------------------------------------
+# -- the wrapper: accounting, retries, isolation ----------------------------------------------------------------------
 class FanOut(Stage):
     """A protocol exercise: row n -> n copies (0 = filtered); rows marked `boom` raise; counts its calls."""
 
@@ -281,7 +281,8 @@ def test_wrapper_conserves_weight_isolates_failures_and_retries(monkeypatch):
     by_input: dict[str, Fraction] = {}
     for r in out:
         by_input[r[INPUT]] = by_input.get(r[INPUT], 0) + r[WEIGHT]
-    assert by_input == {"in0": Fraction(1, 2), "in1": Fraction(1, 2), "in2": Fraction(1, 2), "in3": Fraction(1, 2), "bad": 1}
+    assert by_input == {"in0": Fraction(1, 2), "in1": Fraction(1, 2), "in2": Fraction(1, 2), "in3": Fraction(1, 2),
+                        "bad": 1}
     assert (n_out, n_drop, n_fail) == (1 + 2 + 3, 1, 1)
     [drop] = [r for r in out if DROPPED in r]
     assert drop[INPUT] == "in0" and drop[DROPPED] == {"stage": "fanout", "reasons": ["nothing in it"]}
@@ -325,7 +326,7 @@ def test_fused_pool_equals_its_stages_one_after_another(monkeypatch):
     assert {r.get("halved") for r in fused if DROPPED not in r} == {1, 2}
 
 
-# -- video inputs ----------------------------------------------------------------------------------------------------------
+# -- video inputs -----------------------------------------------------------------------------------------------------
 def test_video_listing_folder_glob_listfile_and_uri(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for p in ("a/one.mp4", "a/b/two.MOV", "a/notes.txt"):

@@ -91,5 +91,6 @@ def test_through_the_engine(sets, tmp_path):
     out = tmp_path / "out"
     samples = list(wds.WebDataset(sorted(str(p) for p in out.glob("shard-*.tar")), shardshuffle=False))
     assert len(samples) == 1 and json.loads(samples[0]["json"])["captions"]["fg"] == "a box"
-    quarantine = {r["input"].rsplit(":", 1)[-1]: r["message"] for r in pq.read_table(out / "quarantine.parquet").to_pylist()}
+    quarantine = {r["input"].rsplit(":", 1)[-1]: r["message"]
+                  for r in pq.read_table(out / "quarantine.parquet").to_pylist()}
     assert set(quarantine) == {"small_alpha", "empty", "no_bg"}

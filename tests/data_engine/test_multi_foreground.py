@@ -243,7 +243,8 @@ def test_num_objects_is_a_source_option_with_a_clear_limit():
     assert opts.num_objects == 2
     opts = source_options(SourceSpec("copy_paste", {"shards": "somewhere", "num_objects": 3}), 0).opts
     assert opts.num_objects == 3
-    with pytest.raises(ConfigError, match=rf"sources\[0\] \(synthetic_world\): num_objects must be 1 .. {len(COLOURS)}"):
+    with pytest.raises(ConfigError,
+                       match=rf"sources\[0\] \(synthetic_world\): num_objects must be 1 .. {len(COLOURS)}"):
         source_options(SourceSpec("synthetic_world", {"num_objects": len(COLOURS) + 1}), 0)
 
 

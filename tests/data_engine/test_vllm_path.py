@@ -103,7 +103,7 @@ def test_caption_through_vllm_sends_the_transformers_prompts_and_maps_rows_back(
     assert llm.calls[0][1] == ("SamplingParams", {"temperature": 0.0, "max_tokens": 120, "min_tokens": 1})
     sent = [p for inputs, _ in llm.calls for p in inputs]
     layers = [(row, layer) for row in data for layer in ("fg", "bg", "blend")]
-    for p, (row, layer) in zip(sent, layers):
+    for p, (_row, layer) in zip(sent, layers):
         assert p["prompt"] == fake_vllm.apply_chat_template(
             [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": DEFAULT_PROMPTS[layer]}]}],
             add_generation_prompt=True, tokenize=False)

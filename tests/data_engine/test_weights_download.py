@@ -120,7 +120,7 @@ def publish(tree: Path) -> tuple[dict[str, dict[str, bytes]], dict[str, bytes]]:
     """What the internet holds for each registry entry, made from the release-layout tree."""
     repos: dict[str, dict[str, bytes]] = {}
     links: dict[str, bytes] = {}
-    for name, s in weights.load_registry().items():
+    for s in weights.load_registry().values():
         files = files_under(tree / s.subdir)
         if s.url:
             for filename in s.files:

@@ -97,7 +97,8 @@ def test_real_raft_wiring_from_weights_file(tmp_path, make_translating):
     save_file(build_raft(seed=3).state_dict(), str(path))
     metric = DynamicDegree(weights=path)
     seen = []
-    metric.model.register_forward_pre_hook(lambda m, args, kwargs: seen.append((args[0].shape, kwargs)), with_kwargs=True)
+    metric.model.register_forward_pre_hook(lambda m, args, kwargs: seen.append((args[0].shape, kwargs)),
+                                           with_kwargs=True)
     frames = make_translating(2, 130, 141, 4)
     s = metric.score_video(frames, fps=8)
     assert seen[0][0] == (1, 3, 136, 144) and seen[0][1] == {"num_flow_updates": 20}

@@ -43,7 +43,8 @@ def test_official_layers_as_predictions_give_perfect_alpha_and_plausible_bg(deco
     for name in ("json", "markdown", "bars", "distributions", "contact_sheet"):
         assert files[name].is_file() and files[name].stat().st_size > 0, name
     report = files["markdown"].read_text()
-    assert RANDOM_WEIGHTS_NOTE in report and "| Frame Consistency |" in report and "| dog | 1.0000 | 0.0000 | inf |" in report
+    assert (RANDOM_WEIGHTS_NOTE in report and "| Frame Consistency |" in report
+            and "| dog | 1.0000 | 0.0000 | inf |" in report)
     back = EvalRun.load(out)
     assert back.accuracy["dog"]["bg_psnr"] == float("inf") and back.aggregates == run.aggregates
     json.loads((out / "results.json").read_text())  # standard JSON (no bare Infinity)

@@ -73,7 +73,8 @@ def test_scores_and_labels_of_both_backends():
     s = clip.score_video(frames, prompt="a red car")
     assert s.details["frames"] == [0, 1, 2, 3, 5, 6, 7, 8]
     with torch.no_grad():
-        img = torch.nn.functional.normalize(clip.model.encode_image(clip_preprocess(frames[s.details["frames"]], resize_uint8=True)), dim=-1)
+        img = torch.nn.functional.normalize(
+            clip.model.encode_image(clip_preprocess(frames[s.details["frames"]], resize_uint8=True)), dim=-1)
     text = clip.text_features("a red car")
     assert s.value == pytest.approx(float((img @ text.T).mean()), abs=16 * FLOAT32_EPS)  # a cosine: scale 1
     vic = TextAlignment("viclip", random_init=True, tiny=True)

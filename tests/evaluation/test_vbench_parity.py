@@ -86,7 +86,8 @@ def test_opt_in_skips_when_unset_and_fails_on_a_folder_without_the_weights(tmp_p
 def test_decoded_frames_are_the_ones_vbench_scored(ref):
     _, scores, videos = ref
     for name, frames in videos.items():
-        assert hashlib.sha256(frames.tobytes()).hexdigest() == scores["videos"][name]["decoded_rgb_uint8_sha256_decord"], name
+        expected = scores["videos"][name]["decoded_rgb_uint8_sha256_decord"]
+        assert hashlib.sha256(frames.tobytes()).hexdigest() == expected, name
 
 
 @pytest.mark.slow

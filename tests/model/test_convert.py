@@ -50,7 +50,8 @@ def test_verify_fixture_fails_on_a_wrong_reference(sat_tiny, tmp_path, capsys):
     for name in ("gen_state_dict.safetensors", "gen_inputs.safetensors"):
         shutil.copy(sat_tiny / name, tmp_path / name)
     meta = json.loads((sat_tiny / "fixture.json").read_text())
-    (tmp_path / "fixture.json").write_text(json.dumps({"config": meta["config"], "layernorm_eps": meta["layernorm_eps"]}))
+    (tmp_path / "fixture.json").write_text(json.dumps({"config": meta["config"],
+                                                       "layernorm_eps": meta["layernorm_eps"]}))
     outputs = load_file(str(sat_tiny / "gen_outputs.safetensors"))
     save_file({"output": outputs["output"] + 1e-3}, str(tmp_path / "gen_outputs.safetensors"))
     code, diffs = _verify(tmp_path, capsys)
@@ -70,7 +71,8 @@ def _to_official(model: LayerFlowTransformer) -> dict[str, torch.Tensor]:
     put("patch_embed.text_proj", "mixins.patch_embed.text_proj")
     put("time_embedding.linear_1", "time_embed.0")
     put("time_embedding.linear_2", "time_embed.2")
-    out["mixins.pos_embed.pos_embedding"] = sd["pos_embedding"] if cfg.learned_pos_embedding else model.patch_embed.pos_embedding
+    out["mixins.pos_embed.pos_embedding"] = (sd["pos_embedding"] if cfg.learned_pos_embedding
+                                             else model.patch_embed.pos_embedding)
     if cfg.layer_embedding:
         put("layer_embedder.0", "mixins.pos_embed.txt_embedder.0")
         put("layer_embedder.1", "mixins.pos_embed.txt_embedder.1")
@@ -95,7 +97,8 @@ def _to_official(model: LayerFlowTransformer) -> dict[str, torch.Tensor]:
             out[f"{qkv}{'.original' if lora else ''}{s}"] = torch.cat([sd[f"{b}.attn1.to_{p}{s}"] for p in "qkv"])
         put(f"{b}.attn1.to_out.0", dense + (".original" if lora else ""))
         if lora:
-            for letter, ours in zip("ABCD", ("motion_lora.down", "motion_lora.up", "content_lora.down", "content_lora.up")):
+            for letter, ours in zip("ABCD", ("motion_lora.down", "motion_lora.up", "content_lora.down",
+                                             "content_lora.up")):
                 for j, p in enumerate("qkv"):
                     out[f"{qkv}.matrix_{letter}.{j}"] = sd[f"{b}.attn1.to_{p}.{ours}.weight"]
                 out[f"{dense}.matrix_{letter}.0"] = sd[f"{b}.attn1.to_out.0.{ours}.weight"]
@@ -133,7 +136,8 @@ def test_verify_fixture_on_another_size(tmp_path, capsys):
               str(tmp_path / "seg_inputs.safetensors"))
     save_file({"output": out, "variant.scale_int_0": off}, str(tmp_path / "seg_outputs.safetensors"))
     pos = {"text_length": 452, "learnable_pos_embed": True}
-    meta = {"seg_config": {"params": {"latent_height": 6, "latent_width": 4, "modules": {"pos_embed_config": {"params": pos}}}},
+    meta = {"seg_config": {"params": {"latent_height": 6, "latent_width": 4,
+                                      "modules": {"pos_embed_config": {"params": pos}}}},
             "non_tensor_inputs": {"seg": {"task_idx": 3}},
             "variants": {"scale_int_0": {"overrides": {"scale": 0}}}}
     (tmp_path / "fixture.json").write_text(json.dumps(meta))
@@ -234,6 +238,14 @@ def test_every_converted_rgba_release_samples(name, tmp_path):
     assert out.latents.isfinite().all() and out.latents.std() > 0.1
 
 
+def _gen_forward(model: LayerFlowTransformer, sat_tiny: Path) -> torch.Tensor:
+    """The model's output on the fixture's `gen` inputs (x, text, timesteps, motion scale)."""
+    inputs = load_file(str(sat_tiny / "gen_inputs.safetensors"))
+    with torch.no_grad():
+        return model(inputs["x"], inputs["context"].reshape(2, 678, 32), inputs["timesteps"],
+                     motion_scale=inputs["scale"])
+
+
 def test_zero_lora_layers_follow_the_checkpoint(sat_tiny, tmp_path):
     meta = json.loads((sat_tiny / "fixture.json").read_text())
     spec = meta["variants"]["lora_only_layers_mod6_eq5"]
@@ -242,9 +254,7 @@ def test_zero_lora_layers_follow_the_checkpoint(sat_tiny, tmp_path):
     save_file(sd, str(tmp_path / "gen_state_dict.safetensors"))
     model, variant = convert_checkpoint(tmp_path / "gen_state_dict.safetensors", official_config=meta["config"])
     assert model.layerflow_config.lora_block_indices() == (5,)
-    inputs = load_file(str(sat_tiny / "gen_inputs.safetensors"))
-    with torch.no_grad():
-        out = model(inputs["x"], inputs["context"].reshape(2, 678, 32), inputs["timesteps"], motion_scale=inputs["scale"])
+    out = _gen_forward(model, sat_tiny)
     ref = load_file(str(sat_tiny / "gen_outputs.safetensors"))["variant.lora_only_layers_mod6_eq5"]
     assert (out - ref).abs().max() <= parity_tolerance(ref)
 
@@ -257,9 +267,7 @@ def test_sat2ours_writes_a_loadable_folder(sat_tiny, tmp_path, capsys):
     report = json.loads((out_dir / "conversion.json").read_text())
     assert report["variant"] == "multi-layer-generation-rgba"
     model = LayerFlowTransformer.from_pretrained(str(out_dir)).eval()
-    inputs = load_file(str(sat_tiny / "gen_inputs.safetensors"))
-    with torch.no_grad():
-        out = model(inputs["x"], inputs["context"].reshape(2, 678, 32), inputs["timesteps"], motion_scale=inputs["scale"])
+    out = _gen_forward(model, sat_tiny)
     ref = load_file(str(sat_tiny / "gen_outputs.safetensors"))["output"]
     assert (out - ref).abs().max() <= parity_tolerance(ref)
 
@@ -279,7 +287,8 @@ def test_bad_checkpoints_give_one_clear_line(tmp_path, capsys):
     pickled = tmp_path / "pickled.pt"
     torch.save({"module": {"x": torch.zeros(1)}, "args": _NotATensor()}, pickled)
     cases = [(junk, "not a valid safetensors file"), (torch_junk, "not a readable torch checkpoint"),
-             (wrong, "not an official LayerFlow"), (pickled, "safetensors.torch.save_file"), (tmp_path / "missing.pt", "does not exist")]
+             (wrong, "not an official LayerFlow"), (pickled, "safetensors.torch.save_file"),
+             (tmp_path / "missing.pt", "does not exist")]
     for path, words in cases:
         with pytest.raises(ConversionError, match=re.escape(words)) as err:
             load_official_state_dict(path)

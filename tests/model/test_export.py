@@ -23,7 +23,8 @@ T, H, W = 6, 48, 64
 
 def _clip() -> LayeredClip:
     yy, xx = np.mgrid[0:H, 0:W]
-    alpha = np.stack([np.clip(255 - 12 * np.hypot(xx - 20 - 4 * t, yy - 24), 0, 255) for t in range(T)]).astype(np.uint8)
+    alpha = np.stack([np.clip(255 - 12 * np.hypot(xx - 20 - 4 * t, yy - 24), 0, 255)
+                      for t in range(T)]).astype(np.uint8)
     alpha[:, :, 50:56] = 128  # a half-transparent band
     rgb = np.zeros((T, H, W, 3), np.uint8)
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 220, (xx * 3)[None], 40
@@ -47,7 +48,8 @@ def test_export_all_outputs_reopen_with_alpha(tmp_path):
     clip = _clip()
     result = export_clip(clip, tmp_path / "out")
     files = result.files
-    expected = {"fg_rgba_png", "fg_rgba_webm", "fg_rgba_mov", "fg", "alpha", "bg", "blend", "preview", "preview_png", "meta"}
+    expected = {"fg_rgba_png", "fg_rgba_webm", "fg_rgba_mov", "fg", "alpha", "bg", "blend", "preview", "preview_png",
+                "meta"}
     assert set(files) == expected and all(p.exists() for p in files.values())
 
     truth = np.concatenate([straight_rgb(clip.fg, clip.alpha), clip.alpha[..., None]], -1)

@@ -24,7 +24,8 @@ def _meta(folder) -> dict:
 
 def test_generate_with_prompts_file_and_flag_override(tmp_path, capsys):
     prompts = tmp_path / "prompts.yaml"
-    prompts.write_text(yaml.safe_dump({"fg_prompt": "a red kite", "bg_prompt": "a beach", "bl_prompt": "a kite over a beach"}))
+    prompts.write_text(yaml.safe_dump({"fg_prompt": "a red kite", "bg_prompt": "a beach",
+                                       "bl_prompt": "a kite over a beach"}))
     assert main([*FAST, "--prompts", str(prompts), "--bg-prompt", "a windy beach", "--out", str(tmp_path / "out")]) == 0
     folder = tmp_path / "out" / "generate"
     printed = capsys.readouterr().out
@@ -98,7 +99,8 @@ def test_each_of_k_foregrounds_needs_a_prompt(tmp_path, capsys, prompts, unpromp
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == (
         f"error: --foregrounds 2 needs a prompt for each foreground, but the command line gives none for {unprompted}; "
-        'repeat --fg-prompt once per foreground, front first (--fg-prompt "" leaves one empty), or give them in --prompts')
+        'repeat --fg-prompt once per foreground, front first (--fg-prompt "" leaves one empty), '
+        "or give them in --prompts")
     assert not (tmp_path / "out").exists()
 
 

@@ -159,7 +159,8 @@ def test_generate_cli_given_layers_by_name(tmp_path, capsys):
     assert generate(["--task", "given", "--background", str(bg), "--layer", f"alpha_1={alpha}",
                      "--layer", f"fg_1={bg}", "--fg-prompt", "a dog", "--fg-prompt", "a ball", *base]) == 0
     assert "[given]" in capsys.readouterr().out
-    assert np.array_equal(decode_video((tmp_path / "given" / "alpha_1.mp4").read_bytes(), grey=True), np.full((T, H, W), 255))
+    assert np.array_equal(decode_video((tmp_path / "given" / "alpha_1.mp4").read_bytes(), grey=True),
+                          np.full((T, H, W), 255))
     assert generate(["--task", "given", "--layer", "fg_3=x.mp4", *base]) == 2
     assert "fg_3" in capsys.readouterr().err
     assert generate(["--fg-prompt", "a", "--fg-prompt", "b", "--fg-prompt", "c", *base]) == 2

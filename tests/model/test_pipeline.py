@@ -127,7 +127,8 @@ def test_unconditional_branch_is_zero_embeddings(pipe):
 
     handle = pipe.transformer.register_forward_pre_hook(hook, with_kwargs=True)
     try:
-        pipe(*PROMPTS, num_frames=F, height=H, width=W, num_inference_steps=1, generator=_generator(), output_type="latent")
+        pipe(*PROMPTS, num_frames=F, height=H, width=W, num_inference_steps=1, generator=_generator(),
+             output_type="latent")
     finally:
         handle.remove()
     uncond, cond = seen["text"].chunk(2)
@@ -181,8 +182,10 @@ def test_condition_latents_come_from_one_joint_vae_pass(pipe):
 
 
 def test_same_seed_same_result_and_batch(pipe):
-    a = pipe(*PROMPTS, num_frames=F, height=H, width=W, num_inference_steps=1, generator=_generator(5), output_type="latent")
-    b = pipe(*PROMPTS, num_frames=F, height=H, width=W, num_inference_steps=1, generator=_generator(5), output_type="latent")
+    a = pipe(*PROMPTS, num_frames=F, height=H, width=W, num_inference_steps=1, generator=_generator(5),
+             output_type="latent")
+    b = pipe(*PROMPTS, num_frames=F, height=H, width=W, num_inference_steps=1, generator=_generator(5),
+             output_type="latent")
     assert torch.equal(a.latents, b.latents)
     batch = pipe([PROMPTS[0], "a cat"], PROMPTS[1], PROMPTS[2], num_frames=F, height=H, width=W,
                  num_inference_steps=1, generator=_generator(5))

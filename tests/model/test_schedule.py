@@ -63,7 +63,8 @@ def _sat_dynamic_cfg(scale: float, timestep: int, num_steps: int) -> float:
 
 def _diffusers_dynamic_cfg(guidance: float, t: torch.Tensor, num_inference_steps: int) -> float:
     """The line in diffusers' CogVideoXPipeline.__call__ (use_dynamic_cfg=True)."""
-    return 1 + guidance * ((1 - math.cos(math.pi * ((num_inference_steps - t.item()) / num_inference_steps) ** 5.0)) / 2)
+    return 1 + guidance * (
+        (1 - math.cos(math.pi * ((num_inference_steps - t.item()) / num_inference_steps) ** 5.0)) / 2)
 
 
 @pytest.mark.parametrize("steps", [50, 20])

@@ -85,7 +85,8 @@ def test_the_command_writes_generate_formats(tmp_path, capsys):
     export_clip(clip, tmp_path / "in", ExportOptions(rgba_formats=("png",)))
     sky = np.full((16, 16, 3), (40, 90, 200), np.uint8)
     (tmp_path / "sky.png").write_bytes(encode_png(sky))
-    code = compose_main([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--background", str(tmp_path / "sky.png"),
+    code = compose_main([str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                         "--background", str(tmp_path / "sky.png"),
                          "--fg-transform", "0:dx=2,opacity=1", "--rgba-formats", "png,webm"])
     assert code == 0, capsys.readouterr().err
     for name in ("fg.mp4", "alpha.mp4", "bg.mp4", "blend.mp4", "fg_rgba.webm", "preview.png", "clip.json"):

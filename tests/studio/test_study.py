@@ -69,6 +69,6 @@ def test_the_report_gives_rates_and_flags_straight_liners(tmp_path, capsys):
 
 def test_make_refuses_a_prompt_one_run_lacks(runs, tmp_path, capsys):
     (tmp_path / "prompts.txt").write_text("A purple cube.\n")
-    code = study_main(["make", "--a", str(runs / "a"), "--b", str(runs / "b"), "--prompts", str(tmp_path / "prompts.txt"),
-                       "--out", str(tmp_path / "study")])
+    code = study_main(["make", "--a", str(runs / "a"), "--b", str(runs / "b"),
+                       "--prompts", str(tmp_path / "prompts.txt"), "--out", str(tmp_path / "study")])
     assert code == 2 and "'A purple cube.' is not in both runs" in capsys.readouterr().err

@@ -34,7 +34,8 @@ def decomposition(tmp_path_factory):
     write_video(pred / "fg.mp4", np.roll(clip.fg, 2, axis=2), clip.fps)
     write_video(pred / "alpha.mp4", np.roll(clip.alpha, 2, axis=2), clip.fps, lossless=True)
     write_video(pred / "bg.mp4", clip.bg, clip.fps)
-    run = EvalRun("decomposition", scores=[Score("dog", "fg", "aesthetic", 0.25)], accuracy={"dog": {"alpha_iou": 0.75}},
+    run = EvalRun("decomposition", scores=[Score("dog", "fg", "aesthetic", 0.25)],
+                  accuracy={"dog": {"alpha_iou": 0.75}},
                   meta={"data": str(root / "data"), "predictions": str(root / "pred")})
     run.save(root / "run")
     return root, clip

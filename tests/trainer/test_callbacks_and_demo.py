@@ -25,8 +25,9 @@ def test_validation_callback_logs_layered_samples_and_task_losses(tmp_path, shar
     spec = SampleSpec(prompts=[("a red box", "a noisy wall", "a red box by a wall")], num_inference_steps=2)
     callback = ValidationCallback(every_n_steps=2, sample=spec, num_examples=2)
     logger = TensorBoardLogger(tmp_path, name="tb", version=0)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=logger, callbacks=[callback], log_every_n_steps=1,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=logger, callbacks=[callback],
+                        log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
     dm = LayerFlowDataModule(tiny_data(shard_dir, batch_size=1), stage=3)
     trainer.fit(tiny_module(3), datamodule=dm)
     logger.experiment.flush()

@@ -23,7 +23,7 @@ def _counts(layout: SequenceLayout) -> dict[str, int]:
     return {layer: len(layout.latent_indices(layer)) for layer in layout.spec.generated}
 
 
-@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda l: f"{l.task.value}-K{l.spec.num_foregrounds}")
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: f"{layout.task.value}-K{layout.spec.num_foregrounds}")
 def test_each_layer_gets_the_errors_of_its_own_latents(layout):
     # Errors that name their latent: sample s's latent i holds 100 s + i, so a layer's mean is its indices' mean.
     noisy = torch.tensor(layout.noisy_indices, dtype=torch.float64)

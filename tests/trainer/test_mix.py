@@ -69,7 +69,7 @@ def test_a_stage3_run_logs_the_mix_it_saw(mixed_shards, tmp_path, capsys):
     assert "samples seen per origin:" in capsys.readouterr().out
 
 
-# -- the shipped stage-3 config ------------------------------------------------------------------------------------------
+# -- the shipped stage-3 config ---------------------------------------------------------------------------------------
 STAGE3 = CONFIG_DIR / "stage3.yaml"
 
 

@@ -21,7 +21,8 @@ from trainer.seeding import stable_seed
 @pytest.fixture(scope="module")
 def cache_dir(shard_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("latent_cache") / "cache"
-    args = ["--stage", "3", "--tiny", "--model.network.pretrained=null", f"--data.stream.shards={shard_dir}", "--cache", str(root)]
+    args = ["--stage", "3", "--tiny", "--model.network.pretrained=null", f"--data.stream.shards={shard_dir}",
+            "--cache", str(root)]
     assert main(args) == 0
     return root
 
@@ -45,8 +46,9 @@ def test_datamodule_reads_the_cache_instead_of_pixels(cache_dir, shard_dir, tiny
         clip = clips[e["key"]]
         layers, _ = frame_clip(clip, cfg, False, np.random.default_rng(stable_seed(cfg.seed, clip.key, "frames")),
                                random_crop=False)
-        pixels = collate([{"key": e["key"], "origin": clip.origin, "layers": layers, "captions": clip.captions.as_dict(),
-                           "motion_scale": e["motion_scale"], "keep": e["keep"]}], "generate", 4)
+        pixels = collate([{"key": e["key"], "origin": clip.origin, "layers": layers,
+                           "captions": clip.captions.as_dict(), "motion_scale": e["motion_scale"], "keep": e["keep"]}],
+                         "generate", 4)
         _, text = module.encode_batch(pixels, 0)
         # The cache encodes samples in groups; a sample's text is its own, to float32 rounding.
         assert_float32_close(e["prompt_embeds"], text[0], 64, "prompt_embeds")
@@ -98,8 +100,9 @@ def test_stale_framing_is_refused_before_any_model(cache_dir, shard_dir, tiny_da
 def test_other_encoders_are_refused_in_one_line(cache_dir, shard_dir, capsys):
     from trainer.cli import main as train
 
-    args = ["--stage", "3", "--tiny", "--model.network.pretrained=null", f"--data.stream.shards={shard_dir}", f"--data.stream.cache={cache_dir}",
-            "--model.network.seed=1", "--trainer.max_steps=1", "--trainer.logger=false"]
+    args = ["--stage", "3", "--tiny", "--model.network.pretrained=null", f"--data.stream.shards={shard_dir}",
+            f"--data.stream.cache={cache_dir}", "--model.network.seed=1", "--trainer.max_steps=1",
+            "--trainer.logger=false"]
     assert train(args) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: stale latent cache") and "vae was" in line and "text_encoder was" in line
@@ -117,7 +120,8 @@ def test_a_sample_encodes_the_same_alone_as_in_a_group(shard_dir, tiny_data, tin
         examples.append((layers, clip.captions.as_dict(), clip.key))
 
     def encode(group):
-        items = [(layers, captions, torch.Generator().manual_seed(stable_seed(0, key))) for layers, captions, key in group]
+        items = [(layers, captions, torch.Generator().manual_seed(stable_seed(0, key)))
+                 for layers, captions, key in group]
         return encode_examples(items, 4, module.vae, module.text_encoder, module.tokenizer, module.text_tokens)
 
     together = encode(examples)
