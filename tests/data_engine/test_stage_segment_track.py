@@ -196,7 +196,7 @@ def test_a_new_objects_keyframe_alpha_is_sams_own(soft_stage, monkeypatch):
     (dict(temperature=-1), "temperature must be > 0"),
     (dict(temperature=math.nan), "temperature must be a finite number"),
     (dict(mask_threshold=math.inf), "mask_threshold must be a finite number"),
-    (dict(temperature="2"), "temperature must be a finite number"),
+    (dict(temperature="2"), r"temperature must be a number, got .2. \(str\)"),
     (dict(soft_alpha="yes"), "soft_alpha must be true or false"),
 ])
 def test_soft_matte_options_are_checked(bad, message):
