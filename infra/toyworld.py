@@ -258,6 +258,11 @@ class Pretraining:
     heldout_seed: int = 1000  # the report's held-out loss: clips of another world seed
     heldout_clips: int = 32
 
+    def recipe(self) -> Recipe:
+        """The world, geometry and random base of stage 0 (its clips `frames` long), as `Recipe` fields."""
+        return Recipe(videos=self.videos, video_frames=max(self.frames, Recipe.video_frames),
+                      frames_per_layer=self.frames, pretrained_base=False)
+
 
 def heldout_text_to_video_loss(folder: Path, recipe: Recipe, seed: int, count: int) -> float:
     """Stage 0's loss of the model in `folder` on `count` held-out clips of world `seed`, at fixed timesteps spread
@@ -285,8 +290,7 @@ def pretrain_base(out: Path, cfg: Pretraining = Pretraining(), threads: int = 2,
     started = time.perf_counter()
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)
-    recipe = Recipe(videos=cfg.videos, video_frames=max(cfg.frames, Recipe.video_frames), frames_per_layer=cfg.frames,
-                    pretrained_base=False)
+    recipe = cfg.recipe()
     build_dataset(recipe, work / "dataset", log)
     random_base = build_base(recipe, work, threads, log)
     data = [f"--data.stream.{k}={getattr(recipe, k)}" for k in ("frames_per_layer", "height", "width")]

@@ -16,8 +16,7 @@ def test_the_shipped_base_has_the_held_out_loss_its_report_gives(tmp_path):
     cfg = Pretraining(**report["pretraining"])
     assert cfg == Pretraining(), "report.json was made with other settings than `Pretraining`'s defaults"
     folder = build_base(Recipe(), tmp_path, threads=1, log=lambda _: None)
-    recipe = Recipe(frames_per_layer=cfg.frames, video_frames=max(cfg.frames, Recipe.video_frames))
-    loss = heldout_text_to_video_loss(folder, recipe, cfg.heldout_seed, cfg.heldout_clips)
+    loss = heldout_text_to_video_loss(folder, cfg.recipe(), cfg.heldout_seed, cfg.heldout_clips)
     reported = report["heldout_text_to_video_loss"]
     assert loss == pytest.approx(reported["pretrained"], rel=1e-3)
     assert loss < 0.5 * reported["random"]
