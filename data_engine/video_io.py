@@ -243,6 +243,18 @@ def decode_video_rgba(
     return _decode(src, rgba, max_frames, label)
 
 
+def presentation_times(container, stream, label: str) -> np.ndarray:
+    """The stream's packet timestamps in order, found by demuxing (no decode)."""
+    pts = []
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                pts.append(packet.pts)
+    except av.error.FFmpegError as exc:
+        raise unreadable(label, exc) from exc
+    return np.sort(np.asarray(pts, np.int64))
+
+
 def probe_video(src: str | Path | bytes | BinaryIO, *, name: str | None = None) -> VideoInfo:
     """Duration, fps, size, codec and frame count; counts frames by demuxing (cheap, no decode)."""
     label = _label(src, name)
@@ -250,15 +262,8 @@ def probe_video(src: str | Path | bytes | BinaryIO, *, name: str | None = None) 
     with container:
         stream = container.streams.video[0]
         ctx = stream.codec_context
-        pts: list[int] = []
-        try:
-            for packet in container.demux(stream):
-                if packet.pts is not None:
-                    pts.append(packet.pts)
-        except av.error.FFmpegError as exc:
-            raise unreadable(label, exc) from exc
+        pts = presentation_times(container, stream, label).tolist()
         tb = float(stream.time_base) if stream.time_base else 0.0
-        pts.sort()
         deltas = np.diff(pts) if len(pts) > 1 else np.array([])
         vfr = bool(deltas.size and (deltas.max() - deltas.min()) > 0.01 * max(1, np.median(deltas)))
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate

@@ -32,7 +32,7 @@ from data_engine.official_layout import OfficialLayoutError, find_sequences, rea
 from data_engine.schema import Captions, LayeredClip, fg_name, is_alpha
 from data_engine.video_io import cover_geometry, decode_video, read_frame_folder, resize_crop
 from model.export import RGBA_FORMATS, ExportOptions, export_clip
-from model.layout import CONDITION_ARGS, LayoutError, TaskSpec, task_spec
+from model.layout import LayoutError, TaskSpec, task_spec
 from model.quiet import quiet_weight_bars
 
 
@@ -193,6 +193,10 @@ def load_samples(root: Path) -> list[LayeredClip]:
         raise GenerateError(f"--sample: {exc}") from exc
 
 
+# The flag of each condition layer of the paper's K = 1 clip (other layers: --layer NAME=PATH).
+CONDITION_FLAGS: dict[str, str] = {"fg": "foreground", "alpha": "alpha", "bg": "background", "blend": "blend"}
+
+
 @dataclass
 class Job:
     name: str
@@ -202,15 +206,15 @@ class Job:
 
 def layer_flag(layer: str) -> str:
     """The flag that gives `layer`: --foreground, --alpha, --background, --blend, or --layer NAME=PATH."""
-    return f"--{CONDITION_ARGS[layer]}" if layer in CONDITION_ARGS else f"--layer {layer}=PATH"
+    return f"--{CONDITION_FLAGS[layer]}" if layer in CONDITION_FLAGS else f"--layer {layer}=PATH"
 
 
 def given_layers(args: argparse.Namespace) -> dict[str, Path]:
     """Every layer the command line gives: --foreground/--alpha/--background/--blend and --layer NAME=PATH."""
-    given = {layer: getattr(args, flag) for layer, flag in CONDITION_ARGS.items() if getattr(args, flag) is not None}
+    given = {layer: getattr(args, flag) for layer, flag in CONDITION_FLAGS.items() if getattr(args, flag) is not None}
     for name, path in layer_flags(args.layer).items():
         if name in given:
-            raise GenerateError(f"layer {name} given twice (--layer {name}= and --{CONDITION_ARGS.get(name, name)})")
+            raise GenerateError(f"layer {name} given twice (--layer {name}= and --{CONDITION_FLAGS.get(name, name)})")
         given[name] = path
     return given
 

@@ -46,9 +46,6 @@ from data_engine.schema import (
 # The prompt of each captioned layer is prefixed with this index ("0, " + fg ...), whatever the task.
 PROMPT_INDEX: dict[str, int] = {"fg": 0, "bg": 1, "blend": 2}
 
-# The pipeline's keyword argument for each condition layer; the generate command's flags are the same words.
-CONDITION_ARGS: dict[str, str] = {"fg": "foreground", "alpha": "alpha", "bg": "background", "blend": "blend"}
-
 
 class LayoutError(ValueError):
     """Input that does not fit the sub-clip layout; the message says what is wrong and what is expected."""

@@ -27,7 +27,6 @@ from torch import nn
 
 from data_engine.schema import CAPTIONED_LAYERS, Captions, LayeredClip, is_alpha, sample_key
 from model.layout import (
-    CONDITION_ARGS,
     LayoutError,
     SequenceLayout,
     Task,
@@ -217,8 +216,6 @@ class LayerFlowPipeline(DiffusionPipeline):
         captions: Captions | Sequence[Captions] | None = None,
         task: TaskSpec | Task | str = Task.GENERATE,
         layers: Mapping[str, Conditions] | None = None,
-        foreground: Conditions | None = None, alpha: Conditions | None = None,
-        background: Conditions | None = None, blend: Conditions | None = None,
         num_frames: int = 16, height: int = 480, width: int = 720,
         num_inference_steps: int = DEFAULT_STEPS,
         guidance_scale: float = 6.0,
@@ -239,8 +236,7 @@ class LayerFlowPipeline(DiffusionPipeline):
         layers given) or one of the paper's tasks by name (K = 1). Prompts: `captions`, one `Captions` for every
         sample or one per sample (`more_fg`: foregrounds 1 .. K-1, front first), or at K = 1 `fg_prompt`,
         `bg_prompt`, `blend_prompt` (a string or one per sample). `layers`: the task's given layers by name, each a
-        uint8 array [T, H, W, 3] (alpha [T, H, W]) or a LayeredClip, or one per sample; `foreground=`, `alpha=`,
-        `background=`, `blend=` are short for layers["fg"], ["alpha"], ["bg"], ["blend"].
+        uint8 array [T, H, W, 3] (alpha [T, H, W]) or a LayeredClip, or one per sample.
 
         `prompt_embeds` ([B, P * 226, d]) skips the text encoder. Replaying a run exactly: `latents` ([B, T_noisy,
         C, h, w]) are the initial noisy latents, drawn from `generator` when None; `condition_latents` ([B, T_clean,
@@ -252,7 +248,7 @@ class LayerFlowPipeline(DiffusionPipeline):
         """
         spec = _task_spec(task)
         captions = _captions(fg_prompt, bg_prompt, blend_prompt, captions, spec)
-        given = _given_layers(layers, {"fg": foreground, "alpha": alpha, "bg": background, "blend": blend})
+        given = {name: value for name, value in (layers or {}).items() if value is not None}
         layout = SequenceLayout(spec, num_frames, self.vae_scale_factor_temporal)
         self._check_call(spec, captions, height, width, output_type, step_noise)
         guidance = _Guidance(guidance_scale, GuidanceSchedule.parse(guidance_schedule) if use_dynamic_cfg
@@ -416,15 +412,15 @@ class LayerFlowPipeline(DiffusionPipeline):
         out: list[dict[str, np.ndarray]] = [{} for _ in range(batch)]
         for layer in sorted(set(given) | set(spec.conditions), key=_sequence_order(spec)):
             value = given.get(layer)
-            arg = _condition_arg(layer)
+            arg = f'layers["{layer}"]'
             if layer not in spec.conditions:
                 if value is not None:
-                    needs = ", ".join(map(_condition_arg, spec.conditions)) or "no condition"
-                    raise PipelineInputError(f"task {spec.task.value} takes {needs}; drop `{arg}=`")
+                    needs = ", ".join(spec.conditions) or "no layer"
+                    raise PipelineInputError(f"task {spec.task.value} is given {needs}; drop {arg}")
                 continue
             if value is None:
                 if required:
-                    raise PipelineInputError(f"task {spec.task.value} needs `{arg}=` (a uint8 video or a "
+                    raise PipelineInputError(f"task {spec.task.value} needs {arg} (a uint8 video or a "
                                              "LayeredClip, or condition_latents=)")
                 continue
             items = value if isinstance(value, (list, tuple)) else [value]
@@ -489,28 +485,10 @@ def _captions(fg, bg, blend, captions: Captions | Sequence[Captions] | None, spe
     return [Captions(fg=f, bg=b, blend=c) for f, b, c in zip(*(_broadcast(x, n, "prompts") for x in lists))]
 
 
-def _given_layers(layers: Mapping[str, Any] | None, keywords: dict[str, Any]) -> dict[str, Any]:
-    """The one mapping of given layers: `layers`, plus the keywords foreground=, alpha=, background=, blend= (here
-    under their layers' names)."""
-    given = {name: value for name, value in (layers or {}).items() if value is not None}
-    for layer, value in keywords.items():
-        if value is not None:
-            if layer in given:
-                raise PipelineInputError(f"layer {layer} given twice: `{_condition_arg(layer)}=` and "
-                                         f'`layers["{layer}"]`')
-            given[layer] = value
-    return given
-
-
 def _batch_size(captions: list[Captions], given: dict[str, Any], *tensors: torch.Tensor | None) -> int:
     """The longest of the per-sample prompts, conditions and tensors (the others are broadcast to it)."""
     return max([len(captions)] + [len(v) for v in given.values() if isinstance(v, (list, tuple))]
                + [x.shape[0] for x in tensors if x is not None and x.ndim])
-
-
-def _condition_arg(layer: str) -> str:
-    """The keyword a condition layer is passed by: foreground, alpha, background, blend, or layers["fg_1"]."""
-    return CONDITION_ARGS.get(layer, f'layers["{layer}"]')
 
 
 def _sequence_order(spec: TaskSpec):
@@ -534,15 +512,15 @@ def _broadcast(items: list, n: int, what: str) -> list:
 def _condition_array(layer: str, arg: str, item: Condition, frames: int, height: int, width: int) -> np.ndarray:
     arr = item.layer(layer) if isinstance(item, LayeredClip) else np.asarray(item)
     if arr.dtype != np.uint8:
-        raise PipelineInputError(f"`{arg}` must be uint8 (0..255), got {arr.dtype}")
+        raise PipelineInputError(f"{arg} must be uint8 (0..255), got {arr.dtype}")
     if is_alpha(layer) and arr.ndim == 4:
         if arr.shape[-1] not in (1, 3) or not (arr == arr[..., :1]).all():
-            raise PipelineInputError(f"`{arg}` must be grey: [T, H, W], got shape {arr.shape} with differing channels")
+            raise PipelineInputError(f"{arg} must be grey: [T, H, W], got shape {arr.shape} with differing channels")
         arr = arr[..., 0]
     want = (frames, height, width) if is_alpha(layer) else (frames, height, width, 3)
     if arr.shape != want:
         raise PipelineInputError(
-            f"`{arg}` has shape {arr.shape}, expected {want} (num_frames x height x width); "
+            f"{arg} has shape {arr.shape}, expected {want} (num_frames x height x width); "
             "resize the condition or pass matching num_frames/height/width"
         )
     return arr

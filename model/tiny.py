@@ -5,7 +5,7 @@ Random weights from a seed, built in-process (nothing is downloaded); the transf
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from diffusers import AutoencoderKLCogVideoX
@@ -41,13 +41,8 @@ def build_tiny_vae(latent_channels: int, seed: int = 0,
         vae = AutoencoderKLCogVideoX(
             down_block_types=("CogVideoXDownBlock3D",) * n,
             up_block_types=("CogVideoXUpBlock3D",) * n,
-            block_out_channels=config.block_out_channels,
             latent_channels=latent_channels,
-            layers_per_block=config.layers_per_block,
-            norm_num_groups=config.norm_num_groups,
-            temporal_compression_ratio=config.temporal_compression_ratio,
-            sample_height=config.sample_height,
-            sample_width=config.sample_width,
+            **asdict(config),
         )
     return vae.eval()
 
@@ -56,19 +51,8 @@ def build_tiny_text_encoder(
     vocab_size: int, d_model: int, seed: int = 0, config: TinyT5Config = TinyT5Config()
 ) -> T5EncoderModel:
     """A T5 v1.1-style encoder (gated GELU, untied, like t5-v1_1-xxl) whose output width is `d_model`."""
-    t5_config = T5Config(
-        vocab_size=vocab_size,
-        d_model=d_model,
-        d_kv=config.d_kv,
-        d_ff=config.d_ff,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
-        relative_attention_num_buckets=config.relative_attention_num_buckets,
-        relative_attention_max_distance=config.relative_attention_max_distance,
-        feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
-        dropout_rate=0.0,
-    )
+    t5_config = T5Config(vocab_size=vocab_size, d_model=d_model, feed_forward_proj="gated-gelu",
+                         tie_word_embeddings=False, dropout_rate=0.0, **asdict(config))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = T5EncoderModel(t5_config)

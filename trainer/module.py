@@ -249,16 +249,10 @@ class LayerFlowModule(L.LightningModule):
         ]).to(posterior.mean)
         return ((posterior.mean + posterior.std * eps) * self.vae.config.scaling_factor).permute(0, 2, 1, 3, 4)
 
-    def compute_loss(
-        self,
-        batch: dict[str, Any],
-        step: int,
-        *,
-        timesteps: torch.Tensor | None = None,
-        noise: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Per-sample loss [B]; `timesteps` / `noise` fix the diffusion draw (evaluation at a fixed point)."""
-        return self.weighted_errors(batch, step, timesteps=timesteps, noise=noise).flatten(1).mean(1)
+    def compute_loss(self, batch: dict[str, Any], step: int, **draw: torch.Tensor | None) -> torch.Tensor:
+        """Per-sample loss [B]; `draw` (`weighted_errors`' timesteps / noise) fixes the diffusion draw (evaluation
+        at a fixed point)."""
+        return self.weighted_errors(batch, step, **draw).flatten(1).mean(1)
 
     def weighted_errors(
         self,

@@ -100,34 +100,11 @@ class StagePlan:
 
 
 @dataclass(frozen=True)
-class PoolPlan:
-    """One actor pool: the stages each of its actors runs in order (several when fused), sharing its resources."""
+class PoolPlan(StagePlan):
+    """One actor pool: its own fields are what its actors get; `stages` are what each actor runs in order (several
+    when fused), sharing those resources."""
 
-    stages: tuple[StagePlan, ...]
-
-    @property
-    def name(self) -> str:
-        return "+".join(s.name for s in self.stages)
-
-    @property
-    def num_cpus(self) -> float:
-        return self.stages[0].num_cpus
-
-    @property
-    def num_gpus(self) -> float:
-        return self.stages[0].num_gpus
-
-    @property
-    def actors(self) -> int:
-        return self.stages[0].actors
-
-    @property
-    def batch_size(self) -> int:
-        return self.stages[0].batch_size
-
-    @property
-    def gpu_gib(self) -> float:
-        return self.stages[0].gpu_gib
+    stages: tuple[StagePlan, ...] = ()
 
 
 def fusable(r: Resources) -> bool:
@@ -185,7 +162,8 @@ def plan_stages(stages: list[tuple[str, Resources]], cluster: ClusterResources, 
     memory = {"+".join(n for n, _ in g): max(gpu_gib.get(n, 0.0) for n, _ in g) for g in groups}
     pools = plan_pools([("+".join(n for n, _ in g), pool_resources(g)) for g in groups], cluster, memory)
     return [
-        PoolPlan(tuple(StagePlan(name, replace(r, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus), pool.actors,
+        PoolPlan(pool.name, pool.resources, pool.actors, pool.gpu_gib,
+                 tuple(StagePlan(name, replace(r, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus), pool.actors,
                                  pool.gpu_gib)
                        for name, r in group))
         for group, pool in zip(groups, pools)

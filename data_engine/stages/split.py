@@ -29,6 +29,7 @@ from data_engine.video_io import (
     apply_codec_threads,
     apply_geometry,
     cover_geometry,
+    presentation_times,
     unreadable,
 )
 
@@ -87,19 +88,6 @@ def usable_ticks(num_frames: int, duration: float, source_fps: float, policy: Cl
     return min(num_frames, int(np.floor(span * fps + 1e-6)) + 1)
 
 
-def _presentation_times(container, stream, label: str) -> np.ndarray:
-    import av
-
-    pts = []
-    try:
-        for packet in container.demux(stream):
-            if packet.pts is not None:
-                pts.append(packet.pts)
-    except av.error.FFmpegError as exc:
-        raise unreadable(label, exc) from exc
-    return np.sort(np.asarray(pts, np.int64))
-
-
 def decode_clips(src: Any, label: str,
                  policy: ClipPolicy) -> tuple[list[np.ndarray], list[list[int]], float, Geometry, int]:
     """Decode only the frames the clips need, scaled as they come. Returns clips, their frame indices, fps, geometry
@@ -116,7 +104,7 @@ def decode_clips(src: Any, label: str,
         stream = container.streams.video[0]
         apply_codec_threads(stream)
         tb = float(stream.time_base)
-        pts = _presentation_times(container, stream, label)
+        pts = presentation_times(container, stream, label)
         rate = stream.average_rate or stream.guessed_rate
         source_fps = float(rate) if rate else 0.0
         fps = output_fps(source_fps, policy)

@@ -92,7 +92,7 @@ def _decomposer(cfg: DecompositionConfig, preset: str):
             raise EvaluationError(f"{gt.key}: {len(blend)} frames, the model decomposes {cfg.num_frames}; "
                                   f"pass --num-frames {len(blend)} or a longer sequence")
         out = pipe(fg_prompt=gt.captions.fg, bg_prompt=gt.captions.bg, blend_prompt=gt.captions.blend,
-                   task="decompose", blend=blend, num_frames=cfg.num_frames, height=blend.shape[1],
+                   task="decompose", layers={"blend": blend}, num_frames=cfg.num_frames, height=blend.shape[1],
                    width=blend.shape[2], num_inference_steps=cfg.steps,
                    generator=torch.Generator().manual_seed(cfg.seed), fps=gt.fps).clips[0]
         return LayerSet(gt.key, {name: out.layer(name) for name in out.layer_names}, gt.captions, gt.fps, "pipeline")

@@ -18,6 +18,7 @@ INDEX = """<!DOCTYPE html>
 <body data-ready="0">
 <main id="studio"></main>
 <script src="assets/data.js"></script>
+<script src="assets/common.js"></script>
 <script src="assets/{script}"></script>
 </body>
 </html>
@@ -25,12 +26,12 @@ INDEX = """<!DOCTYPE html>
 
 
 def write_page(data: dict[str, Any], out_dir: str | Path, script: str = "studio.js") -> Path:
-    """index.html and assets/{script, studio.css, data.js} in `out_dir`; returns index.html's path. `script`:
+    """index.html and assets/{common.js, script, studio.css, data.js} in `out_dir`; returns index.html's path. `script`:
     studio.js (the player and shard browser) or study.js (the user study)."""
     out = Path(out_dir)
     assets = out / "assets"
     assets.mkdir(parents=True, exist_ok=True)
-    for name in (script, "studio.css"):
+    for name in ("common.js", script, "studio.css"):
         (assets / name).write_text((ASSETS / name).read_text())
     # "</" is escaped so no caption can close the script early.
     payload = json.dumps(data).replace("</", "<\\/")

@@ -1,27 +1,8 @@
 // The layer studio: a layered player (every layer in sync, a live recomposite of the shown ones) and, for an
-// engine folder, a shard browser. Reads window.STUDIO_DATA (assets/data.js); loads nothing else.
+// engine folder, a shard browser. Reads window.STUDIO_DATA (assets/data.js) through common.js; loads nothing else.
 "use strict";
 
-const DATA = window.STUDIO_DATA;
-const CHECKER = ["rgb(204,204,204)", "rgb(153,153,153)"];
 const player = { sample: null, images: {}, frame: 0, playing: false, timer: null, layers: {} };
-
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  Object.entries(attrs || {}).forEach(([k, v]) => node.setAttribute(k, v));
-  children.forEach((c) => node.append(c));
-  return node;
-}
-
-function drawChecker(ctx, sample) {
-  const cell = sample.cell;
-  for (let y = 0; y < sample.height; y += cell) {
-    for (let x = 0; x < sample.width; x += cell) {
-      ctx.fillStyle = CHECKER[(Math.floor(y / cell) + Math.floor(x / cell)) % 2];
-      ctx.fillRect(x, y, cell, cell);
-    }
-  }
-}
 
 // Whole-number upscaling to about 240 px wide: with image-rendering: pixelated every clip pixel stays square.
 function scaleFor(sample) {

@@ -1,28 +1,10 @@
 // The user-study page: each prompt's two outputs side by side (sides drawn and recorded by `layerflow study make`),
 // the paper's questions per item, and the answers saved as a JSON file the participant downloads.
-// Reads window.STUDIO_DATA (assets/data.js); loads nothing else.
+// Reads window.STUDIO_DATA (assets/data.js) through common.js; loads nothing else.
 "use strict";
 
-const DATA = window.STUDIO_DATA;
-const CHECKER = ["rgb(204,204,204)", "rgb(153,153,153)"];
 const SHOWN_LAYERS = ["fg", "bg", "blend"];
 const views = [];  // {canvas, sample, frames: [Image], rgba}
-
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  Object.entries(attrs || {}).forEach(([k, v]) => node.setAttribute(k, v));
-  children.forEach((c) => node.append(c));
-  return node;
-}
-
-function drawChecker(ctx, sample) {
-  for (let y = 0; y < sample.height; y += sample.cell) {
-    for (let x = 0; x < sample.width; x += sample.cell) {
-      ctx.fillStyle = CHECKER[(Math.floor(y / sample.cell) + Math.floor(x / sample.cell)) % 2];
-      ctx.fillRect(x, y, sample.cell, sample.cell);
-    }
-  }
-}
 
 function layerView(sample, name, id) {
   const layer = sample.layers.find((l) => l.name === name);

@@ -315,7 +315,8 @@ def test_fused_pool_equals_its_stages_one_after_another(monkeypatch):
 
     monkeypatch.setattr(pipeline, "resolve_stage", {"fanout": FanOut, "halve": Halve}.__getitem__)
     rows = [{INPUT: f"in{n}", WEIGHT: Fraction(1), "key": f"k{n}", "n": n} for n in range(1, 5)]
-    plan = PoolPlan((StagePlan("fanout", Resources(batch_size=1), 2), StagePlan("halve", Resources(batch_size=3), 2)))
+    members = (StagePlan("fanout", Resources(batch_size=1), 2), StagePlan("halve", Resources(batch_size=3), 2))
+    plan = PoolPlan("fanout+halve", Resources(batch_size=1), 2, stages=members)
     Halve.batches.clear()
     fused = pipeline.unpack(pipeline.PoolActor(plan, {})(pipeline.pack(rows)))
     assert Halve.batches and max(Halve.batches) <= 3  # each member gets batches of its own size

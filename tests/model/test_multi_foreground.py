@@ -97,8 +97,9 @@ def test_pipeline_given_layers_come_back_unchanged(pipe):
     bg, fg1 = _video(1), _video(2)
     alpha1 = np.random.default_rng(3).integers(0, 256, (T, H, W), dtype=np.uint8)
     out = pipe(captions=Captions("a red disc", "a beach", more_fg=("a blue ring",)),
-               task=task_spec("given", 2, ("bg", "fg_1", "alpha_1")), background=bg,
-               layers={"fg_1": fg1, "alpha_1": alpha1}, num_frames=T, height=H, width=W, num_inference_steps=2)
+               task=task_spec("given", 2, ("bg", "fg_1", "alpha_1")),
+               layers={"bg": bg, "fg_1": fg1, "alpha_1": alpha1}, num_frames=T, height=H, width=W,
+               num_inference_steps=2)
     clip = out.clips[0]
     assert clip.num_foregrounds == 2 and clip.captions.more_fg == ("a blue ring",) and clip.depth_order == (0, 1)
     assert np.array_equal(clip.bg, bg) and np.array_equal(clip.layer("fg_1"), fg1)
@@ -107,18 +108,16 @@ def test_pipeline_given_layers_come_back_unchanged(pipe):
     two = Captions("a", more_fg=("b",))
     common = dict(num_frames=T, height=H, width=W, num_inference_steps=1)
     with pytest.raises(PipelineInputError, match="fg_1"):
-        pipe(captions=two, task=task_spec("fg_conditioned", 2), foreground=fg1, alpha=alpha1, **common)
+        pipe(captions=two, task=task_spec("fg_conditioned", 2), layers={"fg": fg1, "alpha": alpha1}, **common)
     with pytest.raises(PipelineInputError, match="not both"):
         pipe("a", captions=two, **common)
     # K is the spec's: prompts for another K, a task's name for K = 2, or layers beyond the spec are refused.
     with pytest.raises(PipelineInputError, match="prompts are for 2 foreground\\(s\\), the task for 1"):
         pipe(captions=two, task="generate", **common)
     with pytest.raises(PipelineInputError, match="task_spec\\('given', K, layers\\)"):
-        pipe(captions=two, task="given", background=bg, **common)
+        pipe(captions=two, task="given", layers={"bg": bg}, **common)
     with pytest.raises(PipelineInputError, match="unknown layer 'fg_1'"):
-        pipe("a", task="bg_conditioned", background=bg, layers={"fg_1": fg1}, **common)
-    with pytest.raises(PipelineInputError, match="given twice"):
-        pipe("a", task="bg_conditioned", background=bg, layers={"bg": bg}, **common)
+        pipe("a", task="bg_conditioned", layers={"bg": bg, "fg_1": fg1}, **common)
 
 
 def test_the_pipeline_hands_its_spec_to_the_transformer(pipe, monkeypatch):

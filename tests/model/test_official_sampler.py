@@ -233,7 +233,7 @@ def test_condition_latents_stand_in_for_the_conditions(pipe):
     (lambda p: p(*PROMPTS, condition_latents=torch.zeros(1, 4, 16, 8, 12)), "task generate has no conditions"),
     (lambda p: p(*PROMPTS, task="bg_conditioned", condition_latents=torch.zeros(1, 3, 16, 8, 12)),
      "`condition_latents` must have shape [1, 1, 16, 8, 12]"),
-    (lambda p: p(*PROMPTS, task="bg_conditioned"), "needs `background=`"),
+    (lambda p: p(*PROMPTS, task="bg_conditioned"), 'needs layers["bg"]'),
 ])
 def test_bad_hook_inputs_give_one_clear_line(pipe, call, words):
     with pytest.raises(PipelineInputError) as err:

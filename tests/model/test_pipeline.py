@@ -139,18 +139,17 @@ def test_unconditional_branch_is_zero_embeddings(pipe):
 @pytest.mark.parametrize(
     "task,conditions",
     [
-        (Task.GENERATE, {}),
-        (Task.FG_CONDITIONED, {"foreground": "fg", "alpha": "alpha"}),
-        (Task.BG_CONDITIONED, {"background": "bg"}),
-        (Task.DECOMPOSE, {"blend": "blend"}),
+        (Task.GENERATE, ()),
+        (Task.FG_CONDITIONED, ("fg", "alpha")),
+        (Task.BG_CONDITIONED, ("bg",)),
+        (Task.DECOMPOSE, ("blend",)),
     ],
 )
 def test_every_task_end_to_end(pipe, decompose_pipe, task, conditions):
     source = _source_clip()
     runner = decompose_pipe if task is Task.DECOMPOSE else pipe
-    kwargs = {arg: source.layer(layer) for arg, layer in conditions.items()}
-    out = runner(*PROMPTS, task=task, num_frames=F, height=H, width=W, num_inference_steps=2,
-                 generator=_generator(), **kwargs)
+    out = runner(*PROMPTS, task=task, layers={layer: source.layer(layer) for layer in conditions}, num_frames=F,
+                 height=H, width=W, num_inference_steps=2, generator=_generator())
     (clip,) = out.clips
     layout = SequenceLayout.for_task(task, F)
     assert out.latents.shape == (1, layout.num_latents, 16, H // 4, W // 4)
@@ -172,7 +171,7 @@ def test_condition_latents_come_from_one_joint_vae_pass(pipe):
     whole sequence, as the official code does; encoding the bg sub-clip alone gives a different latent."""
     source = _source_clip()
     layout = SequenceLayout.for_task("bg_conditioned", F)
-    out = pipe(*PROMPTS, task="bg_conditioned", background=source.bg, num_frames=F, height=H, width=W,
+    out = pipe(*PROMPTS, task="bg_conditioned", layers={"bg": source.bg}, num_frames=F, height=H, width=W,
                num_inference_steps=1, generator=_generator(), output_type="latent")
     clean, _ = layout.split_latents(out.latents)
     alone = torch.from_numpy(source.bg).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
@@ -207,14 +206,14 @@ def test_save_and_load_round_trip(pipe, tmp_path):
 def test_bad_inputs_name_the_problem(pipe):
     source = _source_clip()
     common = dict(num_frames=F, height=H, width=W, num_inference_steps=1)
-    with pytest.raises(PipelineInputError, match="needs `foreground=`"):
-        pipe(*PROMPTS, task="fg_conditioned", alpha=source.alpha, **common)
-    with pytest.raises(PipelineInputError, match="drop `background=`"):
-        pipe(*PROMPTS, task="fg_conditioned", foreground=source, alpha=source, background=source.bg, **common)
+    with pytest.raises(PipelineInputError, match=r'needs layers\["fg"\]'):
+        pipe(*PROMPTS, task="fg_conditioned", layers={"alpha": source.alpha}, **common)
+    with pytest.raises(PipelineInputError, match=r'is given fg, alpha; drop layers\["bg"\]'):
+        pipe(*PROMPTS, task="fg_conditioned", layers={"fg": source, "alpha": source, "bg": source.bg}, **common)
     with pytest.raises(PipelineInputError, match=r"expected \(4, 32, 48, 3\)"):
-        pipe(*PROMPTS, task="bg_conditioned", background=source.bg[:, :16], **common)
+        pipe(*PROMPTS, task="bg_conditioned", layers={"bg": source.bg[:, :16]}, **common)
     with pytest.raises(PipelineInputError, match="must be uint8"):
-        pipe(*PROMPTS, task="bg_conditioned", background=source.bg.astype(np.float32), **common)
+        pipe(*PROMPTS, task="bg_conditioned", layers={"bg": source.bg.astype(np.float32)}, **common)
     with pytest.raises(PipelineInputError, match="multiples of 8"):
         pipe(*PROMPTS, num_frames=F, height=30, width=W)
 
@@ -231,7 +230,7 @@ def test_prompt_slots_follow_the_model(pipe, decompose_pipe):
     two = 2 * pipe.transformer.layerflow_config.text_tokens_per_prompt
     torch.testing.assert_close(embeds[:, :two], full[:, :two], rtol=0, atol=0)
     assert embeds[:, two:].abs().max() == 0 and full[:, two:].abs().max() > 0
-    out = pipe(*PROMPTS, task="decompose", blend=source.blend, **common)
+    out = pipe(*PROMPTS, task="decompose", layers={"blend": source.blend}, **common)
     assert np.array_equal(out.clips[0].blend, source.blend)
 
 

@@ -4,41 +4,22 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from data_engine.synthetic import SyntheticConfig, synthetic_clip
-from layerflow.studio.compose import Composition, Transform, compose
 from layerflow.studio.study import QUESTIONS, Rater, score_report, study_data, wilson
 from layerflow.studio.study_cli import main as study_main
-from model.export import ExportOptions, export_clip
-
-WORLD = dict(num_clips=3, num_frames=3, height=16, width=20)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Two systems' outputs for the same three prompts: the true clips (A) and the same faded (B)."""
-    root = tmp_path_factory.mktemp("runs")
-    for index in range(3):
-        clip = synthetic_clip(SyntheticConfig(**WORLD), index)
-        faded = compose(clip, Composition(transforms={0: Transform(opacity=0.5)}))
-        export_clip(clip, root / "a" / f"sample_{index:03d}", ExportOptions(rgba_formats=("png",), preview=False))
-        export_clip(faded, root / "b" / f"sample_{index:03d}", ExportOptions(rgba_formats=("png",), preview=False))
-    return root
-
-
-def test_sides_are_drawn_from_the_seed_and_recorded(runs):
-    data = study_data(runs / "a", runs / "b", None, seed=3)
+def test_sides_are_drawn_from_the_seed_and_recorded(study_runs):
+    data = study_data(study_runs / "a", study_runs / "b", None, seed=3)
     assert len(data["items"]) == 3 and data["seed"] == 3
-    assert data == study_data(runs / "a", runs / "b", None, seed=3)
+    assert data == study_data(study_runs / "a", study_runs / "b", None, seed=3)
     for item in data["items"]:
         assert sorted(item["sides"].values()) == ["A", "B"]
         # B is the faded copy: its foreground alpha is half of A's, so the recorded side is checkable from pixels.
         left_alpha = next(layer for layer in item["left"]["layers"] if layer["name"] == "alpha")["frames"][0]
-        a_alpha = next(layer for layer in study_data(runs / "a", runs / "a", [item["prompt"]], 0)["items"][0]["left"]
-                       ["layers"] if layer["name"] == "alpha")["frames"][0]
+        a_left = study_data(study_runs / "a", study_runs / "a", [item["prompt"]], 0)["items"][0]["left"]
+        a_alpha = next(layer for layer in a_left["layers"] if layer["name"] == "alpha")["frames"][0]
         assert (left_alpha == a_alpha) == (item["sides"]["left"] == "A")
-    draws = {tuple(i["sides"]["left"] for i in study_data(runs / "a", runs / "b", None, seed=s)["items"])
+    draws = {tuple(i["sides"]["left"] for i in study_data(study_runs / "a", study_runs / "b", None, seed=s)["items"])
              for s in range(8)}
     assert len(draws) > 1
 
@@ -67,8 +48,8 @@ def test_the_report_gives_rates_and_flags_straight_liners(tmp_path, capsys):
     assert "not an answers file" in capsys.readouterr().err
 
 
-def test_make_refuses_a_prompt_one_run_lacks(runs, tmp_path, capsys):
+def test_make_refuses_a_prompt_one_run_lacks(study_runs, tmp_path, capsys):
     (tmp_path / "prompts.txt").write_text("A purple cube.\n")
-    code = study_main(["make", "--a", str(runs / "a"), "--b", str(runs / "b"),
+    code = study_main(["make", "--a", str(study_runs / "a"), "--b", str(study_runs / "b"),
                        "--prompts", str(tmp_path / "prompts.txt"), "--out", str(tmp_path / "study")])
     assert code == 2 and "'A purple cube.' is not in both runs" in capsys.readouterr().err

@@ -8,24 +8,15 @@ from urllib.parse import unquote
 import pytest
 from studio_browser import console_errors, open_page, wait_for
 
-from data_engine.synthetic import SyntheticConfig, synthetic_clip
 from layerflow.studio.study import QUESTIONS, read_answers, score_report
 from layerflow.studio.study_cli import main as study_main
-from model.export import ExportOptions, export_clip
-
-WORLD = dict(num_clips=2, num_frames=3, height=16, width=20)
 
 
 @pytest.fixture(scope="module")
-def study_page(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study")
-    for index in range(2):
-        clip = synthetic_clip(SyntheticConfig(**WORLD), index)
-        for run in ("a", "b"):
-            export_clip(clip, root / run / f"s{index}", ExportOptions(rgba_formats=("png",), preview=False))
-    assert study_main(["make", "--a", str(root / "a"), "--b", str(root / "b"), "--seed", "1",
-                       "--out", str(root / "page")]) == 0
-    return root / "page" / "index.html"
+def study_page(study_runs):
+    assert study_main(["make", "--a", str(study_runs / "a"), "--b", str(study_runs / "b"), "--seed", "1",
+                       "--out", str(study_runs / "page")]) == 0
+    return study_runs / "page" / "index.html"
 
 
 def test_an_answer_round_trips_into_the_downloaded_json(chrome, study_page, tmp_path):

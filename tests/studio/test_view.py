@@ -42,7 +42,7 @@ def test_a_sample_folder_page_is_written_beside_its_assets(tmp_path, capsys):
     export_clip(clip, tmp_path / "run" / "sample_000", ExportOptions(rgba_formats=("png",)))
     assert view_main([str(tmp_path / "run")]) == 0
     page = tmp_path / "run" / "studio"
-    assert sorted(p.name for p in (page / "assets").iterdir()) == ["data.js", "studio.css", "studio.js"]
+    assert sorted(p.name for p in (page / "assets").iterdir()) == ["common.js", "data.js", "studio.css", "studio.js"]
     html = (page / "index.html").read_text()
     assert "http" not in html and "http" not in (page / "assets" / "studio.js").read_text()
     data = json.loads((page / "assets" / "data.js").read_text().split("=", 1)[1].rstrip(";\n"))
