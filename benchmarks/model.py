@@ -256,7 +256,7 @@ def pipeline_report(check_steps: int, attention: list[str], compile_modes: list[
     device = torch.device("cuda")
     pipe = full_size_pipeline(device)
     if vae_tiling:
-        pipe.enable_vae_tiling()
+        pipe.vae.enable_tiling()
     embeds = torch.randn(1, 678, 4096, device=device, dtype=torch.bfloat16,
                          generator=torch.Generator(device).manual_seed(1))
 
@@ -294,11 +294,11 @@ def pipeline_report(check_steps: int, attention: list[str], compile_modes: list[
         print(f"{label}: warm-up {warm:.1f} s, rel {rel:.3e}, total {total:.2f} s, decode {decode:.2f} s, "
               f"peak {peak / 2**30:.2f} GiB, clips {len(out.clips)} latents finite {finite}", flush=True)
         if vae_tiling and label == variants[0][0]:  # the decoder does not depend on the variant: once
-            pipe.disable_vae_tiling()
+            pipe.vae.disable_tiling()
             torch.cuda.reset_peak_memory_stats()
             _, untiled = _timed(functools.partial(pipe.decode_latents, out.latents))
             untiled_peak = torch.cuda.max_memory_allocated()
-            pipe.enable_vae_tiling()
+            pipe.vae.enable_tiling()
             table.add_row("VAE decode without tiling", "", "", f"{untiled:.1f} s", f"{untiled_peak / 2**30:.1f} GiB")
             print(f"untiled decode {untiled:.2f} s, peak {untiled_peak / 2**30:.2f} GiB", flush=True)
     t5_s, t5_params = t5_xxl_seconds(device)

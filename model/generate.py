@@ -285,9 +285,9 @@ def pipeline_for(args: argparse.Namespace, spec: TaskSpec):
     pipe = load_pipeline(args.model_dir, spec, torch_dtype=getattr(torch, args.dtype), sampler=args.sampler)
     pipe.to(args.device)
     if args.vae_tiling:
-        pipe.enable_vae_tiling()
+        pipe.vae.enable_tiling()
     if args.vae_slicing:
-        pipe.enable_vae_slicing()
+        pipe.vae.enable_slicing()
     if args.fuse_lora:  # before compiling, so the blocks compile once, already fused
         pipe.fuse_lora()
     if args.compile:

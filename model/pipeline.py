@@ -164,19 +164,6 @@ class LayerFlowPipeline(DiffusionPipeline):
         """Undo `fuse_lora` (the base weights come back up to their dtype's rounding)."""
         unmerge_lora(self.transformer)
 
-    # -- VAE options ---------------------------------------------------------------------------------------
-    def enable_vae_tiling(self) -> None:
-        self.vae.enable_tiling()
-
-    def disable_vae_tiling(self) -> None:
-        self.vae.disable_tiling()
-
-    def enable_vae_slicing(self) -> None:
-        self.vae.enable_slicing()
-
-    def disable_vae_slicing(self) -> None:
-        self.vae.disable_slicing()
-
     # -- building blocks -----------------------------------------------------------------------------------
     def encode_prompt(self, captions: Sequence[Captions], task: Task | str | TaskSpec) -> torch.Tensor:
         """[B, P * 226, d] T5 embeddings for the transformer's P prompt slots (fg, bg, blend, then fg_1 ... for

@@ -237,16 +237,16 @@ def test_prompt_slots_follow_the_model(pipe, decompose_pipe):
 def test_vae_slicing_and_tiling_switches(pipe):
     latents = torch.randn(2, 4, 16, H // 4, W // 4, generator=_generator())
     whole = pipe.decode_latents(latents)
-    pipe.enable_vae_slicing()
+    pipe.vae.enable_slicing()
     try:
         sliced = pipe.decode_latents(latents)
     finally:
-        pipe.disable_vae_slicing()
+        pipe.vae.disable_slicing()
     # One sample at a time picks other convolution kernels than the batch of two: more roundings, same maths.
     assert_float32_close(sliced, whole, ulps=1024, what="sliced VAE decode")
-    pipe.enable_vae_tiling()
+    pipe.vae.enable_tiling()
     assert pipe.vae.use_tiling
-    pipe.disable_vae_tiling()
+    pipe.vae.disable_tiling()
     assert not pipe.vae.use_tiling
 
 
