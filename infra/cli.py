@@ -29,6 +29,8 @@ COMMANDS = {
                     "the paper's VBench metrics per layer: generation, decomposition, score, compare"),
     "compose": Command("layerflow.studio.compose_cli",
                        "recompose layers: new background, move/scale/retime/fade, order"),
+    "edit": Command("layerflow.studio.edit",
+                    "decompose a video, put its foreground on another background, optionally harmonise"),
     "view": Command("layerflow.studio.view_cli", "a static page to play layers and browse shards (file://, --serve)"),
     "study": Command("layerflow.studio.study_cli", "the paper's user study: make the page, score the answers"),
     "demo": Command("layerflow.demo", "the main job end to end on synthetic videos (tiny models, CPU)"),

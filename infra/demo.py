@@ -9,7 +9,10 @@
 3. generate  the trained model generates all layers from three prompts and decomposes a held-out blended clip
              (`layerflow generate`, the files a user gets);
 4. score     every task on held-out clips of another world seed, next to the untrained model, the trivial
-             baseline and the VAE's ceiling (`evaluation.metrics.toyworld`), and a picture of the decomposition.
+             baseline and the VAE's ceiling (`evaluation.metrics.toyworld`), and a picture of the decomposition;
+5. edit      the edit loop (`layerflow edit`): the held-out clip decomposed, its foreground composed onto another
+             held-out clip's background and harmonised there by the bg-conditioned task, with `edit.png`;
+6. view      a studio page (`layerflow view`) that plays every layer of steps 3 and 5 in the browser.
 
 About 6 minutes on 2 cores; each step prints where its outputs are. `make eval` scores generated layers with the
 paper's VBench metrics (they need frames of at least 128 px; the world trains at 32 x 48).
@@ -70,6 +73,32 @@ def generate(model_dir: Path, out: Path, recipe, steps: int) -> list[Path]:
     return [out / "generate", out / "decompose"]
 
 
+def edit(model_dir: Path, out: Path, recipe, steps: int) -> Path:
+    """The edit loop on the held-out clip that step 3 decomposed, onto another held-out clip's background."""
+    from data_engine.video_io import write_video
+    from layerflow.studio.edit import main as edit_main
+    from layerflow.toyworld import heldout_clips
+
+    clip = heldout_clips(recipe, HELDOUT_SEED, 1)[0]
+    background = write_video(out.parent.parent / "inputs" / "new_bg.mp4",
+                             heldout_clips(recipe, HELDOUT_SEED + 2, 1)[0]["bg"], 8.0)
+    args = [str(out.parent.parent / "inputs" / "blend.mp4"), "--background", str(background), "--out", str(out),
+            "--harmonise", "--model-dir", str(model_dir), "--fg-prompt", clip["captions"].fg, "--bg-prompt",
+            clip["captions"].bg, "--frames", str(recipe.frames_per_layer), "--height", str(recipe.height),
+            "--width", str(recipe.width), "--steps", str(steps), "--seed", "0"]
+    if edit_main(args) != 0:
+        raise RuntimeError("the edit loop failed (see the message above)")
+    return out / "edit.png"
+
+
+def view(folder: Path) -> Path:
+    from layerflow.studio.view_cli import main as view_main
+
+    if view_main([str(folder)]) != 0:
+        raise RuntimeError("the studio page failed (see the message above)")
+    return folder / "studio" / "index.html"
+
+
 def score(run: Path, out: Path, recipe, steps: int) -> Path:
     from layerflow.toyworld import evaluate, print_table, summary_line, write_report
 
@@ -104,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
 
     def step(number: int, title: str, fn, *fn_args) -> Path:
-        console.rule(f"[bold]LayerFlow demo {number}/4: {title}")
+        console.rule(f"[bold]LayerFlow demo {number}/6: {title}")
         t0 = time.time()
         result = fn(*fn_args)
         where = result[0].parent if isinstance(result, list) else result
@@ -116,9 +145,13 @@ def main(argv: list[str] | None = None) -> int:
                   out / "dataset")
     run = step(2, "train stages 1 -> 2 -> 3 on the world (tiny)", train, shards, out / "train", recipe,
                args.threads)
-    step(3, "generate all layers, decompose a held-out blend", generate, run / "train" / "stage3" / "final",
-         out / "generate", recipe, args.sample_steps)
+    model = run / "train" / "stage3" / "final"
+    step(3, "generate all layers, decompose a held-out blend", generate, model, out / "generate", recipe,
+         args.sample_steps)
     picture = step(4, "score the four tasks on held-out clips", score, run, out / "score", recipe, args.sample_steps)
+    edited = step(5, "edit: decompose, compose onto a new background, harmonise", edit, model,
+                  out / "generate" / "edit", recipe, args.sample_steps)
+    page = step(6, "a studio page of the generated and edited layers", view, out / "generate")
 
     table = Table(title=f"LayerFlow demo finished in {time.time() - started:.0f} s")
     table.add_column("step")
@@ -127,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     for title, seconds, where in timings:
         table.add_row(title, f"{seconds:.0f}", str(where))
     console.print(table)
-    console.print(f"Everything is under [bold]{out}[/bold]; the picture of the learned layers is {picture}")
+    console.print(f"Everything is under [bold]{out}[/bold]; the picture of the learned layers is {picture}, the edit "
+                  f"loop's is {edited}; open {page} in a browser to play the layers")
     return 0
 
 
