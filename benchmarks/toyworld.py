@@ -5,7 +5,7 @@
 
 Trains with the recipe's defaults (or reuses the run it made before: `<out>/<hash of the Recipe>/`), then scores
 every task on held-out clips of world `--seed` for the trained model, the untrained one, the trivial baseline and
-the VAE's ceiling. A cold run takes about 6.5 minutes on 2 cores, a rerun under one; figures and what limits them
+the VAE's ceiling. A rerun of a trained recipe only samples; the times, figures and what limits them are
 in BENCHMARKS.md. It prints a table and ends with exactly one line (wrapped here):
 
     toyworld decompose_alpha_iou=.. decompose_bg_psnr_db=.. generate_blend_consistency_db=..

@@ -14,7 +14,7 @@
              held-out clip's background and harmonised there by the bg-conditioned task, with `edit.png`;
 6. view      a studio page (`layerflow view`) that plays every layer of steps 3 and 5 in the browser.
 
-About 6 minutes on 2 cores; each step prints where its outputs are. `make eval` scores generated layers with the
+Each step prints where its outputs are (its time: BENCHMARKS.md). `make eval` scores generated layers with the
 paper's VBench metrics (they need frames of at least 128 px; the world trains at 32 x 48).
 """
 from __future__ import annotations
@@ -31,9 +31,12 @@ from data_engine.defaults import configs_dir
 
 console = Console()
 EXAMPLES = """examples:
-  layerflow demo                                   # everything under outputs/demo/ (about 6 minutes on 2 cores)
+  layerflow demo                                   # everything under outputs/demo/
   layerflow demo --out /tmp/demo --stage-steps 300 20 60
 """
+# Half the recipe's stage-1 budget (the benchmark's 2400 / 100 / 300): the recipe's steps take 868 s on 2 cores, the
+# demo's ten minutes would not hold them.
+DEMO_STAGE_STEPS = (1200, 50, 150)
 HELDOUT_SEED = 1000  # the world's held-out clips (the shards hold seed 0, the VAE was trained on seed 0)
 HELDOUT_CLIPS = 8
 
@@ -119,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="layerflow demo", description=__doc__, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    parser.add_argument("--stage-steps", type=int, nargs=3, default=list(Recipe.stage_steps),
-                        metavar=("S1", "S2", "S3"), help="optimizer steps of stages 1, 2, 3")
+    parser.add_argument("--stage-steps", type=int, nargs=3, default=list(DEMO_STAGE_STEPS),
+                        metavar=("S1", "S2", "S3"),
+                        help="optimizer steps of stages 1, 2, 3 (the benchmark's recipe: "
+                             f"{' '.join(map(str, Recipe.stage_steps))})")
     parser.add_argument("--sample-steps", type=int, default=8, help="sampling steps")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch threads; on 2 idle cores a training step (batch 8, latent cache) took 0.115 s "
