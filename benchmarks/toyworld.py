@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="data.stream.tasks of every stage, a YAML mapping (another recipe)")
     parser.add_argument("--objects", type=int, default=1, help="objects per clip, each its own foreground layer")
     parser.add_argument("--layer-weights", default=Recipe.layer_weights,
-                        help="model.loss.layer_weights of every stage, a YAML mapping (another recipe)")
+                        help='model.loss.layer_weights of every stage, a YAML mapping; "{}": every layer alike '
+                             '(another recipe)')
     parser.add_argument("--schedule", default=Recipe.schedule, choices=("constant", "cosine"),
                         help="every stage's learning-rate schedule (another recipe)")
     parser.add_argument("--random-base", action="store_true",

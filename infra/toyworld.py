@@ -105,8 +105,10 @@ class Recipe:
     objects: int = 1
     # Every stage's learning-rate schedule (model.optim.schedule): "cosine" decays it to 0 at the stage's last step.
     schedule: str = "cosine"
-    # model.loss.layer_weights of every stage, a YAML mapping (e.g. "{alpha: 2}"); None: every layer alike.
-    layer_weights: str | None = None
+    # model.loss.layer_weights of every stage, a YAML mapping ("{}" or None: every layer alike). The matte is the
+    # layer the model fits worst; weighting its loss 3x raised held-out alpha IoU on every training seed measured
+    # (BENCHMARKS.md, "Recipe choices and their effect").
+    layer_weights: str | None = "{alpha: 3}"
     # The training run's seed (every stage's draws of noise, timesteps, prompt dropout and sample order): another
     # seed is another run of the same recipe, for the spread of its scores.
     train_seed: int = 0

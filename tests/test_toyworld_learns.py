@@ -37,7 +37,7 @@ from layerflow.toyworld import Recipe, heldout_clips, sample_tasks, train
 from model.layout import SequenceLayout
 from model.pipeline import LayerFlowPipeline
 
-RECIPE = replace(Recipe(), videos=32, stage_steps=(600, 10, 40), tasks="{decompose: 1}")
+RECIPE = replace(Recipe(), videos=32, stage_steps=(600, 10, 40), tasks="{decompose: 1}", layer_weights=None)
 HELDOUT_SEED, CLIPS = 1000, 8
 # The target: the decomposed background inside the object's region, where the trivial answer (bg = the
 # blend) shows the object, at least 6 dB better than that answer; and a foreground on the object no more than 2 dB
