@@ -1,1 +1,2 @@
-"""The layer studio: recompose layered clips (`compose`) and look at them in a browser page (`view`)."""
+"""The layer studio: look at layered clips in a browser page (`view`), recompose them (`compose`), run the edit
+loop (`edit`) and the paper's user study (`study`)."""

@@ -43,12 +43,14 @@ class EditResult:
     picture: Path
 
 
+DESCRIPTION = ("Decompose a video, compose its foreground onto another background, and optionally harmonise it with "
+               "the bg-conditioned task. Other options (--config, --model-dir, --fg-prompt, --bg-prompt, --frames, "
+               "--height, --width, --steps, --seed, ...) go to `layerflow generate`.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="layerflow edit", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Decompose a video, compose its foreground onto another background, and optionally harmonise "
-                    "it with the bg-conditioned task. Other options (--config, --model-dir, --fg-prompt, "
-                    "--bg-prompt, --frames, --height, --width, --steps, --seed, ...) go to `layerflow generate`.")
+    parser = argparse.ArgumentParser(prog="layerflow edit", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", type=Path, help="the blended video to decompose: an mp4 or a folder of frames")
     parser.add_argument("--background", type=Path, required=True, help="the new background: an image or a video")
     parser.add_argument("--out", type=Path, required=True, help="where the three steps and edit.png go")
