@@ -57,7 +57,8 @@ def train(shards: Path, out: Path, recipe, threads: int) -> Path:
     return train_world(recipe, out, threads, log=console.print, mix="{synthetic: 1}", shards=shards)
 
 
-def generate(model_dir: Path, out: Path, recipe, steps: int) -> list[Path]:
+def generate(model_dir: Path, out: Path, inputs: Path, recipe, steps: int) -> list[Path]:
+    """Generation from held-out prompts and the decomposition of a held-out clip, whose blend goes to `inputs`."""
     from data_engine.video_io import write_video
     from layerflow.toyworld import heldout_clips
     from model.generate import main as generate_main
@@ -69,23 +70,23 @@ def generate(model_dir: Path, out: Path, recipe, steps: int) -> list[Path]:
     prompts = ["--fg-prompt", captions.fg, "--bg-prompt", captions.bg, "--blend-prompt", captions.blend]
     if generate_main(["--task", "generate", *prompts, *common]) != 0:
         raise RuntimeError("generation failed (see the message above)")
-    blend_path = write_video(out.parent / "inputs" / "blend.mp4", clip["blend"], 8.0)
+    blend_path = write_video(inputs / "blend.mp4", clip["blend"], 8.0)
     given = ["--fg-prompt", clip["captions"].fg, "--bg-prompt", clip["captions"].bg]
     if generate_main(["--task", "decompose", "--blend", str(blend_path), *given, *common]) != 0:
         raise RuntimeError("decomposition failed (see the message above)")
     return [out / "generate", out / "decompose"]
 
 
-def edit(model_dir: Path, out: Path, recipe, steps: int) -> Path:
-    """The edit loop on the held-out clip that step 3 decomposed, onto another held-out clip's background."""
+def edit(model_dir: Path, out: Path, inputs: Path, recipe, steps: int) -> Path:
+    """The edit loop on the held-out clip that step 3 decomposed (`inputs`/blend.mp4), onto another held-out clip's
+    background."""
     from data_engine.video_io import write_video
     from layerflow.studio.edit import main as edit_main
     from layerflow.toyworld import heldout_clips
 
     clip = heldout_clips(recipe, HELDOUT_SEED, 1)[0]
-    background = write_video(out.parent.parent / "inputs" / "new_bg.mp4",
-                             heldout_clips(recipe, HELDOUT_SEED + 2, 1)[0]["bg"], 8.0)
-    args = [str(out.parent.parent / "inputs" / "blend.mp4"), "--background", str(background), "--out", str(out),
+    background = write_video(inputs / "new_bg.mp4", heldout_clips(recipe, HELDOUT_SEED + 2, 1)[0]["bg"], 8.0)
+    args = [str(inputs / "blend.mp4"), "--background", str(background), "--out", str(out),
             "--harmonise", "--model-dir", str(model_dir), "--fg-prompt", clip["captions"].fg, "--bg-prompt",
             clip["captions"].bg, "--frames", str(recipe.frames_per_layer), "--height", str(recipe.height),
             "--width", str(recipe.width), "--steps", str(steps), "--seed", "0"]
@@ -151,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     run = step(2, "train stages 1 -> 2 -> 3 on the world (tiny)", train, shards, out / "train", recipe,
                args.threads)
     model = run / "train" / "stage3" / "final"
-    step(3, "generate all layers, decompose a held-out blend", generate, model, out / "generate", recipe,
-         args.sample_steps)
+    step(3, "generate all layers, decompose a held-out blend", generate, model, out / "generate", out / "inputs",
+         recipe, args.sample_steps)
     picture = step(4, "score the four tasks on held-out clips", score, run, out / "score", recipe, args.sample_steps)
     edited = step(5, "edit: decompose, compose onto a new background, harmonise", edit, model,
-                  out / "generate" / "edit", recipe, args.sample_steps)
+                  out / "generate" / "edit", out / "inputs", recipe, args.sample_steps)
     page = step(6, "a studio page of the generated and edited layers", view, out / "generate")
 
     table = Table(title=f"LayerFlow demo finished in {time.time() - started:.0f} s")

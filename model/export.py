@@ -78,15 +78,20 @@ def checkerboard(height: int, width: int, cell: int = 8) -> np.ndarray:
     return np.where(light, np.uint8(204), np.uint8(153)).repeat(3, axis=-1).astype(np.uint8)
 
 
+def over_checkerboard(fg_over_grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """A stored foreground ([..., H, W, 3] over mid-grey, its alpha [..., H, W]) shown over a checkerboard, as every
+    picture of ours shows transparency."""
+    h, w = alpha.shape[-2:]
+    return composite(straight_rgb(fg_over_grey, alpha), alpha, checkerboard(h, w, max(4, h // 16)))
+
+
 def preview_frames(clip: LayeredClip) -> np.ndarray:
     """[T, (K + 1) H, 2W, 3]: row k is foreground k over a checkerboard | its alpha (front first), the last row
     bg | blend. One foreground gives the 2 x 2 grid."""
-    t, h, w = clip.alpha.shape
-    board = np.broadcast_to(checkerboard(h, w, max(4, h // 16)), (t, h, w, 3))
     rows = []
     for k in range(clip.num_foregrounds):
         fg, alpha = clip.layer(fg_name(k)), clip.layer(alpha_name(k))
-        shown = composite(straight_rgb(fg, alpha), alpha, board)
+        shown = over_checkerboard(fg, alpha)
         rows.append(np.concatenate([shown, np.repeat(alpha[..., None], 3, axis=-1)], axis=2))
     rows.append(np.concatenate([clip.bg, clip.blend], axis=2))
     return np.concatenate(rows, axis=1)

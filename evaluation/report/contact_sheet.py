@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from data_engine.schema import alpha_name, composite, fg_name, layer_names
+from data_engine.schema import alpha_name, fg_name, layer_names
 from evaluation.layered_io import LayerSet
-from model.export import checkerboard, straight_rgb
+from model.export import over_checkerboard
 
 CELL_HEIGHT = 120
 LABEL_HEIGHT = 14
@@ -25,9 +25,7 @@ def layer_tiles(sample: LayerSet) -> dict[str, np.ndarray]:
             continue
         a = first[alpha]
         if fg in first:
-            h, w = a.shape
-            rgb = straight_rgb(first[fg][None], a[None])[0]
-            first[fg] = composite(rgb[None], a[None], checkerboard(h, w, max(4, h // 16))[None])[0]
+            first[fg] = over_checkerboard(first[fg], a)
         first[alpha] = np.repeat(a[..., None], 3, axis=-1)
     return first
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data_engine.schema import LayeredClip, composite
+from data_engine.schema import LayeredClip
 from layerflow.studio.clips import StudioInputError, read_sample_clip
 from layerflow.studio.compose import ComposeError, Composition, compose, read_background
 from layerflow.studio.compose_cli import parse_transform
-from model.export import ExportError, ExportOptions, checkerboard, export_clip, straight_rgb
+from model.export import ExportError, ExportOptions, export_clip, over_checkerboard
 from model.generate import GenerateError, parse_args, run
 from model.quiet import quiet_weight_bars
 
@@ -85,12 +85,6 @@ def edit(args: argparse.Namespace, generate_args: list[str]) -> EditResult:
     return EditResult(decomposed, composed, harmonised, picture)
 
 
-def _over_checker(clip: LayeredClip, frame: int) -> np.ndarray:
-    alpha = clip.alpha[frame]
-    board = checkerboard(clip.height, clip.width, max(2, clip.height // 8))
-    return composite(straight_rgb(clip.fg[frame], alpha), alpha, board)
-
-
 def edit_picture(clips: list[LayeredClip], path: Path, zoom: int = 4) -> Path:
     """edit.png from the decomposed, composed [and harmonised] clips: for the first, middle and last frame, the
     input blend (the decomposition's condition) | decomposed fg | alpha | new bg | composed blend, then the
@@ -98,14 +92,13 @@ def edit_picture(clips: list[LayeredClip], path: Path, zoom: int = 4) -> Path:
     from PIL import Image
 
     decomposed, composed, *harmonised = clips
-    source = decomposed
-    gap = np.full((source.height, 2, 3), 255, np.uint8)
+    gap = np.full((decomposed.height, 2, 3), 255, np.uint8)
     rows = []
-    for frame in sorted({0, source.num_frames // 2, source.num_frames - 1}):
-        cells = [source.blend[frame], _over_checker(decomposed, frame),
+    for frame in sorted({0, decomposed.num_frames // 2, decomposed.num_frames - 1}):
+        cells = [decomposed.blend[frame], over_checkerboard(decomposed.fg[frame], decomposed.alpha[frame]),
                  np.repeat(decomposed.alpha[frame][..., None], 3, axis=-1), composed.bg[frame], composed.blend[frame]]
         for clip in harmonised:
-            cells += [_over_checker(clip, frame), clip.blend[frame]]
+            cells += [over_checkerboard(clip.fg[frame], clip.alpha[frame]), clip.blend[frame]]
         rows.append(np.concatenate([part for cell in cells for part in (cell, gap)][:-1], axis=1))
         rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.uint8))
     grid = np.concatenate(rows[:-1], axis=0)
