@@ -90,6 +90,19 @@ def qwen_7b_config(tokenizer: Any = None) -> Any:
         **ids)
 
 
+def qwen3_8b_config() -> Any:
+    """Qwen3-VL-8B-Instruct's sizes (its config.json), for the `qwen3-vl` backend of fg_check and caption."""
+    from transformers import Qwen3VLConfig
+
+    return Qwen3VLConfig(
+        text_config=dict(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                         rope_parameters={"rope_type": "default", "mrope_section": [24, 20, 20],
+                                          "mrope_interleaved": True, "rope_theta": 5e6}),
+        vision_config=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
+                           num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24]))
+
+
 def full_size_models() -> dict[str, list[tuple[str, object, int]]]:
     import open_clip
     from pytorchcv.models.propainter import propainter

@@ -7,11 +7,12 @@ fails the row (a sample with a missing caption is worse than no sample). A clip 
 row, `layers.group_objects`) also gets `fg_1` .. `fg_K-1`, each captioned alone on mid-grey with the fg prompt.
 
 Backends:
-- `qwen2.5-vl` (default): transformers Qwen2.5-VL, each layer passed as a video of up to `max_frames` uniformly
-  sampled frames, with the layer's prompt from the options. The layers of all the clips in a batch are captioned
-  `generate_batch` at a time, left-padded, one `generate` call each: under greedy decoding the captions are the
-  ones a batch of one gives. `engine: vllm` runs the same prompts through vLLM instead
-  (data_engine/stages/vllm_engine.py).
+- `qwen2.5-vl` (default, Qwen2.5-VL-7B-Instruct) and `qwen3-vl` (Qwen3-VL-8B-Instruct): transformers, each layer
+  passed as a video of up to `max_frames` uniformly sampled frames, with the layer's prompt from the options.
+  Qwen3-VL also reads each frame pair's time as text in the prompt: its videos carry their fps and frame indices.
+  The layers of all the clips in a batch are captioned `generate_batch` at a time, left-padded, one `generate`
+  call each: under greedy decoding the captions are the ones a batch of one gives. `engine: vllm` runs the same
+  prompts through vLLM instead (data_engine/stages/vllm_engine.py).
 - `cogvlm2`: THUDM's CogVLM2 video caption model from a local snapshot. Its modelling code ships with the weights,
   so it loads only with `trust_remote_code: true`; frames are sampled as its demo does (`cogvlm2_frames`: 24
   uniformly spaced frames for strategy "base", one per second up to 24 for "chat"). That code targets older
@@ -38,17 +39,18 @@ from data_engine.stages.grouped import OBJECTS, is_grouped
 from data_engine.stages.masks import matte_of
 from data_engine.stages.models import (
     COGVLM2_WEIGHTS,
-    QWEN_WEIGHTS,
+    QWEN_VL,
     actor_gpu_gib,
     build_cogvlm2,
     build_qwen_vl,
     check_preset,
     device_for,
+    qwen_vl,
     qwen_vl_release_processor,
 )
 from data_engine.stages.vllm_engine import VllmGenerator, VllmSettings, check_engine
 
-BACKENDS = ("qwen2.5-vl", "cogvlm2")
+BACKENDS = (*QWEN_VL, "cogvlm2")
 DEFAULT_PROMPTS = {
     "fg": "The video shows one object on a plain grey background. Describe the object, its appearance and its "
           "motion in one or two sentences. Do not mention the grey background.",
@@ -58,7 +60,8 @@ DEFAULT_PROMPTS = {
 }
 COGVLM2_MAX_FRAMES = 24
 # Working set per video in one generate call: Qwen2.5-VL's prefill of a 16-frame video (~4k visual tokens) and a
-# 120-token KV cache (benchmarks/perception.py); a batch holds `generate_batch` of them at once.
+# 120-token KV cache (benchmarks/perception.py); a batch holds `generate_batch` of them at once. Qwen3-VL is given
+# the same figure, not measured (as in foreground_check.py).
 WORKING_GIB_PER_VIDEO = 3.0
 
 
@@ -95,7 +98,7 @@ class CaptionOptions:
     # Layers (of all the clips in a batch) per `generate` call: throughput, at the cost of GPU memory (the stage's
     # `gpu_memory_gib` grows with it).
     generate_batch: int = 8
-    engine: str = "transformers"  # or "vllm" (qwen2.5-vl backend, full preset, on a GPU)
+    engine: str = "transformers"  # or "vllm" (Qwen-VL backends, full preset, on a GPU)
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
@@ -107,8 +110,8 @@ class CaptionOptions:
         if self.generate_batch < 1:
             raise ValueError(f"caption generate_batch must be >= 1, got {self.generate_batch}")
         check_engine("caption", self.engine, self.preset)
-        if self.engine == "vllm" and self.backend != "qwen2.5-vl":
-            raise ValueError("caption engine vllm runs the qwen2.5-vl backend; use backend: qwen2.5-vl")
+        if self.engine == "vllm" and self.backend not in QWEN_VL:
+            raise ValueError(f"caption engine vllm runs the backends {tuple(QWEN_VL)}, not {self.backend!r}")
         if self.backend == "cogvlm2" and self.preset == "tiny":
             raise ValueError("the cogvlm2 caption backend has no tiny preset; use backend: qwen2.5-vl")
 
@@ -129,20 +132,21 @@ class CaptionStage(Stage):
     def weights(cls, opts: CaptionOptions) -> tuple[str, ...]:
         if opts.backend == "cogvlm2":
             return (COGVLM2_WEIGHTS,)
-        return () if opts.preset == "tiny" else (QWEN_WEIGHTS,)
+        return () if opts.preset == "tiny" else (qwen_vl(opts.backend).weights,)
 
     @classmethod
     def gpu_memory_gib(cls, opts: CaptionOptions) -> float:
         if opts.backend == "cogvlm2":  # one video per generate call
             return actor_gpu_gib(opts.preset, {COGVLM2_WEIGHTS: opts.dtype}, WORKING_GIB_PER_VIDEO)
-        return actor_gpu_gib(opts.preset, {QWEN_WEIGHTS: opts.dtype}, WORKING_GIB_PER_VIDEO * opts.generate_batch)
+        return actor_gpu_gib(opts.preset, {qwen_vl(opts.backend).weights: opts.dtype},
+                             WORKING_GIB_PER_VIDEO * opts.generate_batch)
 
     def setup(self) -> None:
         self.device = device_for(self.resources.num_gpus)
         if self.opts.engine == "vllm":
             if self.resources.num_gpus <= 0:
                 raise ValueError("caption engine vllm runs on a GPU: give the stage num_gpus > 0")
-            self.processor, path = qwen_vl_release_processor()
+            self.processor, path = qwen_vl_release_processor(self.opts.backend)
             self.vllm = VllmGenerator(VllmSettings(
                 str(path), self.opts.dtype, "video", 1, self.resources.num_gpus, self.opts.max_new_tokens,
                 self.opts.min_new_tokens, seed=self.opts.seed))
@@ -150,28 +154,39 @@ class CaptionStage(Stage):
         if self.opts.backend == "cogvlm2":
             self.model, self.tokenizer = build_cogvlm2(self.opts.trust_remote_code, dtype=self.opts.dtype)
         else:
-            self.model, self.processor = build_qwen_vl(self.opts.preset, dtype=self.opts.dtype, seed=self.opts.seed)
+            self.model, self.processor = build_qwen_vl(self.opts.preset, self.opts.backend, dtype=self.opts.dtype,
+                                                       seed=self.opts.seed)
             # generate continues every row from its last position: the padding must come before the prompt.
             self.processor.tokenizer.padding_side = "left"
         self.model.to(self.device)
 
-    def _qwen(self, videos: list[np.ndarray], prompts: list[str]) -> list[str]:
-        """One left-padded `generate` call for all the (video, prompt) pairs."""
-        import torch
+    def sampled(self, video: np.ndarray, fps: float) -> tuple[np.ndarray, dict]:
+        """The frames the model sees and where they come from (transformers' `VideoMetadata` fields)."""
+        idx = uniform_indices(len(video), self.opts.max_frames)
+        if len(idx) % 2:  # Qwen-VL groups frames in temporal pairs
+            idx.append(idx[-1])
+        return video[idx], {"total_num_frames": len(video), "fps": fps, "duration": len(video) / fps,
+                            "frames_indices": idx}
 
-        clips = []
-        for video in videos:
-            clip = video[uniform_indices(len(video), self.opts.max_frames)]
-            if len(clip) % 2:  # Qwen2.5-VL groups frames in temporal pairs
-                clip = np.concatenate([clip, clip[-1:]])
-            clips.append(clip)
+    def _qwen(self, requests: list[tuple[np.ndarray, str, float]]) -> list[str]:
+        """One left-padded `generate` call for all the (video, layer, fps) requests."""
+        import torch
+        from transformers.video_utils import VideoMetadata
+
+        clips, sources = zip(*(self.sampled(video, fps) for video, _, fps in requests))
         texts = [self.processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}],
-            add_generation_prompt=True, tokenize=False) for prompt in prompts]
+            [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": self.prompt(layer)}]}],
+            add_generation_prompt=True, tokenize=False) for _, layer, _ in requests]
+        timestamps = qwen_vl(self.opts.backend).timestamps
         if self.opts.engine == "vllm":
-            return self.vllm.generate(texts, clips)
-        inputs = self.processor(text=texts, videos=clips, padding=True, return_tensors="pt",
-                                videos_kwargs={"do_sample_frames": False}).to(self.device)
+            # vLLM's Qwen3-VL takes each video as (frames, metadata), the frames already sampled.
+            media = [(c, {**m, "do_sample_frames": False}) for c, m in zip(clips, sources)] if timestamps else clips
+            return self.vllm.generate(texts, list(media))
+        videos_kwargs = {"do_sample_frames": False}
+        if timestamps:
+            videos_kwargs["video_metadata"] = [VideoMetadata(**m) for m in sources]
+        inputs = self.processor(text=texts, videos=list(clips), padding=True, return_tensors="pt",
+                                videos_kwargs=videos_kwargs).to(self.device)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.opts.max_new_tokens,
                                       min_new_tokens=self.opts.min_new_tokens, do_sample=False)
@@ -206,8 +221,7 @@ class CaptionStage(Stage):
         else:
             size = self.opts.generate_batch
             texts = [text for start in range(0, len(requests), size)
-                     for text in self._qwen([v for v, _, _ in requests[start:start + size]],
-                                            [self.prompt(layer) for _, layer, _ in requests[start:start + size]])]
+                     for text in self._qwen(requests[start:start + size])]
         return [printable_text(t) for t in texts]
 
     @staticmethod

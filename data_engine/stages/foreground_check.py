@@ -1,5 +1,6 @@
-"""Foreground check: Qwen2.5-VL answers whether a segmented object is a real foreground object, not background
-stuff (sky, lake, road, wall...).
+"""Foreground check: a Qwen-VL answers whether a segmented object is a real foreground object, not background
+stuff (sky, lake, road, wall...). `backend` picks the generation: `qwen2.5-vl` (default, Qwen2.5-VL-7B-Instruct)
+or `qwen3-vl` (Qwen3-VL-8B-Instruct); both get the same prompt and frames and give the same rows.
 
 Reads `frames`, `mask`, `tag`; writes `scores["fg_check"]` = {"verdict", "answer"}. The model sees `num_frames`
 frames (spread over the frames where the object is visible) with everything outside the mask darkened, and the
@@ -25,11 +26,12 @@ import numpy as np
 from data_engine.stages.base import Resources, Row, Stage, StageError
 from data_engine.stages.grouped import OBJECTS, is_grouped, with_objects
 from data_engine.stages.models import (
-    QWEN_WEIGHTS,
+    QWEN_VL,
     actor_gpu_gib,
     build_qwen_vl,
     check_preset,
     device_for,
+    qwen_vl,
     qwen_vl_release_processor,
 )
 from data_engine.stages.vllm_engine import VllmGenerator, VllmSettings, check_engine
@@ -41,7 +43,9 @@ DEFAULT_PROMPT = (
     "floor? Answer with yes or no."
 )
 # Working set per question in one generate call: Qwen2.5-VL's prefill of 3 images (~1k visual tokens) and its KV
-# cache (benchmarks/perception.py); a batch holds `generate_batch` of them at once.
+# cache (benchmarks/perception.py); a batch holds `generate_batch` of them at once. Qwen3-VL is given the same
+# figure, not measured: its 32 px merged patches give fewer visual tokens per image, its KV cache per token is
+# larger, both small against the prefill's activations.
 WORKING_GIB_PER_QUESTION = 2.0
 ANSWER_WORDS = ("Yes", "No", "yes", "no")
 _YES = frozenset({"yes", "yeah", "yep", "true", "correct"})
@@ -69,6 +73,7 @@ def parse_yes_no(text: str) -> bool | None:
 @dataclass(frozen=True)
 class ForegroundOptions:
     preset: str = "full"
+    backend: str = "qwen2.5-vl"
     prompt: str = DEFAULT_PROMPT
     num_frames: int = 3
     dim: float = 0.25  # brightness kept outside the mask
@@ -84,6 +89,8 @@ class ForegroundOptions:
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
+        if self.backend not in QWEN_VL:
+            raise ValueError(f"fg_check backend must be one of {tuple(QWEN_VL)}, got {self.backend!r}")
         check_engine("fg_check", self.engine, self.preset)
         if self.generate_batch < 1:
             raise ValueError(f"fg_check generate_batch must be >= 1, got {self.generate_batch}")
@@ -115,24 +122,26 @@ class ForegroundCheckStage(Stage):
 
     @classmethod
     def weights(cls, opts: ForegroundOptions) -> tuple[str, ...]:
-        return () if opts.preset == "tiny" else (QWEN_WEIGHTS,)
+        return () if opts.preset == "tiny" else (qwen_vl(opts.backend).weights,)
 
     @classmethod
     def gpu_memory_gib(cls, opts: ForegroundOptions) -> float:
-        return actor_gpu_gib(opts.preset, {QWEN_WEIGHTS: opts.dtype}, WORKING_GIB_PER_QUESTION * opts.generate_batch)
+        return actor_gpu_gib(opts.preset, {qwen_vl(opts.backend).weights: opts.dtype},
+                             WORKING_GIB_PER_QUESTION * opts.generate_batch)
 
     def setup(self) -> None:
         self.device = device_for(self.resources.num_gpus)
         if self.opts.engine == "vllm":
             if self.resources.num_gpus <= 0:
                 raise ValueError("fg_check engine vllm runs on a GPU: give the stage num_gpus > 0")
-            self.processor, path = qwen_vl_release_processor()
+            self.processor, path = qwen_vl_release_processor(self.opts.backend)
             self.vllm = VllmGenerator(VllmSettings(
                 str(path), self.opts.dtype, "image", self.opts.num_frames, self.resources.num_gpus,
                 self.opts.max_new_tokens, choices=ANSWER_WORDS if self.opts.constrain_answer else (),
                 seed=self.opts.seed))
             return
-        self.model, self.processor = build_qwen_vl(self.opts.preset, dtype=self.opts.dtype, seed=self.opts.seed)
+        self.model, self.processor = build_qwen_vl(self.opts.preset, self.opts.backend, dtype=self.opts.dtype,
+                                                   seed=self.opts.seed)
         self.model.to(self.device)
         tok = self.processor.tokenizer
         tok.padding_side = "left"  # generate continues every row from its last position: pad before the prompt

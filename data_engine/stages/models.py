@@ -14,6 +14,7 @@ Heavy libraries are imported inside the builders so importing this module stays 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import importlib
 import json
 import math
@@ -36,7 +37,9 @@ RAM_WEIGHTS = "ram-plus"
 GDINO_WEIGHTS = "grounding-dino-base"
 SAM_WEIGHTS = "sam-vit-h"
 SAM2_WEIGHTS = "sam2.1-hiera-large"
+SAM3_WEIGHTS = "sam3"
 QWEN_WEIGHTS = "qwen2.5-vl-7b-instruct"
+QWEN3_WEIGHTS = "qwen3-vl-8b-instruct"
 COGVLM2_WEIGHTS = "cogvlm2-llama3-caption"
 PROPAINTER_WEIGHTS = "propainter"
 PROPAINTER_FILES = {
@@ -58,7 +61,10 @@ RELEASE_PARAMS = {
     GDINO_WEIGHTS: 232_315_264,
     SAM_WEIGHTS: 641_090_608,
     SAM2_WEIGHTS: 224_446_642,
+    # The default Sam3VideoConfig (transformers' facebook/sam3 sizes); Meta's SAM 3 README quotes 848M.
+    SAM3_WEIGHTS: 859_921_848,
     QWEN_WEIGHTS: 8_292_166_656,
+    QWEN3_WEIGHTS: 8_767_123_696,
     PROPAINTER_WEIGHTS: 49_766_758,
 }
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -92,7 +98,8 @@ def actor_gpu_gib(preset: str, models: dict[str, str], working_gib: float) -> fl
 
 QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>")
-# The Qwen2-VL chat layout (system turn omitted); the full preset uses the template shipped with the processor.
+# The Qwen-VL chat layout, the same for Qwen2-VL, Qwen2.5-VL and Qwen3-VL (system turn omitted); the full preset
+# uses the template shipped with the processor.
 TINY_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for c in message['content'] %}"
@@ -276,6 +283,23 @@ def tiny_qwen_tokenizer() -> Any:
                          pad_token="<|endoftext|>")
     tok.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL[1:])})
     return tok
+
+
+CLIP_MERGES = 49152 - 256 - 2  # CLIP's vocabulary: 256 bytes, 256 bytes + "</w>", the merges, two specials
+CLIP_SPECIALS = ("<|startoftext|>", "<|endoftext|>")
+
+
+@lru_cache(maxsize=1)
+def clip_bpe() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
+    """CLIP's vocabulary and merges, from the BPE file open_clip ships (the file OpenAI's CLIP ships): the same
+    ids as the release's vocab.json, with the Hugging Face names of the two special tokens."""
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+
+    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1:CLIP_MERGES + 1]
+    merges = tuple(tuple(line.split()) for line in lines)
+    symbols = list(bytes_to_unicode().values())
+    tokens = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges), *CLIP_SPECIALS]
+    return {t: i for i, t in enumerate(tokens)}, merges  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- CLIP (open_clip)
@@ -543,13 +567,17 @@ def tiny_sam2_video_config() -> Any:
     )
 
 
+def release_with_processor(name: str, model_cls: Any, processor_cls: Any, what: str) -> tuple[Any, Any]:
+    """A transformers release folder's model (see `load_pretrained`), in eval mode, and its processor."""
+    path = resolve(name)
+    return load_pretrained(model_cls, path, what).eval(), processor_cls.from_pretrained(path, local_files_only=True)
+
+
 def build_sam2_video(preset: Preset, seed: int = 0) -> tuple[Any, Any]:
     from transformers import Sam2ImageProcessor, Sam2VideoModel, Sam2VideoProcessor, Sam2VideoVideoProcessor
 
     if check_preset(preset) == "full":
-        path = resolve(SAM2_WEIGHTS)
-        model = load_pretrained(Sam2VideoModel, path, "SAM 2 video")
-        return model.eval(), Sam2VideoProcessor.from_pretrained(path, local_files_only=True)
+        return release_with_processor(SAM2_WEIGHTS, Sam2VideoModel, Sam2VideoProcessor, "SAM 2 video")
     config = tiny_sam2_video_config()
     with seeded(seed):
         model = Sam2VideoModel(config)
@@ -561,49 +589,161 @@ def build_sam2_video(preset: Preset, seed: int = 0) -> tuple[Any, Any]:
     return model.eval(), processor
 
 
-# ---------------------------------------------------------------- Qwen2.5-VL (transformers)
+# ---------------------------------------------------------------- SAM 3 video (transformers)
 
-def qwen_vl_release_processor() -> tuple[Any, Path]:
-    """The released Qwen2.5-VL's processor and weights folder, without the model (the vLLM path loads that)."""
+SAM3_TEXT_TOKENS = 32  # Sam3VideoProcessor pads every text prompt to 32 tokens: the text encoder's context
+
+
+def tiny_sam3_video_config() -> Any:
+    from transformers import Sam3VideoConfig
+
+    # A 4 x 4 patch grid; the tracker's features and low-res masks are 4x finer, as the release's 72 -> 288.
+    size, patch = 56, 14
+    # The tracker's object pointers (`width` channels) reach its 64-channel memories only when split into them:
+    # `width` must be a multiple of 64 above 64 (transformers skips the split at exactly 64, and the shapes break).
+    width, small = 128, dict(hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    layers = dict(small, hidden_size=width)
+    # The tracker shares the detector's ViT (its own vision config only sizes its feature maps).
+    vision = dict(backbone_config=dict(model_type="sam3_vit_model", num_hidden_layers=2, window_size=2,
+                                       global_attn_indexes=[1], image_size=size, patch_size=patch,
+                                       pretrain_image_size=size, **small),
+                  fpn_hidden_size=width)
+    detector = dict(
+        vision_config=vision,
+        text_config=dict(vocab_size=len(clip_bpe()[0]), projection_dim=32, num_hidden_layers=1,
+                         max_position_embeddings=SAM3_TEXT_TOKENS, hidden_act="gelu", **small),
+        geometry_encoder_config=dict(num_layers=1, **layers),
+        detr_encoder_config=dict(num_layers=1, **layers),
+        detr_decoder_config=dict(num_layers=1, num_queries=4, **layers),
+        mask_decoder_config=dict(hidden_size=width, num_attention_heads=2),
+    )
+    tracker = dict(
+        vision_config=vision, prompt_encoder_config=dict(hidden_size=width, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=width, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
+        num_maskmem=3, memory_attention_hidden_size=width, memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64, memory_encoder_hidden_size=width,
+        mask_downsampler_embed_dim=width, memory_fuser_embed_dim=width, memory_fuser_intermediate_dim=64,
+    )
+    config = Sam3VideoConfig(detector_config=detector, tracker_config=tracker, low_res_mask_size=4 * size // patch)
+    config.image_size = size  # the setter sizes the tracker's feature maps and memory attention to the patch grid
+    return config
+
+
+def tiny_sam3_tokenizer() -> Any:
+    """transformers' CLIPTokenizer over CLIP's real vocabulary: SAM 3's text encoder is a CLIP text tower."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = clip_bpe()
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=SAM3_TEXT_TOKENS)
+
+
+def build_sam3_video(preset: Preset, seed: int = 0) -> tuple[Any, Any]:
+    from transformers import Sam2VideoVideoProcessor, Sam3ImageProcessor, Sam3VideoModel, Sam3VideoProcessor
+
+    if check_preset(preset) == "full":
+        return release_with_processor(SAM3_WEIGHTS, Sam3VideoModel, Sam3VideoProcessor, "SAM 3 video")
+    config = tiny_sam3_video_config()
+    with seeded(seed):
+        model = Sam3VideoModel(config)
+    size, mask = config.image_size, config.low_res_mask_size
+    processor = Sam3VideoProcessor(
+        image_processor=Sam3ImageProcessor(size={"height": size, "width": size},
+                                           mask_size={"height": mask, "width": mask}),
+        video_processor=Sam2VideoVideoProcessor(size={"height": size, "width": size}),
+        tokenizer=tiny_sam3_tokenizer())
+    return model.eval(), processor
+
+
+# ---------------------------------------------------------------- Qwen2.5-VL and Qwen3-VL (transformers)
+
+@dataclass(frozen=True)
+class QwenVl:
+    """One Qwen-VL generation the fg_check and caption stages can run (their `backend`): its transformers classes
+    (by name, imported when built), its release in the weights registry, and what its tiny preset changes from the
+    sizes the generations share."""
+
+    weights: str
+    label: str
+    model: str
+    config: str
+    processor: str
+    video_processor: str
+    patch: int  # vision patch side: the tiny processors' pixel bounds are whole 2 x 2 merged patches
+    tiny_text: Mapping[str, Any]
+    tiny_vision: Mapping[str, Any]
+    # The processor writes each frame pair's time into the prompt, so a video needs its fps and frame indices.
+    timestamps: bool
+
+
+QWEN_VL = {
+    "qwen2.5-vl": QwenVl(
+        QWEN_WEIGHTS, "Qwen2.5-VL", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLConfig", "Qwen2_5_VLProcessor",
+        "Qwen2VLVideoProcessor", 14,
+        tiny_text=dict(rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4}),
+        tiny_vision=dict(fullatt_block_indexes=[0], window_size=56), timestamps=False),
+    "qwen3-vl": QwenVl(
+        QWEN3_WEIGHTS, "Qwen3-VL", "Qwen3VLForConditionalGeneration", "Qwen3VLConfig", "Qwen3VLProcessor",
+        "Qwen3VLVideoProcessor", 16,
+        tiny_text=dict(head_dim=16, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3],
+                                                     "mrope_interleaved": True, "rope_theta": 1e4}),
+        # A 4 x 4 grid of learned position embeddings (interpolated to each image's patch grid); DeepStack feeds the
+        # one vision layer's features into the first language layer, as the release feeds 3 into the first 3.
+        tiny_vision=dict(num_position_embeddings=16, deepstack_visual_indexes=[0]), timestamps=True),
+}
+
+
+def qwen_vl(backend: str) -> QwenVl:
+    if backend not in QWEN_VL:
+        raise ValueError(f"unknown Qwen-VL backend {backend!r}; choose one of {tuple(QWEN_VL)}")
+    return QWEN_VL[backend]
+
+
+def qwen_vl_release_processor(backend: str) -> tuple[Any, Path]:
+    """A released Qwen-VL's processor and weights folder, without the model (the vLLM path loads that)."""
     from transformers import AutoProcessor
 
-    path = resolve(QWEN_WEIGHTS)
+    path = resolve(qwen_vl(backend).weights)
     return AutoProcessor.from_pretrained(path, local_files_only=True), path
 
 
-def build_qwen_vl(preset: Preset, dtype: str = "bfloat16", seed: int = 0) -> tuple[Any, Any]:
-    import torch
-    from transformers import (
-        AutoProcessor,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-    )
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+def tiny_qwen_vl(vl: QwenVl, tok: Any) -> tuple[Any, Any]:
+    """The tiny (config, processor) of a Qwen-VL generation over the tiny Qwen tokenizer `tok`."""
+    import transformers
 
-    if check_preset(preset) == "full":
-        path = resolve(QWEN_WEIGHTS)
-        model = load_pretrained(Qwen2_5_VLForConditionalGeneration, path, "Qwen2.5-VL", dtype=getattr(torch, dtype))
-        return model.eval(), AutoProcessor.from_pretrained(path, local_files_only=True)
-    tok = tiny_qwen_tokenizer()
     ids = tok.convert_tokens_to_ids
-    pixels = dict(min_pixels=56 * 56, max_pixels=112 * 112)
-    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels), tokenizer=tok,
-                                    video_processor=Qwen2VLVideoProcessor(**pixels), chat_template=TINY_CHAT_TEMPLATE)
-    config = Qwen2_5_VLConfig(
+    side = 2 * vl.patch
+    pixels = {"shortest_edge": (2 * side) ** 2, "longest_edge": (4 * side) ** 2}
+    processor = getattr(transformers, vl.processor)(
+        image_processor=transformers.Qwen2VLImageProcessor(patch_size=vl.patch, size=pixels), tokenizer=tok,
+        video_processor=getattr(transformers, vl.video_processor)(size=pixels), chat_template=TINY_CHAT_TEMPLATE)
+    config = getattr(transformers, vl.config)(
         text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
-                         rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4},
                          bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
-                         pad_token_id=ids("<|endoftext|>")),
+                         pad_token_id=ids("<|endoftext|>"), **vl.tiny_text),
         vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
-                           fullatt_block_indexes=[0], window_size=56),
+                           **vl.tiny_vision),
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
     )
+    return config, processor
+
+
+def build_qwen_vl(preset: Preset, backend: str = "qwen2.5-vl", dtype: str = "bfloat16",
+                  seed: int = 0) -> tuple[Any, Any]:
+    """(model, processor) of the Qwen-VL generation `backend` (a key of QWEN_VL)."""
+    import torch
+    import transformers
+
+    vl = qwen_vl(backend)
+    model_class = getattr(transformers, vl.model)
+    if check_preset(preset) == "full":
+        path = resolve(vl.weights)
+        model = load_pretrained(model_class, path, vl.label, dtype=getattr(torch, dtype))
+        return model.eval(), transformers.AutoProcessor.from_pretrained(path, local_files_only=True)
+    config, processor = tiny_qwen_vl(vl, tiny_qwen_tokenizer())
     with seeded(seed):
-        model = Qwen2_5_VLForConditionalGeneration(config)
+        model = model_class(config)
     return model.eval(), processor
 
 

@@ -12,19 +12,22 @@
 """
 from __future__ import annotations
 
-import gzip
 import json
-from functools import lru_cache
 from typing import Any
 
-from data_engine.stages.models import Preset, WeightsFormatError, check_preset, load_pretrained, seeded
+from data_engine.stages.models import (
+    Preset,
+    WeightsFormatError,
+    check_preset,
+    clip_bpe,
+    load_pretrained,
+    seeded,
+)
 from data_engine.weights import resolve
 
 SD_INPAINT_WEIGHTS = "stable-diffusion-2-inpainting"
 DTYPES = ("float16", "bfloat16", "float32")
 CLIP_MAX_TOKENS = 77  # the CLIP text encoder's context, which the pipeline pads every prompt to
-CLIP_MERGES = 49152 - 256 - 2  # CLIP's vocabulary: 256 bytes, 256 bytes + "</w>", the merges, two specials
-CLIP_SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 SD2_PAD = "!"  # stable-diffusion-2's tokenizer pads with "!" (OpenCLIP's pad id 0), not with <|endoftext|>
 # The release's text_encoder/config.json ids (bos 0, pad 1, eos 2); the pipeline never pools, so they only have
 # to match the release, not the tokenizer.
@@ -32,19 +35,6 @@ RELEASE_TEXT_IDS = dict(bos_token_id=0, pad_token_id=1, eos_token_id=2)
 # The release's scheduler/scheduler_config.json (PNDM, SD's scaled-linear betas).
 RELEASE_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
                          skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
-
-
-@lru_cache(maxsize=1)
-def clip_bpe() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
-    """CLIP's vocabulary and merges, from the BPE file open_clip ships (the file OpenAI's CLIP ships): the same
-    ids as the release's vocab.json, with the Hugging Face names of the two special tokens."""
-    from open_clip.tokenizer import bytes_to_unicode, default_bpe
-
-    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1:CLIP_MERGES + 1]
-    merges = tuple(tuple(line.split()) for line in lines)
-    symbols = list(bytes_to_unicode().values())
-    tokens = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges), *CLIP_SPECIALS]
-    return {t: i for i, t in enumerate(tokens)}, merges  # type: ignore[return-value]
 
 
 def tiny_clip_tokenizer() -> Any:

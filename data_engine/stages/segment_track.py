@@ -19,6 +19,17 @@ With `group_objects: true` (the engine's `layers.group_objects`) the clip stays 
 `objects` holds those fields per object, `mask` their union (data_engine/stages/grouped.py).
 A clip with no object is dropped with its reason. Masks serialise compactly with `data_engine.stages.masks`.
 
+`backend: sam3` (the default is `sam2`, the loop above) runs SAM 3 (transformers `Sam3VideoModel`, registry entry
+`sam3`) instead of the three models: the same top tags are its text prompts, it detects every instance of each on
+every frame (no `sam_gap`) and tracks it from there to the end of the clip (an object that appears mid-clip has no
+mask before; data_engine/stages/sam3_track.py says which objects a frame shows). It tracks at most `max_objects`
+at a time; `detection_threshold` and `new_detection_threshold` override its detection thresholds. Objects are
+taken in the order SAM 3 first showed them, most confident first, and one that is on that frame the same as an
+object taken before (IoU >= `new_object_iou`, for any tag) is dropped, as in the loop above; the rows are the
+same, `det_score` being SAM 3's detection score and `sam_score` its tracker's mean presence probability. Its
+masks are logits at 288 x 288 over the frame stretched to 1008 x 1008, upsampled as `Sam3VideoProcessor` does;
+`mask` and `soft_alpha` come from them as described next.
+
 Soft mattes. SAM and SAM 2 predict mask *logits* at 256 x 256 (SAM: over the padded 1024 square; SAM 2: over the
 frame stretched to 1024 x 1024), upsampled bilinearly to the frame. `mask` is `logits > mask_threshold` (0.0,
 both models' own decision boundary); with `soft_alpha: true` the row also carries
@@ -54,23 +65,29 @@ from data_engine.stages.masks import boxes_from_mask, downsample, iou
 from data_engine.stages.models import (
     GDINO_WEIGHTS,
     SAM2_WEIGHTS,
+    SAM3_WEIGHTS,
     SAM_WEIGHTS,
     actor_gpu_gib,
     build_grounding_dino,
     build_sam,
     build_sam2_video,
+    build_sam3_video,
     check_preset,
     device_for,
 )
+from data_engine.stages.sam3_track import configure, sam3_masklets
 
-# Working set: SAM ViT-H's image encoder at 1024^2 and a SAM 2 session of 16 frames x 8 objects
-# (benchmarks/perception.py).
-WORKING_GIB = 3.0
+BACKENDS = ("sam2", "sam3")
+# Working set per backend. sam2: SAM ViT-H's image encoder at 1024^2 and a SAM 2 session of 16 frames x 8 objects
+# (benchmarks/perception.py). sam3: an estimate, not measured here (no GPU run of the release): SAM 3's ViT at
+# 1008^2 (global attention over 72^2 tokens), its detector once per prompt and its tracker's 16 x 8 session.
+WORKING_GIB = {"sam2": 3.0, "sam3": 4.0}
 
 
 @dataclass(frozen=True)
 class SegmentOptions:
     preset: str = "full"
+    backend: str = "sam2"  # see BACKENDS and the module docstring
     sam_gap: int = 8
     max_tags: int = 3
     box_threshold: float = 0.35
@@ -89,9 +106,21 @@ class SegmentOptions:
     temperature: float = 1.0
     # One grouped row per clip instead of one row per object (the engine's `layers.group_objects`).
     group_objects: bool = False
+    # backend sam3: SAM 3 keeps detections scoring above `detection_threshold` and starts an object from one at or
+    # above `new_detection_threshold`; unset, the model config's (the release's: 0.5 and 0.7).
+    detection_threshold: float | None = None
+    new_detection_threshold: float | None = None
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"segment backend must be one of {BACKENDS}, got {self.backend!r}")
+        for name in ("detection_threshold", "new_detection_threshold"):
+            value = getattr(self, name)
+            if value is not None and self.backend != "sam3":
+                raise ValueError(f"segment {name} is an option of backend sam3 (backend is {self.backend!r})")
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"segment {name} must be a probability in [0, 1], got {value!r}")
         if self.sam_gap < 1 or self.max_objects < 1 or self.sibling_stride < 1:
             raise ValueError("segment sam_gap, max_objects and sibling_stride must be >= 1")
         if not isinstance(self.group_objects, bool):
@@ -133,6 +162,16 @@ def sam2_mattes(processor: Any, low_res: Any, size: tuple[int, int], opts: Segme
     return [matte_from_logits(logits[i, 0].cpu().numpy(), opts) for i in range(logits.shape[0])]
 
 
+def sam3_mattes(low_res: Any, size: tuple[int, int], opts: SegmentOptions) -> list[Matte]:
+    """SAM 3's low-resolution mask logits [N, h, w] (a torch tensor) -> one `Matte` per row at frame `size`: the
+    bilinear upsampling `Sam3VideoProcessor.postprocess_outputs` applies before it binarises, then
+    `matte_from_logits`."""
+    import torch.nn.functional as F
+
+    logits = F.interpolate(low_res[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    return [matte_from_logits(x.cpu().numpy(), opts) for x in logits]
+
+
 @dataclass
 class Detection:
     box: np.ndarray  # x0 y0 x1 y1 in pixels
@@ -149,6 +188,13 @@ class TrackedObject:
     keyframe: int
     mask: np.ndarray  # bool [T, H, W]
     alpha: np.ndarray | None = None  # uint8 [T, H, W] with `soft_alpha`, else None
+
+    @classmethod
+    def blank(cls, obj: int, tag: str, det_score: float, sam_score: float, keyframe: int, shape: tuple[int, ...],
+              soft: bool) -> TrackedObject:
+        """An object with no mask (and, when `soft`, a zero alpha) on any frame yet."""
+        return cls(obj, tag, det_score, sam_score, keyframe, np.zeros(shape, bool),
+                   np.zeros(shape, np.uint8) if soft else None)
 
     def set(self, frame: int, matte: Matte) -> None:
         self.mask[frame] = matte.mask
@@ -180,20 +226,32 @@ class SegmentTrackStage(Stage):
     reads = frozenset({"key", "frames", "tags"})
     writes = frozenset({"key", "clip_key", "obj", "tag", "mask", "boxes", "siblings", "scores", "soft_alpha", OBJECTS})
 
+    @staticmethod
+    def models(opts: SegmentOptions) -> dict[str, str]:
+        """The backend's weights (registry name -> the dtype they run in)."""
+        if opts.backend == "sam3":
+            return {SAM3_WEIGHTS: opts.session_dtype}
+        return {GDINO_WEIGHTS: "float32", SAM_WEIGHTS: "float32", SAM2_WEIGHTS: opts.session_dtype}
+
     @classmethod
     def gpu_memory_gib(cls, opts: SegmentOptions) -> float:
-        models = {GDINO_WEIGHTS: "float32", SAM_WEIGHTS: "float32", SAM2_WEIGHTS: opts.session_dtype}
-        return actor_gpu_gib(opts.preset, models, WORKING_GIB)
+        return actor_gpu_gib(opts.preset, cls.models(opts), WORKING_GIB[opts.backend])
 
     @classmethod
     def weights(cls, opts: SegmentOptions) -> tuple[str, ...]:
-        return () if opts.preset == "tiny" else (GDINO_WEIGHTS, SAM_WEIGHTS, SAM2_WEIGHTS)
+        return () if opts.preset == "tiny" else tuple(cls.models(opts))
 
     def setup(self) -> None:
         import torch
 
         self.device = device_for(self.resources.num_gpus)
         self.dtype = getattr(torch, self.opts.session_dtype)
+        if self.opts.backend == "sam3":
+            self.sam3, self.sam3_proc = build_sam3_video(self.opts.preset, seed=self.opts.seed)
+            self.sam3.to(self.device, dtype=self.dtype)
+            opts = self.opts
+            configure(self.sam3, opts.max_objects, opts.detection_threshold, opts.new_detection_threshold)
+            return
         self.gdino, self.gdino_proc = build_grounding_dino(self.opts.preset, seed=self.opts.seed)
         self.gdino.to(self.device)
         self.sam = build_sam(self.opts.preset, seed=self.opts.seed)
@@ -271,12 +329,10 @@ class SegmentTrackStage(Stage):
             mattes, sam_scores = self.segment(frames[k], np.stack([d.box for d in dets]))
             new: list[TrackedObject] = []
             for det, matte, sam_score in zip(dets, mattes, sam_scores):
-                known = [o.mask[k] for o in objects] + [o.mask[k] for o in new]
-                if not matte.mask.any() or any(iou(matte.mask, m) >= self.opts.new_object_iou for m in known):
+                if self.known(matte.mask, [o.mask[k] for o in objects + new]):
                     continue
-                alpha = None if matte.alpha is None else np.zeros((t, h, w), np.uint8)
-                obj = TrackedObject(len(objects) + len(new) + 1, det.tag, det.score, float(sam_score), k,
-                                    np.zeros((t, h, w), bool), alpha)
+                obj = TrackedObject.blank(len(objects) + len(new) + 1, det.tag, det.score, float(sam_score), k,
+                                          (t, h, w), self.opts.soft_alpha)
                 obj.set(k, matte)
                 new.append(obj)
             new = new[: self.opts.max_objects - len(objects)]
@@ -299,6 +355,31 @@ class SegmentTrackStage(Stage):
                             by_id[oid].set(f, per_obj[oid])
         return objects
 
+    def known(self, mask: np.ndarray, others: list[np.ndarray]) -> bool:
+        """Whether a candidate's mask on its keyframe is empty or one of `others` there already (IoU at least
+        `new_object_iou`): then it is not a new object."""
+        return not mask.any() or any(iou(mask, m) >= self.opts.new_object_iou for m in others)
+
+    def track_sam3(self, frames: np.ndarray, tags: list[str]) -> list[TrackedObject]:
+        """SAM 3's objects for the tags (sam3_track.py) as `TrackedObject`s: an object found for an earlier or more
+        confident detection is kept, a later one that is the same on its first frame is not."""
+        import torch
+
+        t, h, w = frames.shape[:3]
+        objects: list[TrackedObject] = []
+        for found in sam3_masklets(self.sam3, self.sam3_proc, frames, tags, self.device, self.dtype):
+            if len(objects) >= self.opts.max_objects:
+                break
+            k = found.first_frame
+            obj = TrackedObject.blank(len(objects) + 1, found.prompt, found.det_score, found.track_score, k,
+                                      (t, h, w), self.opts.soft_alpha)
+            shown = sorted(found.logits)
+            for f, matte in zip(shown, sam3_mattes(torch.stack([found.logits[f] for f in shown]), (h, w), self.opts)):
+                obj.set(f, matte)
+            if not self.known(obj.mask[k], [o.mask[k] for o in objects]):
+                objects.append(obj)
+        return objects
+
     def process_batch(self, rows: list[Row]) -> list[Row]:
         out: list[Row] = []
         for row in rows:
@@ -309,7 +390,7 @@ class SegmentTrackStage(Stage):
             if not tags:
                 out.append(self.failed(row, StageError("segment needs row['tags'] from the tag stage; none found")))
                 continue
-            objects = self.track(frames, tags)
+            objects = (self.track_sam3 if self.opts.backend == "sam3" else self.track)(frames, tags)
             if not objects:
                 self.drop(row, f"segment: nothing detected for tags {tags}")
                 continue

@@ -1,8 +1,11 @@
-"""The vLLM path of the Qwen2.5-VL stages (`engine: vllm` in the options of `caption` and `fg_check`).
+"""The vLLM path of the Qwen-VL stages (`engine: vllm` in the options of `caption` and `fg_check`, either backend:
+`qwen2.5-vl` or `qwen3-vl`).
 
 The stages build the same chat-template prompts and frames as on the transformers path and map the answers back
 into the same rows; only the `generate` call changes: one vLLM `LLM.generate` per batch, greedy (temperature 0)
-like the transformers path, and `constrain_answer` as vLLM's structured-output choice of the answer words. vLLM
+like the transformers path, and `constrain_answer` as vLLM's structured-output choice of the answer words. A
+Qwen3-VL video goes with its metadata (vLLM's Qwen3-VL processor requires it): the frame times it writes into the
+prompt are then the clip's, as on the transformers path. vLLM
 preallocates its share of the GPU: the stage's planned GPU fraction (data_engine/engine/placement.py), so it takes
 exactly the memory the plan gave the actor.
 """
@@ -15,7 +18,7 @@ from typing import Any
 import numpy as np
 
 ENGINES = ("transformers", "vllm")
-VLLM_INSTALL = "pip install vllm"
+VLLM_INSTALL = 'pip install "layerflow[vllm]"'
 
 
 def check_engine(stage: str, engine: str, preset: str) -> None:
@@ -56,8 +59,11 @@ class VllmSettings:
         return args
 
 
-def vllm_inputs(texts: list[str], media: list[np.ndarray | list[np.ndarray]], kind: str) -> list[dict[str, Any]]:
-    """One vLLM prompt per (chat-template text, video or list of images)."""
+Media = np.ndarray | list[np.ndarray] | tuple[np.ndarray, dict[str, Any]]
+
+
+def vllm_inputs(texts: list[str], media: list[Media], kind: str) -> list[dict[str, Any]]:
+    """One vLLM prompt per (chat-template text, video (alone or with its metadata) or list of images)."""
     return [{"prompt": text, "multi_modal_data": {kind: item}} for text, item in zip(texts, media)]
 
 
@@ -75,6 +81,6 @@ class VllmGenerator:
             args["structured_outputs"] = StructuredOutputsParams(**args["structured_outputs"])
         self.sampling = vllm.SamplingParams(**args)
 
-    def generate(self, texts: list[str], media: list[np.ndarray | list[np.ndarray]]) -> list[str]:
+    def generate(self, texts: list[str], media: list[Media]) -> list[str]:
         outputs = self.llm.generate(vllm_inputs(texts, media, self.settings.media), self.sampling, use_tqdm=False)
         return [out.outputs[0].text for out in outputs]

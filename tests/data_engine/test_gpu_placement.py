@@ -15,11 +15,12 @@ from data_engine.engine.resources import ClusterResources, PlanError, gpu_placem
 from data_engine.engine.runner import run
 from data_engine.stages import stage_class
 from data_engine.stages.base import Resources
-from data_engine.stages.models import CUDA_CONTEXT_GIB, GIB, QWEN_WEIGHTS, RELEASE_PARAMS
+from data_engine.stages.models import CUDA_CONTEXT_GIB, GIB, QWEN3_WEIGHTS, QWEN_WEIGHTS, RELEASE_PARAMS
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = ROOT / "infra/ray/cluster.yaml"
 QWEN_BF16_GIB = RELEASE_PARAMS[QWEN_WEIGHTS] * 2 / GIB
+QWEN3_BF16_GIB = RELEASE_PARAMS[QWEN3_WEIGHTS] * 2 / GIB
 
 
 def declared(name: str, **options) -> float:
@@ -32,6 +33,13 @@ def test_vlm_memory_is_weights_plus_working_set_per_batched_prompt():
     assert declared("caption", generate_batch=4) - declared("caption", generate_batch=1) == pytest.approx(9.0)
     assert declared("fg_check", generate_batch=8) == pytest.approx(CUDA_CONTEXT_GIB + QWEN_BF16_GIB + 16.0)
     assert declared("fg_check", dtype="float32") - declared("fg_check") == pytest.approx(QWEN_BF16_GIB)
+    # The qwen3-vl backend: Qwen3-VL-8B's weights, the same working set per batched prompt.
+    assert declared("caption", backend="qwen3-vl", generate_batch=1) == pytest.approx(
+        CUDA_CONTEXT_GIB + QWEN3_BF16_GIB + 3.0)
+    assert declared("caption", backend="qwen3-vl", generate_batch=4) - declared(
+        "caption", backend="qwen3-vl", generate_batch=1) == pytest.approx(9.0)
+    assert declared("fg_check", backend="qwen3-vl", generate_batch=8) == pytest.approx(
+        CUDA_CONTEXT_GIB + QWEN3_BF16_GIB + 16.0)
     assert declared("inpaint", window=40) < declared("inpaint", window=80)
     assert declared("caption", preset="tiny") == CUDA_CONTEXT_GIB  # random tiny models: the CUDA context only
     assert stage_class("dedup").gpu_memory_gib(stage_class("dedup").parse_options({})) == 0.0
@@ -54,6 +62,30 @@ def test_release_parameter_counts_are_the_meta_device_builds():
     assert built["SAM 2.1 Hiera-L (fp32)"] == RELEASE_PARAMS[SAM2_WEIGHTS]
     assert built["Qwen2.5-VL-7B (bf16)"] == RELEASE_PARAMS[QWEN_WEIGHTS]
     assert built["RAFT + RFC + ProPainter (fp32)"] == RELEASE_PARAMS[PROPAINTER_WEIGHTS]
+    from transformers import Qwen3VLForConditionalGeneration
+
+    qwen3 = bench.param_bytes(lambda: Qwen3VLForConditionalGeneration(bench.qwen3_8b_config()), 1)
+    assert qwen3 == RELEASE_PARAMS[QWEN3_WEIGHTS] == 8_767_123_696  # the model card's "8.77B parameters"
+
+
+def test_the_sam3_segment_backend_declares_sam3_alone():
+    """backend sam3 needs SAM 3's weights only (the release's parameter count, as the default Sam3VideoConfig
+    builds it on the meta device), in the session dtype, plus its working set."""
+    import torch
+    from transformers import Sam3VideoConfig, Sam3VideoModel
+
+    from data_engine.stages.models import SAM3_WEIGHTS
+    from data_engine.stages.segment_track import WORKING_GIB
+
+    with torch.device("meta"):
+        assert sum(p.numel() for p in Sam3VideoModel(Sam3VideoConfig()).parameters()) == RELEASE_PARAMS[SAM3_WEIGHTS]
+    cls = stage_class("segment")
+    assert cls.weights(cls.parse_options({"backend": "sam3"})) == (SAM3_WEIGHTS,)
+    sam3_gib = RELEASE_PARAMS[SAM3_WEIGHTS] * 4 / GIB
+    assert declared("segment", backend="sam3") == pytest.approx(CUDA_CONTEXT_GIB + sam3_gib + WORKING_GIB["sam3"])
+    assert declared("segment", backend="sam3") - declared("segment", backend="sam3", session_dtype="bfloat16") == \
+        pytest.approx(sam3_gib / 2)
+    assert declared("segment", backend="sam3", preset="tiny") == CUDA_CONTEXT_GIB
 
 
 def two_gpus(gib: float = 44.0, cpus: float = 8.0) -> ClusterResources:
@@ -131,9 +163,11 @@ def full_config(tmp_path):
     return [f"sources.0.input={tmp_path}", "run.check_weights=false", f"run.out={tmp_path / 'out'}"]
 
 
-def test_shipped_cluster_yaml_fits_perception_full(full_config):
+@pytest.mark.parametrize("segment", [[], ["stages.segment.options.backend=sam3"]], ids=["sam2", "sam3"])
+def test_shipped_cluster_yaml_fits_perception_full(full_config, segment):
     cluster = cluster_from_yaml(CLUSTER_YAML)
     assert cluster.gpu_nodes == (GpuNode("gpu_worker", 1, 44.0, 8.0),) * 2
+    full_config = full_config + segment
     cfg = load_config(ROOT / "infra/configs/engine/perception_full.yaml", full_config)
     summary = run(cfg, dry_run=True, cluster_file=str(CLUSTER_YAML))
     slots = gpu_placement(summary.plans, cluster)

@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from data_engine.stages import models, sd_inpaint
 from data_engine.weights import REGISTRY_DIR, missing_files, spec
+from model.numerics import assert_float32_close
 
 REPO = Path(__file__).resolve().parents[2]
 PERCEPTION = list(yaml.safe_load((REGISTRY_DIR / "perception.yaml").read_text()))
@@ -126,13 +128,35 @@ def test_propainter_parts_load_their_files_exactly(weights):
 @pytest.mark.parametrize("name,build", [
     (models.GDINO_WEIGHTS, lambda: models.build_grounding_dino("full")),
     (models.SAM2_WEIGHTS, lambda: models.build_sam2_video("full")),
+    (models.SAM3_WEIGHTS, lambda: models.build_sam3_video("full")),
     (models.QWEN_WEIGHTS, lambda: models.build_qwen_vl("full")),
-], ids=[models.GDINO_WEIGHTS, models.SAM2_WEIGHTS, models.QWEN_WEIGHTS])
+    (models.QWEN3_WEIGHTS, lambda: models.build_qwen_vl("full", "qwen3-vl")),
+], ids=[models.GDINO_WEIGHTS, models.SAM2_WEIGHTS, models.SAM3_WEIGHTS, models.QWEN_WEIGHTS, models.QWEN3_WEIGHTS])
 def test_transformers_models_round_trip_their_folders(name, build, weights, tmp_path):
     # transformers renames keys on load and back on save, so the round trip compares file to re-saved file.
     model, _ = build()
     model.save_pretrained(tmp_path)
     assert_same_tensors(hub_tensors(tmp_path), hub_tensors(weights / spec(name).subdir))
+
+
+def test_sam3_from_the_release_folder_tracks_as_the_model_written_there(weights):
+    """Known answer: the full preset's SAM 3, model and processor (CLIP tokenizer included) read from the release
+    folder, finds and tracks the same objects with the same mask logits as the model the folder was written from."""
+    from data_engine.stages.sam3_track import configure, sam3_masklets
+
+    frames = np.full((4, 64, 64, 3), 40, np.uint8)
+    for t in range(4):
+        frames[t, 20:40, 8 + 4 * t:28 + 4 * t] = (230, 60, 60)
+    found = []
+    for model, processor in (models.build_sam3_video("full"), perception.written_sam3()):
+        configure(model, 4, 0.0, 0.0)  # random weights score low: let every detection start an object
+        found.append(sam3_masklets(model, processor, frames, ["red square", "box"], "cpu", torch.float32))
+    ours, theirs = found
+    assert theirs and [(m.obj_id, m.prompt, sorted(m.logits)) for m in ours] == \
+        [(m.obj_id, m.prompt, sorted(m.logits)) for m in theirs]
+    for mine, written in zip(ours, theirs):
+        for f, logits in written.logits.items():
+            assert_float32_close(mine.logits[f], logits, ulps=16, what=f"SAM 3 object {written.obj_id} frame {f}")
 
 
 def test_sd_inpaint_loads_its_diffusers_folders_exactly(weights, tmp_path):
@@ -161,6 +185,38 @@ def test_processors_are_the_release_files(weights):
     prompt = qwen.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
                                       add_generation_prompt=True, tokenize=False)
     assert prompt.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
+    _, qwen3 = models.build_qwen_vl("full", "qwen3-vl")
+    assert qwen3.chat_template == perception.QWEN3_CHAT_TEMPLATE
+    assert type(qwen3.video_processor).__name__ == "Qwen3VLVideoProcessor"  # from video_preprocessor_config.json
+    assert qwen3.video_processor.size["longest_edge"] == qwen3.image_processor.size["longest_edge"] == 128 * 128
+    assert qwen3.image_processor.patch_size == 16
+    prompt = qwen3.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                                       add_generation_prompt=True, tokenize=False)
+    assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"  # no default system turn
+
+
+def test_qwen3_vl_from_the_release_folder_answers_as_the_model_written_there(weights):
+    """Known answer: the full preset's Qwen3-VL, read from the sharded release folder, gives the logits of the model
+    the folder was written from, on an image and a video through the release's processor files."""
+    from transformers.video_utils import VideoMetadata
+
+    model, processor = models.build_qwen_vl("full", "qwen3-vl", dtype="float32")
+    # The written weights in float32; a cast of the whole bfloat16 model would also round its rotary buffers.
+    written, _ = models.build_qwen_vl("tiny", "qwen3-vl", dtype="float32")
+    written.load_state_dict(perception.written_qwen("qwen3-vl")[0].state_dict())
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (96, 128, 3), generator=g, dtype=torch.uint8).numpy()
+    video = torch.randint(0, 256, (4, 64, 96, 3), generator=g, dtype=torch.uint8).numpy()
+    text = processor.apply_chat_template([{"role": "user", "content": [
+        {"type": "image"}, {"type": "video"}, {"type": "text", "text": "Describe the video in detail."}]}],
+        add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=[image], videos=[video], return_tensors="pt", videos_kwargs={
+        "do_sample_frames": False,
+        "video_metadata": [VideoMetadata(total_num_frames=8, fps=8.0, frames_indices=[0, 2, 5, 7])]})
+    with torch.inference_mode():
+        ours, theirs = model(**inputs).logits, written(**inputs).logits
+    assert_float32_close(ours, theirs, ulps=16, what="Qwen3-VL logits, loaded vs written")
+    assert float(theirs.std()) > 0  # the random model's answer is not a constant
 
 
 # ---------------------------------------------------------------- the architecture is the file's
@@ -277,8 +333,14 @@ BAD_FILES = {
                                "sc.bias_conv.bias (3,) vs (128,)"),
     "gdino-missing-key": (models.GDINO_WEIGHTS, "model.safetensors", drop("model.enc_output_norm.weight"),
                           lambda: models.build_grounding_dino("full"), "missing key(s)"),
+    "sam3-missing-key": (models.SAM3_WEIGHTS, "model.safetensors", drop("tracker_neck.fpn_layers.0.proj1.bias"),
+                         lambda: models.build_sam3_video("full"), "1 missing key(s), first tracker_neck.fpn_layers.0"),
     "qwen-wrong-shape": (models.QWEN_WEIGHTS, shard_of("lm_head.weight"), reshape("lm_head.weight", (3,)),
                          lambda: models.build_qwen_vl("full"), "1 shape mismatch(es), first lm_head.weight (3,) vs"),
+    "qwen3-missing-key": (models.QWEN3_WEIGHTS, shard_of("model.visual.deepstack_merger_list.0.norm.weight"),
+                          drop("model.visual.deepstack_merger_list.0.norm.weight"),
+                          lambda: models.build_qwen_vl("full", "qwen3-vl"),
+                          "1 missing key(s), first model.visual.deepstack_merger_list.0.norm.weight"),
     "sd-unet-missing-key": (sd_inpaint.SD_INPAINT_WEIGHTS, "unet/diffusion_pytorch_model.safetensors",
                             drop("conv_in.bias"), lambda: sd_inpaint.build_sd_inpaint("full"),
                             "1 missing key(s), first conv_in.bias"),
@@ -286,7 +348,9 @@ BAD_FILES = {
                            reshape("encoder.conv_in.bias", (3,)), lambda: sd_inpaint.build_sd_inpaint("full"),
                            "1 shape mismatch(es), first encoder.conv_in.bias (3,) vs (8,)"),
 }
-FOLDER_LOADERS = (models.GDINO_WEIGHTS, models.QWEN_WEIGHTS, sd_inpaint.SD_INPAINT_WEIGHTS)  # errors name the folder
+# errors name the folder
+FOLDER_LOADERS = (models.GDINO_WEIGHTS, models.SAM3_WEIGHTS, models.QWEN_WEIGHTS, models.QWEN3_WEIGHTS,
+                  sd_inpaint.SD_INPAINT_WEIGHTS)
 
 
 @pytest.mark.parametrize("case", list(BAD_FILES))

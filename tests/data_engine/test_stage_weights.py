@@ -14,6 +14,7 @@ FULL_BUILDERS = [
     (models.build_sam, models.SAM_WEIGHTS),
     (models.build_sam2_video, models.SAM2_WEIGHTS),
     (models.build_qwen_vl, models.QWEN_WEIGHTS),
+    (lambda preset: models.build_qwen_vl(preset, "qwen3-vl"), models.QWEN3_WEIGHTS),
     (models.build_propainter, models.PROPAINTER_WEIGHTS),
     (sd_inpaint.build_sd_inpaint, sd_inpaint.SD_INPAINT_WEIGHTS),
 ]

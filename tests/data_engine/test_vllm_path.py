@@ -17,11 +17,12 @@ from data_engine.stages import foreground_check as fg_module
 from data_engine.stages.base import Resources
 from data_engine.stages.caption import DEFAULT_PROMPTS, CaptionStage, uniform_indices
 from data_engine.stages.foreground_check import ANSWER_WORDS, ForegroundCheckStage, highlight, visible_frames
-from data_engine.stages.models import build_qwen_vl
+from data_engine.stages.models import QWEN_VL, build_qwen_vl
 from data_engine.stages.vllm_engine import VllmSettings, vllm_inputs
 from data_engine.synthetic import SyntheticConfig, synthetic_clip
 
 WEIGHTS = Path("/weights/qwen2.5-vl-7b-instruct")
+BACKENDS = list(QWEN_VL)
 
 
 def rows() -> list[dict]:
@@ -40,7 +41,7 @@ def test_choosing_vllm_without_it_fails_in_one_line_naming_the_install(monkeypat
     for make in (lambda: CaptionStage(engine="vllm"), lambda: ForegroundCheckStage(engine="vllm")):
         with pytest.raises(ValueError) as err:
             make()
-        assert "engine vllm needs the vllm package: `pip install vllm`" in str(err.value)
+        assert "engine vllm needs the vllm package: `pip install \"layerflow[vllm]\"`" in str(err.value)
         assert "\n" not in str(err.value)
 
 
@@ -72,8 +73,10 @@ class FakeLLM:
         return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=a)]) for a in answers]
 
 
-@pytest.fixture
-def fake_vllm(monkeypatch):
+@pytest.fixture(params=BACKENDS)
+def fake_vllm(request, monkeypatch):
+    """The stand-in vllm package, and the tiny processor of the backend under test (the release processor's
+    stand-in: same classes, same chat layout)."""
     vllm = types.ModuleType("vllm")
     vllm.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
     vllm.LLM = FakeLLM
@@ -82,16 +85,20 @@ def fake_vllm(monkeypatch):
     params.StructuredOutputsParams = lambda **kwargs: ("StructuredOutputsParams", kwargs)
     monkeypatch.setitem(sys.modules, "vllm", vllm)
     monkeypatch.setitem(sys.modules, "vllm.sampling_params", params)
-    _, processor = build_qwen_vl("tiny")  # the release processor's stand-in: the tiny one, same chat layout
+    _, processor = build_qwen_vl("tiny", request.param)
+    asked = []
     for module in (caption_module, fg_module):
-        monkeypatch.setattr(module, "qwen_vl_release_processor", lambda: (processor, WEIGHTS))
+        monkeypatch.setattr(module, "qwen_vl_release_processor",
+                            lambda backend: asked.append(backend) or (processor, WEIGHTS))
     FakeLLM.made.clear()
-    return processor
+    yield request.param, processor
+    assert set(asked) <= {request.param}  # each stage loads its own backend's release
 
 
 def test_caption_through_vllm_sends_the_transformers_prompts_and_maps_rows_back(fake_vllm):
-    stage = CaptionStage(Resources(num_gpus=0.6353), preset="full", engine="vllm", max_frames=4, generate_batch=4,
-                         dtype="bfloat16")
+    backend, processor = fake_vllm
+    stage = CaptionStage(Resources(num_gpus=0.6353), preset="full", backend=backend, engine="vllm", max_frames=4,
+                         generate_batch=4, dtype="bfloat16")
     stage.ensure_setup()
     (llm,) = FakeLLM.made
     assert llm.kwargs == {"model": str(WEIGHTS), "dtype": "bfloat16", "limit_mm_per_prompt": {"video": 1},
@@ -104,18 +111,22 @@ def test_caption_through_vllm_sends_the_transformers_prompts_and_maps_rows_back(
     sent = [p for inputs, _ in llm.calls for p in inputs]
     layers = [(row, layer) for row in data for layer in ("fg", "bg", "blend")]
     for p, (_row, layer) in zip(sent, layers):
-        assert p["prompt"] == fake_vllm.apply_chat_template(
+        assert p["prompt"] == processor.apply_chat_template(
             [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": DEFAULT_PROMPTS[layer]}]}],
             add_generation_prompt=True, tokenize=False)
     blend = sent[2]["multi_modal_data"]["video"]
+    if backend == "qwen3-vl":  # vLLM's Qwen3-VL processor needs each video's metadata to write its frame times
+        blend, metadata = blend
+        assert metadata == {"total_num_frames": 6, "fps": 8.0, "duration": 0.75, "frames_indices": [0, 2, 3, 5],
+                            "do_sample_frames": False}
     assert np.array_equal(blend, data[0]["frames"][uniform_indices(6, 4)])
     assert [r["captions"] for r in out] == [{"fg": "caption 0", "bg": "caption 1", "blend": "caption 2"},
                                             {"fg": "caption 3", "bg": "caption 4", "blend": "caption 5"}]
 
 
 def test_fg_check_through_vllm_constrains_answers_and_maps_verdicts(fake_vllm):
-    stage = ForegroundCheckStage(Resources(num_gpus=0.7262), preset="full", engine="vllm", num_frames=2,
-                                 constrain_answer=True)
+    stage = ForegroundCheckStage(Resources(num_gpus=0.7262), preset="full", backend=fake_vllm[0], engine="vllm",
+                                 num_frames=2, constrain_answer=True)
     stage.ensure_setup()
     (llm,) = FakeLLM.made
     assert llm.kwargs["limit_mm_per_prompt"] == {"image": 2}

@@ -200,3 +200,15 @@ def test_a_sharded_checkpoint_with_a_missing_shard_is_reported_missing(release_w
     assert weights.missing_files(s.name, tmp_path) == [tmp_path / s.subdir / shards[-1]]
     with pytest.raises(weights.MissingWeightsError, match=shards[-1]):
         weights.resolve(s.name, root=tmp_path)
+
+
+def test_a_sharded_snapshot_entry_downloads_alone_into_the_layout_its_loader_reads(internet, release_weights,
+                                                                                   tmp_path, monkeypatch):
+    name = "qwen3-vl-8b-instruct"
+    s = weights.spec(name)
+    monkeypatch.setenv(weights.ENV_VAR, str(tmp_path))
+    assert cli.main(["weights", "download", name, "--endpoint", internet.endpoint]) == 0
+    got = {f: b for f, b in files_under(tmp_path / s.subdir).items() if not f.startswith(".cache/")}
+    assert got == files_under(release_weights / s.subdir)
+    assert len(weights.shard_files(tmp_path / s.subdir, "model.safetensors.index.json")) >= 2
+    assert weights.missing_files(name) == [] and sorted(p.name for p in tmp_path.iterdir()) == [s.subdir]

@@ -10,10 +10,14 @@
   DINO's processor files are in the release's layout (preprocessor_config.json, the BERT tokenizer's
   tokenizer_config.json and vocab.txt), which transformers 5's processor `save_pretrained` no longer writes;
   SAM 2.1's processor_config.json is what its processor `save_pretrained` writes.
+- `sam3/`: the tiny SAM 3 as transformers' `save_pretrained` writes model and processor (config.json,
+  model.safetensors, processor_config.json, the CLIP tokenizer's tokenizer.json and tokenizer_config.json).
 - `sam-vit-h/sam_vit_h_4b8939.pth`: segment-anything's plain state dict from its own `_build_sam` (the vit_h image
   size, prompt encoder and mask decoder) with a 3-block, 48-channel image encoder.
 - `qwen2.5-vl-7b-instruct/`: bfloat16 safetensors shards + model.safetensors.index.json, the image processor's
   preprocessor_config.json, tokenizer.json and the release's chat_template.json (the Qwen2-VL chat template).
+- `qwen3-vl-8b-instruct/`: the same, plus the video processor's video_preprocessor_config.json, with the Qwen3-VL
+  instruct chat layout (no default system turn).
 - `cogvlm2-llama3-caption/`: config.json naming the release's remote-code classes, an index and its shard with the
   release's key names, tokenizer_config.json. Not loadable here (no remote code is shipped).
 - `propainter/`: pytorchcv state dicts under the release's file names: RAFT with raft_things' layout (separable
@@ -51,6 +55,17 @@ QWEN_CHAT_TEMPLATE = (
     "%}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
     "<|im_start|>assistant\n{% endif %}"
 )
+# The Qwen3-VL instruct chat layout for messages without tools: unlike Qwen2.5-VL, no system turn unless given.
+QWEN3_CHAT_TEMPLATE = (
+    "{% if messages[0].role == 'system' %}<|im_start|>system\n{{ messages[0].content }}<|im_end|>\n{% endif %}"
+    "{% for message in messages if message.role != 'system' %}<|im_start|>{{ message.role }}\n"
+    "{% if message.content is string %}{{ message.content }}{% else %}{% for content in message.content %}"
+    "{% if content.type == 'image' or 'image' in content %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content.type == 'video' or 'video' in content %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content.text }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+QWEN_CHAT_TEMPLATES = {"qwen2.5-vl": QWEN_CHAT_TEMPLATE, "qwen3-vl": QWEN3_CHAT_TEMPLATE}
 QWEN_SHARD_SIZE = "100KB"  # small enough that the tiny model is sharded like the 7B release
 TINY_SAM_ENCODER = dict(encoder_embed_dim=48, encoder_depth=3, encoder_num_heads=3, encoder_global_attn_indexes=[2])
 TINY_RAFT = dict(corr_levels=4, corr_radius=1, hidden_dim=16, context_dim=16, encoder_init_block_channels=8,
@@ -153,13 +168,40 @@ def write_sam2(root: Path) -> None:
     processor.save_pretrained(out)
 
 
+def written_sam3() -> tuple[torch.nn.Module, object]:
+    """The tiny SAM 3 the tree holds (model, processor), rebuilt: what `write_sam3` writes."""
+    model, processor = models.build_sam3_video("tiny", seed=SEED)
+    return nudged(model), processor
+
+
+def write_sam3(root: Path) -> None:
+    model, processor = written_sam3()
+    out = folder(root, models.SAM3_WEIGHTS)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+
+
+def written_qwen(backend: str) -> tuple[torch.nn.Module, object]:
+    """The tiny model (bfloat16, as the release ships it) and processor `write_qwen` writes for a Qwen-VL backend."""
+    model, processor = models.build_qwen_vl("tiny", backend, dtype="float32", seed=SEED)
+    return nudged(model).to(torch.bfloat16), processor
+
+
 def write_qwen(root: Path) -> None:
-    model, processor = models.build_qwen_vl("tiny", dtype="float32", seed=SEED)
-    out = folder(root, models.QWEN_WEIGHTS)
-    nudged(model).to(torch.bfloat16).save_pretrained(out, max_shard_size=QWEN_SHARD_SIZE)
+    for backend, template in QWEN_CHAT_TEMPLATES.items():
+        write_qwen_vl(root, backend, template)
+
+
+def write_qwen_vl(root: Path, backend: str, chat_template: str) -> None:
+    model, processor = written_qwen(backend)
+    name = models.QWEN_VL[backend].weights
+    out = folder(root, name)
+    model.save_pretrained(out, max_shard_size=QWEN_SHARD_SIZE)
+    if "video_preprocessor_config.json" in spec(name).files:  # Qwen3-VL's release has one, Qwen2.5-VL's not
+        processor.video_processor.save_pretrained(out)
     processor.image_processor.save_pretrained(out)
     processor.tokenizer.save_pretrained(out)
-    (out / "chat_template.json").write_text(json.dumps({"chat_template": QWEN_CHAT_TEMPLATE}, indent=2) + "\n")
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": chat_template}, indent=2) + "\n")
 
 
 def write_cogvlm2(root: Path) -> None:
@@ -210,11 +252,11 @@ def _special(content: str) -> dict:
 
 def write_clip_tokenizer(out: Path) -> None:
     """stable-diffusion-2-inpainting's tokenizer/: CLIP's BPE as vocab.json + merges.txt, and the two JSON files."""
-    vocab, merges = sd_inpaint.clip_bpe()
+    vocab, merges = models.clip_bpe()
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (out / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
-    bos, eos = (_special(t) for t in sd_inpaint.CLIP_SPECIALS)
+    bos, eos = (_special(t) for t in models.CLIP_SPECIALS)
     tokens = {"bos_token": bos, "eos_token": eos, "pad_token": sd_inpaint.SD2_PAD, "unk_token": eos}
     (out / "special_tokens_map.json").write_text(json.dumps(tokens, indent=2) + "\n")
     config = {"add_prefix_space": False, **{k: dict(v, __type="AddedToken") if isinstance(v, dict) else v
@@ -236,6 +278,6 @@ def write_sd_inpaint(root: Path) -> None:
 
 def build(root: Path) -> None:
     """Write every perception entry (and the tag stage's CLIP) under `root`, a LAYERFLOW_WEIGHTS folder."""
-    for write in (write_clip, write_ram_plus, write_grounding_dino, write_sam, write_sam2, write_qwen, write_cogvlm2,
-                  write_propainter, write_sd_inpaint):
+    for write in (write_clip, write_ram_plus, write_grounding_dino, write_sam, write_sam2, write_sam3, write_qwen,
+                  write_cogvlm2, write_propainter, write_sd_inpaint):
         write(root)
