@@ -163,20 +163,22 @@ def full_config(tmp_path):
     return [f"sources.0.input={tmp_path}", "run.check_weights=false", f"run.out={tmp_path / 'out'}"]
 
 
-@pytest.mark.parametrize("segment", [[], ["stages.segment.options.backend=sam3"]], ids=["sam2", "sam3"])
-def test_shipped_cluster_yaml_fits_perception_full(full_config, segment):
+@pytest.mark.parametrize("name", ["perception_full", "perception_sam3"])
+def test_shipped_cluster_yaml_fits_the_shipped_perception_configs(full_config, name):
     cluster = cluster_from_yaml(CLUSTER_YAML)
     assert cluster.gpu_nodes == (GpuNode("gpu_worker", 1, 44.0, 8.0),) * 2
-    full_config = full_config + segment
-    cfg = load_config(ROOT / "infra/configs/engine/perception_full.yaml", full_config)
+    path = ROOT / f"infra/configs/engine/{name}.yaml"
+    cfg = load_config(path, full_config)
+    if name == "perception_sam3":  # the newer models, as its name says
+        assert [s.options.get("backend") for s in cfg.stages if s.name in ("segment", "fg_check", "caption")] == \
+            ["sam3", "qwen3-vl", "qwen3-vl"]
     summary = run(cfg, dry_run=True, cluster_file=str(CLUSTER_YAML))
     slots = gpu_placement(summary.plans, cluster)
     placed = sorted(a.stage for s in slots for a in s.actors)
     assert set(placed) == {"tag", "segment", "fg_check", "inpaint", "caption"}
     assert all(s.used_gib <= 44 and s.used <= 1 + 1e-9 for s in slots)
     # caption at generate_batch 8 (40 GiB) with fg_check (32 GiB) leaves no GPU room for segment: refused up front
-    too_much = load_config(ROOT / "infra/configs/engine/perception_full.yaml",
-                           full_config + ["stages.caption.options.generate_batch=8"])
+    too_much = load_config(path, full_config + ["stages.caption.options.generate_batch=8"])
     with pytest.raises(PlanError, match=r"^stage \w+ needs [\d.]+ GiB of GPU memory per actor"):
         run(too_much, dry_run=True, cluster_file=str(CLUSTER_YAML))
 
