@@ -298,11 +298,18 @@ class ShardSink:
             start_shard=self._next_shard_index(),
             verbose=0,
             mtime=0.0,
-            # tarfile's stream mode writes 10 KiB blocks; a large buffer turns them into few syscalls.
-            opener=lambda name: open(name, "wb", buffering=WRITE_BUFFER),
+            opener=self._open_stream,
         )
 
+    def _open_stream(self, name: str):
+        # tarfile's stream mode writes 10 KiB blocks; a large buffer turns them into few syscalls.
+        self._stream = open(name, "wb", buffering=WRITE_BUFFER)
+        return self._stream
+
     def _finish_shard(self, tmp_name: str) -> None:
+        # webdataset closes the tar stream but not a file its opener gave it: unflushed, the shard would be sized
+        # and renamed complete with its last samples still in this process's buffer (empty, after a kill).
+        self._stream.close()
         tmp = Path(tmp_name)
         final = tmp.with_name(tmp.name[: -len(TMP_SUFFIX)])
         rows, self._current = self._current.rows, _OpenShard()

@@ -22,6 +22,7 @@ class DriverCounts:
     quarantined: int = 0
     dropped: int = 0
     arrived: int = 0
+    rerun: int = 0  # inputs run again after their rows were lost with a worker (runner.run)
     started: float = field(default_factory=time.time)
     first_sample_at: float | None = None
     last_sample_at: float | None = None

@@ -236,11 +236,24 @@ def connect(cfg: EngineConfig) -> tuple[ClusterResources, bool]:
                      resources={GPU_MEMORY: memory} if memory else None,
                      logging_level=logging.WARNING, log_to_driver=False)
         started = True
+    return live_cluster(), started
+
+
+def live_cluster() -> ClusterResources:
+    """The resources of the nodes of the connected cluster that are alive now."""
+    import ray
+
     res = ray.cluster_resources()
     nodes = ray.nodes()
     node_cpus = tuple(float(n["Resources"].get("CPU", 0)) for n in nodes if n.get("Alive"))
     return ClusterResources(float(res.get("CPU", 0)), float(res.get("GPU", 0)), len(node_cpus), node_cpus,
-                            live_gpu_nodes(nodes)), started
+                            live_gpu_nodes(nodes))
+
+
+def alive_nodes() -> set[str]:
+    import ray
+
+    return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
 
 
 def local_resources(cfg: EngineConfig) -> ClusterResources:
@@ -293,11 +306,11 @@ class Driver:
             self.quarantine(row, {"stage": "engine", "error_type": "PipelineError",
                                   "message": "row reached the sink without an encoded sample; check the stage list"})
 
-    def quarantine_lost(self, input_ids: list[str]) -> None:
-        """Inputs whose rows did not all come back although the pipeline finished: their worker died on them."""
+    def quarantine_lost(self, input_ids: list[str], passes: int) -> None:
+        """Inputs whose rows did not all come back in any of the `passes` over them: their worker died on them."""
         for input_id, weight in self.ledger.missing(input_ids).items():
             self.sink.quarantine(input_id, "engine", _named_error("WorkerLost", WORKER_LOST),
-                                 attempts=WORKER_DEATH_RETRIES + 1, engine_input=input_id)
+                                 attempts=passes * (WORKER_DEATH_RETRIES + 1), engine_input=input_id)
             self.counts.quarantined += 1
             self.ledger.account(input_id, weight, failed=True)
 
@@ -358,13 +371,18 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
     cluster, we_started = connect(cfg)
     plans = plan_stages(plan.resources, cluster, fuse=cfg.run.fuse, gpu_gib=plan.gpu_gib)
     print_plan(console, plan, plans, cluster)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     from data_engine.engine.pipeline import EngineMetrics, build_dataset
 
     metrics_name = f"layerflow-metrics-{uuid.uuid4().hex[:8]}"
-    metrics = ray.remote(num_cpus=0)(EngineMetrics).options(name=metrics_name).remote()
+    # On the driver's node: a worker node lost mid-run must not take the run's metrics with it.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    metrics = ray.remote(num_cpus=0)(EngineMetrics).options(name=metrics_name, scheduling_strategy=here).remote()
     items = [it.row() for it in plan.pending]
     order = [s.name for p in plans for s in p.stages]
     actors = {s.name: s.actors for p in plans for s in p.stages}
+    pass_plans = plans  # a rerun after lost workers plans anew on the nodes still alive
     stages: dict[str, dict[str, Any]] = {}
     try:
         with ShardSink(cfg.out, maxcount=cfg.run.maxcount, maxsize=cfg.run.maxsize, run_id=run_id) as sink:
@@ -372,14 +390,32 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
             driver = Driver(sink, ledger, counts)
             snapshot = lambda: ray.get(metrics.snapshot.remote(), timeout=5)  # noqa: E731
             with ProgressDisplay(console, order, actors, counts, snapshot, enabled=cfg.run.progress):
-                if items:
-                    ds = build_dataset(items, plans, plan.options, metrics_name, cfg.run.deterministic_order)
+                todo, passes, nodes = items, 0, alive_nodes()
+                while todo:
+                    ds = build_dataset(todo, pass_plans, plan.options, metrics_name, cfg.run.deterministic_order)
                     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                         for row in unpack(batch):
                             driver.handle(row)
                         ledger.flush(sink.done_keys)
                         counts.inputs_recorded = ledger.recorded
-                    driver.quarantine_lost([it[INPUT] for it in items])
+                    passes += 1
+                    lost = ledger.missing([it[INPUT] for it in todo])
+                    # Ray spends a task's retries on a lost node within seconds, before it even reports the node
+                    # dead, so a lost node and an input that kills its worker look alike here: each rerun that
+                    # brings some inputs back earns another, one that brings none back ends in quarantine.
+                    if not lost or (passes > 1 and len(lost) == len(todo)):
+                        break
+                    todo = [it for it in todo if it[INPUT] in lost]
+                    ledger.reopen(lost)
+                    counts.rerun += len(todo)
+                    gone = sorted(nodes - alive_nodes())
+                    pass_plans = plan_stages(plan.resources, live_cluster(), fuse=cfg.run.fuse, gpu_gib=plan.gpu_gib)
+                    console.print(
+                        f"[yellow]worker lost[/]: {len(todo)} input(s) did not all come back (a lost node or an input "
+                        f"that kills its worker; nodes lost: {', '.join(gone) or 'none reported yet'}); rerunning "
+                        f"them on the nodes alive now, the sink keeps the samples it already has"
+                    )
+                driver.quarantine_lost([it[INPUT] for it in todo], passes)
             sink.finish_shard()
             ledger.flush(sink.done_keys)
             counts.inputs_recorded = ledger.recorded
@@ -397,7 +433,8 @@ def run(cfg: EngineConfig, *, dry_run: bool = False, console: Console | None = N
         "plan": [{"stages": [s.record() for s in p.stages]} for p in plans],
         "stages": {n: {**s, "clips_per_s": round(s["rows_out"] / wall, 3) if wall else 0.0} for n, s in stages.items()},
         "inputs": {"total": counts.inputs_total, "done_before": counts.inputs_skipped_done,
-                   "this_run": len(plan.pending), "recorded": ledger.recorded, "unfinished": ledger.pending,
+                   "this_run": len(plan.pending), "rerun": counts.rerun, "recorded": ledger.recorded,
+                   "unfinished": ledger.pending,
                    "status": ledger.statuses},
         "samples_written": counts.written, "samples_already_present": counts.skipped_existing,
         "quarantined_this_run": counts.quarantined, "dropped_this_run": counts.dropped,

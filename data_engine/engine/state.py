@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -87,6 +88,12 @@ class InputLedger:
         """Of `input_ids`, those not fully accounted for, with the weight still to come (1 if nothing came)."""
         return {i: (1 - self.open[i].weight if i in self.open else Fraction(1))
                 for i in input_ids if i not in self.complete}
+
+    def reopen(self, input_ids: Iterable[str]) -> None:
+        """Forget what came back of these unfinished inputs: a rerun brings all their rows again (and the sink
+        skips the samples it already has)."""
+        for input_id in input_ids:
+            self.open.pop(input_id, None)
 
     def flush(self, done_keys: set[str]) -> int:
         """Write the record of every finished input whose samples are all in complete shards."""

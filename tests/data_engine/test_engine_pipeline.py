@@ -21,6 +21,7 @@ import yaml
 from data_engine.cli import main
 from data_engine.engine.config import load_config, parse_config
 from data_engine.engine.folder_config import FOLDER_CONFIG_NAME
+from data_engine.engine.pipeline import WORKER_DEATH_RETRIES
 from data_engine.engine.runner import run
 from data_engine.engine.state import load_records
 from data_engine.layers_sidecar import LAYERS_SIDECAR
@@ -156,7 +157,7 @@ def test_bad_inputs_end_in_quarantine_and_the_run_completes(messy_inputs, messy_
     assert stages["probe"]["rows_in"] == 11 and stages["probe"]["failed"] == 7
     assert stages["synthetic_layers"]["failed"] == 2 and stages["encode"]["rows_out"] == 7
     assert stages["split"]["rows_in"] == 4  # the layered clip went around the video stages
-    assert stats["engine"]["inputs"] == {"total": 14, "done_before": 0, "this_run": 12, "recorded": 12,
+    assert stats["engine"]["inputs"] == {"total": 14, "done_before": 0, "this_run": 12, "rerun": 0, "recorded": 12,
                                          "unfinished": 0, "status": {"ok": 4, "failed": 8}}
     assert summary.counts.written == 7 and summary.counts.quarantined == 9
 
@@ -397,5 +398,9 @@ def test_an_input_that_kills_its_worker_is_quarantined_and_the_run_completes(tmp
     [lost] = pq.read_table(out / "quarantine.parquet").to_pylist()
     assert lost["input"].endswith("synthetic_s3_00001.mp4")
     assert (lost["stage"], lost["error_type"]) == ("engine", "WorkerLost") and "died" in lost["message"]
+    # It could have been a lost node: it ran once more, and killed its worker there too.
+    assert lost["attempts"] == 2 * (WORKER_DEATH_RETRIES + 1)
+    assert "worker lost: 1 input(s) did not all come back" in " ".join(done.stderr.split())
     stats = json.loads((out / "stats.json").read_text())["engine"]
     assert stats["inputs"]["status"] == {"ok": 2, "failed": 1} and stats["inputs"]["unfinished"] == 0
+    assert stats["inputs"]["rerun"] == 1

@@ -114,6 +114,23 @@ def test_pyarrow_reads_manifest_and_quarantine(shard_dir):
     assert pq.read_table(shard_dir / "quarantine.parquet").num_rows == 0
 
 
+def test_a_shard_is_whole_on_disk_the_moment_it_is_complete(tmp_path, clips):
+    seen = []
+    with ShardSink(tmp_path, maxcount=2) as sink:
+        finish = sink._finish_shard
+
+        def read_right_after(tmp_name):
+            finish(tmp_name)
+            # Still inside webdataset's rollover, before it lets go of the file: a run killed here must leave
+            # the shard whole, since readers and a resume take its samples as written.
+            seen.append([c.key for c in read_clips(tmp_path)])
+
+        sink._finish_shard = read_right_after  # the writer, opened at the first write, calls it
+        for c in clips[:3]:  # the third sample completes the first shard
+            sink.write(c)
+    assert seen == [[c.key for c in clips[:2]], [c.key for c in clips[:3]]]  # the rollover, then the close
+
+
 def test_rewrite_is_idempotent_by_key(tmp_path, clips):
     _write(tmp_path, clips[:3])
     summary = _write(tmp_path, clips)
