@@ -54,13 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule", default=Recipe.schedule, choices=("constant", "cosine"),
                         help="every stage's learning-rate schedule (another recipe)")
     parser.add_argument("--random-base", action="store_true",
-                        help="stage 1 from the tiny preset's random transformer, not the shipped stage-0 base")
+                        help="stage 1 from --preset's random transformer, not the shipped stage-0 base")
+    parser.add_argument("--preset", default=Recipe.preset, help="the transformer preset of --random-base")
     parser.add_argument("--train-seed", type=int, default=0,
                         help="seed of the trained model's initial LoRAs and of every training draw (another run)")
     args = parser.parse_args(argv)
     recipe = replace(Recipe(), stage_steps=tuple(args.stage_steps), tasks=args.tasks, objects=args.objects,
                      layer_weights=args.layer_weights, schedule=args.schedule, pretrained_base=not args.random_base,
-                     train_seed=args.train_seed)
+                     preset=args.preset, train_seed=args.train_seed)
     if args.seed == recipe.world_seed:
         parser.error(f"--seed must differ from the training world's seed {recipe.world_seed}")
     torch.set_num_threads(args.threads)

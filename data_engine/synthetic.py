@@ -42,6 +42,16 @@ def caption_words() -> tuple[str, ...]:
     return tuple(sorted({word for name in names for word in name.split()}))
 
 
+# The words the caption templates (`_Object.caption`, `_blend_caption`, `Captions.bg`) put around those.
+TEMPLATE_WORDS = ("A", "a", "against", "backdrop", "coloured", "drifts", "front", "glides", "gliding", "in", "of",
+                  "over", "pattern", "plain", "slowly", "the", "to")
+
+
+def caption_vocabulary() -> tuple[str, ...]:
+    """Every word of this world's captions: the tiny preset's tokenizer keeps each one a single token."""
+    return tuple(sorted({*caption_words(), *TEMPLATE_WORDS}))
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     num_clips: int = 8

@@ -86,8 +86,10 @@ class Recipe:
     source_size: int = VAETrainConfig.source_size
     # None: the shipped TINY_WORLD_VAE; a number: train the VAE that many steps here.
     vae_steps: int | None = None
-    # Stage 1 starts from the shipped stage-0 base (TINY_WORLD_BASE); False: from the tiny preset's random weights.
+    # Stage 1 starts from the shipped stage-0 base (TINY_WORLD_BASE); False: from `preset`'s random weights.
     pretrained_base: bool = True
+    # The transformer preset of a random base (stage 0 pretrains this preset; the shipped base is one).
+    preset: str = "tiny-world"
     # Optimizer steps of stages 1, 2, 3; stage 1 trains every block of the never-pretrained tiny base. The
     # matte forms late and suddenly: on decomposition alone, alpha IoU stays under 0.05 for the first ~6000
     # samples, then climbs (held-out 0.42 at 12000, batch 8; at batch 2 it had not formed after 3000 steps), and
@@ -172,7 +174,7 @@ def build_dataset(recipe: Recipe, out: Path, log: Log = print) -> None:
 
 def build_base(recipe: Recipe, run: Path, threads: int, log: Log = print) -> Path:
     """The model folder stage 1 starts from: the world's VAE with the pretrained base (`TINY_WORLD_BASE`: transformer,
-    T5, tokenizer) or, with `recipe.pretrained_base` off, the tiny preset's random transformer (built as `layerflow
+    T5, tokenizer) or, with `recipe.pretrained_base` off, `recipe.preset`'s random transformer (built as `layerflow
     train --stage 1 --tiny` builds it without a folder: its LoRA shape) and random T5."""
     from diffusers import AutoencoderKLCogVideoX
 
@@ -191,7 +193,7 @@ def build_base(recipe: Recipe, run: Path, threads: int, log: Log = print) -> Pat
         shutil.copy(TINY_WORLD_BASE / "layerflow_pipeline.json", base / "layerflow_pipeline.json")
         return base
     network = yaml.safe_load(stage_config(1, "tiny_").read_text())["model"]["network"]
-    parts = build_components(ModelConfig(**network))
+    parts = build_components(ModelConfig(**{**network, "preset": recipe.preset}))
     vae = AutoencoderKLCogVideoX.from_pretrained(vae_dir, use_safetensors=True)
     LayerFlowPipeline(tokenizer=parts.tokenizer, text_encoder=parts.text_encoder, vae=vae,
                       transformer=parts.transformer, scheduler=make_scheduler("dpm")).save_pretrained(base)

@@ -130,9 +130,10 @@ class TransformerConfig:
 PRESETS: dict[str, TransformerConfig] = {
     "cogvideox-2b": TransformerConfig(),
     # Six blocks so the official "mod6" rule still selects one block (index 5); 8x12 latents (the tiny VAE's
-    # 32x48 frames) keep a forward pass in milliseconds. 64 T5 tokens per prompt hold the synthetic world's
-    # longest indexed caption (62 tiny-tokenizer tokens): 226 made text 7 of every 8 tokens, the step 3x slower
-    # and the attention of the few video tokens mostly on padding.
+    # 32x48 frames) keep a forward pass in milliseconds. 32 T5 tokens per prompt hold the synthetic world's
+    # longest indexed caption at K = 2 (30 tiny-tokenizer tokens; 41 at K = 3, truncated): text is most of the
+    # sequence (3 x 32 against 4 x 24 video tokens at K = 1), so its length sets the step's cost. A training
+    # forward and backward at batch 8 on one thread took 204 ms at 64 tokens per prompt, 126 ms at 32.
     "tiny": TransformerConfig(
         num_layers=6,
         num_attention_heads=4,
@@ -142,7 +143,7 @@ PRESETS: dict[str, TransformerConfig] = {
         sample_height=8,
         sample_width=12,
         sample_frames=16,
-        text_tokens_per_prompt=64,
+        text_tokens_per_prompt=32,
         # The 2B's 1.875 spreads its 30 x 45 token grid over ~24 rad of the fastest sin-cos wave; on the tiny 4 x 6
         # grid it leaves positions nearly alike, and a never-pretrained model is slow to match a layer's token to
         # the blend's at the same place (decomposition's alpha IoU after 1200 steps: 0.48 at 1.875, 0.64 at 0.25).
@@ -151,6 +152,14 @@ PRESETS: dict[str, TransformerConfig] = {
         content_rank=4,
     ),
 }
+
+
+# The tiny world's model (`infra/toyworld.py`: its stage-0 base, the benchmark, the demo): `tiny` at twice the width.
+# At 64 a token is exactly as wide as the 2 x 2 x 16 latent patch it carries, and the matte does not form: from random
+# weights, 1500 decomposition steps at batch 8 reached held-out alpha IoU 0.18 at width 64 and 0.50 at 128 (bg in
+# the object 21.2 / 22.9 dB), a step taking 2.2x as long (BENCHMARKS.md, "Recipe choices and their effect").
+PRESETS["tiny-world"] = PRESETS["tiny"].replace(attention_head_dim=32)
+TINY_PRESETS = ("tiny", "tiny-world")  # built in-process from a seed; every other preset loads a weights folder
 
 
 def get_preset(name: str, **overrides: Any) -> TransformerConfig:

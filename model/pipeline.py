@@ -513,8 +513,10 @@ def _condition_array(layer: str, arg: str, item: Condition, frames: int, height:
     return arr
 
 
-def build_tiny_pipeline(seed: int = 0, *, num_prompts: int = 3, sampler: str = "dpm") -> LayerFlowPipeline:
-    """The `tiny` preset: real classes, random weights from `seed`, built in-process (tests and the demo).
+def build_tiny_pipeline(seed: int = 0, *, num_prompts: int = 3, sampler: str = "dpm",
+                        preset: str = "tiny") -> LayerFlowPipeline:
+    """A tiny preset (`model.config.TINY_PRESETS`): real classes, random weights from `seed`, built in-process (tests,
+    the tiny world's random base).
 
     `num_prompts` is 3 for generation and the conditional tasks, 2 for decomposition (as the released
     checkpoints differ).
@@ -524,7 +526,7 @@ def build_tiny_pipeline(seed: int = 0, *, num_prompts: int = 3, sampler: str = "
     from model.tiny import build_tiny_text_encoder, build_tiny_vae
     from model.transformer import LayerFlowTransformer
 
-    config = get_preset("tiny", num_prompts=num_prompts)
+    config = get_preset(preset, num_prompts=num_prompts)
     tokenizer = build_tiny_tokenizer()
     text_encoder = build_tiny_text_encoder(len(tokenizer), config.text_embed_dim, seed)
     vae = build_tiny_vae(config.in_channels, seed)

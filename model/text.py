@@ -5,10 +5,11 @@ CogVideoX's T5 conditioner does), encoded by T5 separately, and concatenated alo
 unconditional branch of classifier-free guidance is all-zero embeddings, not an encoded empty prompt.
 
 Also the tiny tokenizer for the `tiny` preset: a SentencePiece unigram model trained in-process from a fixed
-string, loaded through `T5Tokenizer.from_pretrained` exactly like the real `tokenizer/spiece.model`. The tiny
-world's caption words (`data_engine.synthetic.caption_words`) are single tokens in it, as English words are in
-T5's vocabulary: spelled out in sub-word pieces, a colour is a sequence of letters that the tiny model needs far
-more training to read (at 1200 steps the model still ignored its prompts).
+string, loaded through `T5Tokenizer.from_pretrained` exactly like the real `tokenizer/spiece.model`. Every word
+of the tiny world's captions (`data_engine.synthetic.caption_vocabulary`) is a single token in it, as English words
+are in T5's vocabulary: spelled out in sub-word pieces, a colour is a sequence of letters that the tiny model needs
+far more training to read (at 1200 steps the model still ignored its prompts), and a caption three times as many
+tokens, each of which the transformer attends over (BENCHMARKS.md, "Recipe choices and their effect").
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from data_engine.synthetic import caption_words
+from data_engine.synthetic import caption_vocabulary
 from model.layout import LayoutError, prompt_index
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def unconditional_embeddings(prompt_embeds: torch.Tensor) -> torch.Tensor:
 
 def train_tiny_spiece(corpus: str = TINY_CORPUS, words: Sequence[str] | None = None) -> bytes:
     """A deterministic SentencePiece unigram model (T5's special-token ids: pad 0, eos 1, unk 2) in which each of
-    `words` (default: the tiny world's caption words) is one token at the start of a word."""
+    `words` (default: every word of the tiny world's captions) is one token at the start of a word."""
     import sentencepiece as spm
 
     buf = io.BytesIO()
@@ -116,7 +117,7 @@ def train_tiny_spiece(corpus: str = TINY_CORPUS, words: Sequence[str] | None = N
         character_coverage=1.0,
         num_threads=1,
         minloglevel=2,
-        user_defined_symbols=[f"\u2581{word}" for word in (caption_words() if words is None else words)],
+        user_defined_symbols=[f"\u2581{word}" for word in (caption_vocabulary() if words is None else words)],
     )
     return buf.getvalue()
 

@@ -14,8 +14,9 @@ changes the prediction only through the layer-index embedding, and in this world
 layer's things (a colour and shape, a palette and texture), which the model reads as a bag of words (trained
 models score the same with any slot order, and 2-3 dB worse with other clips' prompts).
 
-A smaller budget than `benchmarks/toyworld.py` (32 videos, decomposition only, 600 / 10 / 40 steps at batch 8):
-about 2.5 minutes on 2 cores, and as much again for the same loop on clips of two objects (issue 16).
+A smaller budget than `benchmarks/toyworld.py` (32 videos, decomposition only, 400 / 5 / 20 steps at batch 8, from
+the shipped stage-0 base): about 3 minutes on one thread, and 300 / 5 / 10 steps for the same loop on clips of two
+objects (issue 16). At 400 steps the held-out matte reached IoU 0.33 against the base's 0.12 (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -37,12 +38,13 @@ from layerflow.toyworld import Recipe, heldout_clips, sample_tasks, train
 from model.layout import SequenceLayout
 from model.pipeline import LayerFlowPipeline
 
-RECIPE = replace(Recipe(), videos=32, stage_steps=(600, 10, 40), tasks="{decompose: 1}", layer_weights=None)
+RECIPE = replace(Recipe(), videos=32, stage_steps=(400, 5, 20), tasks="{decompose: 1}", layer_weights=None)
 HELDOUT_SEED, CLIPS = 1000, 8
 # The issue's target: the decomposed background inside the object's region, where the trivial answer (bg = the
-# blend) shows the object, at least 6 dB better than that answer; and a foreground on the object no more than 2 dB
-# worse than the trivial answer's mid-grey (this budget learns backgrounds, not yet the objects' colours).
-BG_MARGIN_DB, FG_SLACK_DB = 6.0, 2.0
+# blend) shows the object, at least 6 dB better than that answer; a foreground on the object no more than 2 dB
+# worse than the trivial answer's mid-grey; and a matte in the objects' places: alpha IoU at least 0.1 over the
+# model training starts from (the stage-0 base, which was never asked for a matte).
+BG_MARGIN_DB, FG_SLACK_DB, IOU_MARGIN = 6.0, 2.0, 0.1
 
 
 @pytest.fixture(scope="module")
@@ -61,28 +63,36 @@ def clips():
     return heldout_clips(RECIPE, HELDOUT_SEED, CLIPS)
 
 
-def _psnr(outputs, clips) -> dict[str, float]:
+def _scores(outputs, clips) -> dict[str, float]:
     rows = [tw.decomposition_scores(o, c) for o, c in zip(outputs, clips)]
-    return {k: float(np.nanmean([r[k] for r in rows])) for k in ("bg_psnr_object", "fg_psnr_object")}
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in ("bg_psnr_object", "fg_psnr_object", "alpha_iou")}
 
 
 def decompose(pipe: LayerFlowPipeline, clips) -> dict[str, float]:
-    """The decomposed bg's PSNR inside the object's region and the fg's on the object, mean over the clips."""
+    """The decomposed bg's PSNR inside the object's region, the fg's on the object and the matte's IoU, mean over
+    the clips."""
     pipe.set_progress_bar_config(disable=True)
     outputs = sample_tasks(pipe, clips, RECIPE, steps=8, guidance=6.0, seed=HELDOUT_SEED, tasks=("decompose",))
-    return _psnr(outputs["decompose"], clips)
+    return _scores(outputs["decompose"], clips)
 
 
-def learned_enough(scores: dict[str, float], clips) -> tuple[bool, str]:
-    trivial = _psnr([tw.trivial_decomposition(c["blend"]) for c in clips], clips)
-    bg, fg = scores["bg_psnr_object"], scores["fg_psnr_object"]
-    ok = bg >= trivial["bg_psnr_object"] + BG_MARGIN_DB and fg >= trivial["fg_psnr_object"] - FG_SLACK_DB
+@pytest.fixture(scope="module")
+def untrained_iou(run, clips) -> float:
+    return decompose(LayerFlowPipeline.from_pretrained(run / "base"), clips)["alpha_iou"]
+
+
+def learned_enough(scores: dict[str, float], clips, untrained_iou: float) -> tuple[bool, str]:
+    trivial = _scores([tw.trivial_decomposition(c["blend"]) for c in clips], clips)
+    bg, fg, iou = scores["bg_psnr_object"], scores["fg_psnr_object"], scores["alpha_iou"]
+    ok = (bg >= trivial["bg_psnr_object"] + BG_MARGIN_DB and fg >= trivial["fg_psnr_object"] - FG_SLACK_DB
+          and iou >= untrained_iou + IOU_MARGIN)
     return ok, (f"decomposed bg PSNR in the object's region {bg:.1f} dB (trivial {trivial['bg_psnr_object']:.1f}), "
-                f"fg on the object {fg:.1f} dB (trivial {trivial['fg_psnr_object']:.1f})")
+                f"fg on the object {fg:.1f} dB (trivial {trivial['fg_psnr_object']:.1f}), alpha IoU {iou:.2f} "
+                f"(untrained {untrained_iou:.2f})")
 
 
-def test_decomposition_beats_the_trivial_baseline(trained, clips):
-    ok, message = learned_enough(decompose(LayerFlowPipeline.from_pretrained(trained), clips), clips)
+def test_decomposition_beats_the_trivial_baseline(trained, clips, untrained_iou):
+    ok, message = learned_enough(decompose(LayerFlowPipeline.from_pretrained(trained), clips), clips, untrained_iou)
     assert ok, message
 
 
@@ -101,13 +111,14 @@ class BgFirstLayout(SequenceLayout):
             list(range(start, start + self.latents_per_layer))
 
 
-def test_a_pipeline_with_another_layer_order_fails_the_test(trained, clips):
+def test_a_pipeline_with_another_layer_order_fails_the_test(trained, clips, untrained_iou):
     with mock.patch.object(model.pipeline, "SequenceLayout", BgFirstLayout):
-        ok, message = learned_enough(decompose(LayerFlowPipeline.from_pretrained(trained), clips), clips)
+        ok, message = learned_enough(decompose(LayerFlowPipeline.from_pretrained(trained), clips), clips,
+                                     untrained_iou)
     assert not ok, f"the mutation went unseen: {message}"
 
 
-def test_a_pipeline_that_puts_the_condition_elsewhere_fails_the_test(trained, clips):
+def test_a_pipeline_that_puts_the_condition_elsewhere_fails_the_test(trained, clips, untrained_iou):
     pipe = LayerFlowPipeline.from_pretrained(trained)
     forward = pipe.transformer.forward
 
@@ -116,7 +127,7 @@ def test_a_pipeline_that_puts_the_condition_elsewhere_fails_the_test(trained, cl
         return forward(*args, cond_indices=moved, **kwargs)
 
     pipe.transformer.forward = condition_first
-    ok, message = learned_enough(decompose(pipe, clips), clips)
+    ok, message = learned_enough(decompose(pipe, clips), clips, untrained_iou)
     assert not ok, f"the mutation went unseen: {message}"
 
 
@@ -159,7 +170,7 @@ def test_a_pipeline_with_another_prompt_slot_order_fails_the_test(trained, run):
 
 
 
-TWO_OBJECTS = replace(RECIPE, objects=2)
+TWO_OBJECTS = replace(RECIPE, objects=2, stage_steps=(300, 5, 10))  # its check is the bg margin alone
 
 
 @pytest.fixture(scope="module")

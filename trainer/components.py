@@ -32,18 +32,20 @@ def build_components(cfg: ModelConfig) -> Components:
     """From `pretrained` when given (stock CogVideoX-2B or an earlier stage's export); else the tiny preset."""
     if cfg.pretrained:
         return _load_pretrained(Path(cfg.pretrained), cfg)
-    if cfg.preset == "tiny":
+    from model.config import TINY_PRESETS
+
+    if cfg.preset in TINY_PRESETS:
         from model.config import get_preset
         from model.pipeline import build_tiny_pipeline
         from model.transformer import LayerFlowTransformer
 
-        pipe = build_tiny_pipeline(seed=cfg.seed)
+        pipe = build_tiny_pipeline(seed=cfg.seed, preset=cfg.preset)
         transformer = pipe.transformer
         if cfg.lora_overrides():
             # The same seed as the pipeline's own transformer: only the LoRA shape differs.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
-                transformer = LayerFlowTransformer.from_config(get_preset("tiny", **cfg.lora_overrides()))
+                transformer = LayerFlowTransformer.from_config(get_preset(cfg.preset, **cfg.lora_overrides()))
         return Components(transformer, pipe.vae, pipe.text_encoder, pipe.tokenizer)
     raise TrainConfigError(f"model.network.pretrained is empty; preset {cfg.preset!r} loads its weights from a "
                            "local folder with transformer/, vae/, text_encoder/, tokenizer/ (see README: weights)")

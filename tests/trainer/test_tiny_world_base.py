@@ -6,6 +6,7 @@ import json
 import pytest
 
 from layerflow.toyworld import TINY_WORLD_BASE, Pretraining, Recipe, build_base, heldout_text_to_video_loss
+from model.config import get_preset
 
 
 def test_the_shipped_base_has_the_held_out_loss_its_report_gives(tmp_path):
@@ -20,3 +21,11 @@ def test_the_shipped_base_has_the_held_out_loss_its_report_gives(tmp_path):
     reported = report["heldout_text_to_video_loss"]
     assert loss == pytest.approx(reported["pretrained"], rel=1e-3)
     assert loss < 0.5 * reported["random"]
+
+
+def test_the_shipped_base_is_the_recipes_preset():
+    """Stage 1 trains the base it is given: the shipped one must be the preset a random base would be."""
+    shipped = json.loads((TINY_WORLD_BASE / "transformer" / "config.json").read_text())["layerflow"]
+    preset = get_preset(Recipe.preset)
+    for field in ("num_attention_heads", "attention_head_dim", "num_layers", "text_tokens_per_prompt"):
+        assert shipped[field] == getattr(preset, field), field
