@@ -248,13 +248,13 @@ def train(recipe: Recipe, root: Path, threads: int = 1, log: Log = print, mix: s
 @dataclass(frozen=True)
 class Pretraining:
     """How `TINY_WORLD_BASE` was made: `layerflow train --stage 0 --tiny` on the blends of `videos` clips of the
-    training world, from the tiny preset's random transformer and T5 (seed 0) and the world's VAE."""
+    training world, from the random transformer of `Recipe.preset` and the tiny T5 (seed 0) and the world's VAE."""
 
     videos: int = 1024
     # Frames per training clip: 16 frames are 4 latent frames, the positions stage 1's four sub-clips (fg, alpha,
     # bg, blend: one latent frame each at the recipe's 4 frames) take, so the base meets motion across them as the
-    # real recipe's CogVideoX-2B has. On 16-frame held-out clips it reaches a loss of 0.285 against 0.441 for a base
-    # pretrained on 4-frame clips (one latent frame: no time axis); stage 1's scores: BENCHMARKS.md.
+    # real recipe's CogVideoX-2B has. On 16-frame held-out clips a `tiny` base reached a loss of 0.285 against 0.441
+    # for one pretrained on 4-frame clips (one latent frame: no time axis); stage 1's scores: BENCHMARKS.md.
     frames: int = 16
     steps: int = 1500
     batch_size: int = 8
