@@ -74,21 +74,22 @@ def test_the_transformer_reads_each_foregrounds_prompt():
     """The fourth prompt (fg_1's) changes the prediction, with its own layer index: the same text under
     another index (the layer embedding of prompt 3 replaced by prompt 2's) predicts something else."""
     model = build_tiny_pipeline(0).transformer
+    n = model.layerflow_config.text_tokens_per_prompt
     with torch.no_grad():
         model.layer_embedder[1].weight.normal_()  # trained embedders are not zero; the init is
     x = torch.randn(1, 6, 16, H // 8, W // 8)
-    text = torch.randn(1, 4 * 64, 32)
+    text = torch.randn(1, 4 * n, 32)
     spec = task_spec("generate", 2)
     out = model(x, text, torch.tensor([500]), spec=spec)
     other = text.clone()
-    other[:, 192:] += 1.0
+    other[:, 3 * n:] += 1.0
     assert not torch.allclose(out, model(x, other, torch.tensor([500]), spec=spec))
     index = model.layer_embeddings(spec)
-    assert index.shape[0] == 4 * 64
-    assert not torch.equal(index[192], index[128]) and torch.equal(index[:192], model.layer_embeddings())
+    assert index.shape[0] == 4 * n
+    assert not torch.equal(index[3 * n], index[2 * n]) and torch.equal(index[:3 * n], model.layer_embeddings())
     # The spec, not the text's length, says how many prompts there are: K + 2 prompts need it.
-    with pytest.raises(TransformerInputError, match="4 prompts x 64 T5 tokens"):
-        model(x, text[:, :192], torch.tensor([500]), spec=spec)
+    with pytest.raises(TransformerInputError, match=f"4 prompts x {n} T5 tokens"):
+        model(x, text[:, :3 * n], torch.tensor([500]), spec=spec)
     with pytest.raises(TransformerInputError, match="pass spec= for K foregrounds"):
         model(x, text, torch.tensor([500]))
 
