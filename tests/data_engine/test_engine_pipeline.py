@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -398,9 +399,12 @@ def test_an_input_that_kills_its_worker_is_quarantined_and_the_run_completes(tmp
     [lost] = pq.read_table(out / "quarantine.parquet").to_pylist()
     assert lost["input"].endswith("synthetic_s3_00001.mp4")
     assert (lost["stage"], lost["error_type"]) == ("engine", "WorkerLost") and "died" in lost["message"]
-    # It could have been a lost node: it ran once more, and killed its worker there too.
-    assert lost["attempts"] == 2 * (WORKER_DEATH_RETRIES + 1)
-    assert "worker lost: 1 input(s) did not all come back" in " ".join(done.stderr.split())
+    # It could have been a lost node: it ran again, and killed its worker there too. Each pass spends the task's
+    # retries; a pass is one more when its death also took the rows of an input batched beside it, which the
+    # rerun then brings back.
+    passes, rest = divmod(lost["attempts"], WORKER_DEATH_RETRIES + 1)
+    assert rest == 0 and passes in (2, 3)
+    assert re.search(r"worker lost: [12] input\(s\) did not all come back", " ".join(done.stderr.split()))
     stats = json.loads((out / "stats.json").read_text())["engine"]
     assert stats["inputs"]["status"] == {"ok": 2, "failed": 1} and stats["inputs"]["unfinished"] == 0
-    assert stats["inputs"]["rerun"] == 1
+    assert stats["inputs"]["rerun"] == {2: 1, 3: 3}[passes]
