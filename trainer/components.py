@@ -29,13 +29,12 @@ class Components:
 
 
 def build_components(cfg: ModelConfig) -> Components:
-    """From `pretrained` when given (stock CogVideoX-2B or an earlier stage's export); else the tiny preset."""
+    """From `pretrained` when given (stock CogVideoX-2B or an earlier stage's export); else a tiny preset."""
+    from model.config import TINY_PRESETS, get_preset
+
     if cfg.pretrained:
         return _load_pretrained(Path(cfg.pretrained), cfg)
-    from model.config import TINY_PRESETS
-
     if cfg.preset in TINY_PRESETS:
-        from model.config import get_preset
         from model.pipeline import build_tiny_pipeline
         from model.transformer import LayerFlowTransformer
 
